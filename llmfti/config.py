@@ -86,6 +86,79 @@ class RedisSettings(BaseModel):
     socket_timeout_s: float = Field(1.0, gt=0, description="Per-command timeout talking to Redis.")
 
 
+class GeneratorSettings(BaseModel):
+    """The text generator behind the agent (see llmfti.llm.backends)."""
+
+    model_config = {"extra": "forbid"}
+
+    backend: Literal["extractive", "transformers", "openai"] = Field(
+        "extractive",
+        description="extractive: no model, selects and cites retrieved sentences; transformers: a local "
+        "or hub causal LM (+ optional PEFT adapter); openai: any OpenAI-compatible server (vllm serve).",
+    )
+    model: str | None = Field(
+        None,
+        description="transformers: local path or hub id; openai: the model name the upstream server "
+        "serves (a LoRA module name for vllm). Unused by extractive.",
+    )
+    adapter: str | None = Field(None, description="transformers: path of a PEFT adapter to load on top.")
+    served_name: str | None = Field(
+        None, description="The model id clients send and /v1/models lists. Default: derived from backend/model."
+    )
+    base_url: str | None = Field(None, description="openai: base URL of the upstream server, ending in /v1.")
+    api_key_env: str = Field(
+        "LLMFTI_UPSTREAM_API_KEY",
+        description="openai: name of the environment variable holding the upstream API key (never the key).",
+    )
+    device: str = Field("cpu", description="transformers: torch device (cpu, cuda, cuda:1, ...).")
+    timeout_s: float = Field(60.0, gt=0, description="A generation slower than this falls back (or fails).")
+    fallback: bool = Field(True, description="Answer with the extractive generator when this one fails.")
+    max_sentences: int = Field(3, ge=1, le=20, description="extractive: sentences per answer.")
+
+
+class ApiKeySettings(BaseModel):
+    """One API key, stored as the SHA-256 hex digest of the key (never the key itself)."""
+
+    model_config = {"extra": "forbid"}
+
+    name: str = Field(description="Who holds the key; appears in logs and metrics.")
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$", description="hashlib.sha256(key.encode()).hexdigest().")
+    tenant: str | None = Field(None, description="Retrieval sees only this tenant's chunks; null: all.")
+    requests_per_minute: int | None = Field(None, ge=1, description="Override of agent.requests_per_minute.")
+
+
+class AgentSettings(BaseModel):
+    """The OpenAI-compatible RAG service (agents/)."""
+
+    model_config = {"extra": "forbid"}
+
+    auth_mode: Literal["api_keys", "dev"] = Field(
+        "api_keys",
+        description="api_keys: every request needs a configured Bearer key; dev: no keys, for a local "
+        "machine only (must be chosen explicitly, e.g. `llmfti serve --dev`).",
+    )
+    api_keys: list[ApiKeySettings] = Field(
+        default_factory=list, description="Accepted keys (hashed), e.g. from LLMFTI_AGENT__API_KEYS as JSON."
+    )
+    requests_per_minute: int = Field(600, ge=1, description="Per-key rate limit (Redis, fixed window).")
+    max_request_bytes: int = Field(1_000_000, ge=1024, description="Larger request bodies get a 413.")
+    max_messages: int = Field(64, ge=1, description="Messages per chat request.")
+    max_input_tokens: int = Field(4096, ge=1, description="Tokens of the caller's messages or prompt.")
+    max_completion_tokens: int = Field(1024, ge=1, description="Largest max_tokens a request may ask for.")
+    default_max_tokens: int = Field(256, ge=1, description="max_tokens when a request sets none.")
+    retrieval_k: int = Field(5, ge=0, le=100, description="Passages retrieved per request (0: no RAG).")
+    retrieval_mode: SearchMode | None = Field(None, description="Search mode; null: index.default_mode.")
+    prompt: str = Field("rag_answer", description="Prompt template name (a file in prompts_dir).")
+    prompts_dir: Path = Field(Path("configs/prompts"), description="Folder of prompt template files.")
+    user_feature_group: str = Field("user_profile", description="Online feature group keyed by user id.")
+    log_stream: str = Field("llmfti:inference_log", description="Redis stream of inference log records.")
+    log_table: str = Field("inference_log", description="LanceDB table the drain pipeline writes.")
+    redis_retry_s: float = Field(
+        5.0, gt=0, description="After a Redis failure, skip Redis for this long before trying again."
+    )
+    generator: GeneratorSettings = GeneratorSettings()
+
+
 class Settings(BaseSettings):
     """All of llmfti's settings. Build with :func:`load_settings`."""
 
@@ -102,6 +175,7 @@ class Settings(BaseSettings):
     ingest: IngestSettings = IngestSettings()
     index: IndexSettings = IndexSettings()
     redis: RedisSettings = RedisSettings()
+    agent: AgentSettings = AgentSettings()
 
     @classmethod
     def settings_customise_sources(

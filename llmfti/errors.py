@@ -87,3 +87,57 @@ class MissingDependencyError(LLMFTIError, ImportError):
     """An optional package needed for the requested feature is not installed."""
 
     code = "missing_dependency"
+
+
+class AuthenticationError(LLMFTIError):
+    """A request carries no API key, or one that is not configured."""
+
+    code = "invalid_api_key"
+
+
+class RateLimitError(LLMFTIError):
+    """A caller exceeded its request budget; ``retry_after_s`` says when to try again."""
+
+    code = "rate_limit_exceeded"
+
+    def __init__(self, what: str, *, retry_after_s: float, expected: str | None = None, fix: str | None = None):
+        self.retry_after_s = retry_after_s
+        super().__init__(what, expected=expected, fix=fix)
+
+
+class RequestLimitError(InvalidInputError):
+    """A request is over a size, count or token limit; ``param`` names the offending field."""
+
+    code = "request_limit_exceeded"
+
+    def __init__(
+        self,
+        what: str,
+        *,
+        param: str | None = None,
+        code: str | None = None,
+        expected: str | None = None,
+        fix: str | None = None,
+    ):
+        self.param = param
+        if code:
+            self.code = code
+        super().__init__(what, expected=expected, fix=fix)
+
+
+class GenerationError(LLMFTIError):
+    """A text generator failed or timed out; the agent may fall back to the extractive one."""
+
+    code = "generation_failed"
+
+
+class TokenizerMismatchError(LLMFTIError):
+    """A model version is loaded with a tokenizer or chat template other than the one it was trained with."""
+
+    code = "tokenizer_mismatch"
+
+
+class PromotionRefusedError(LLMFTIError):
+    """A model version may not take an alias (no passing eval run, or nothing to roll back to)."""
+
+    code = "promotion_refused"
