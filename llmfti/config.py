@@ -186,6 +186,25 @@ class AgentSettings(BaseModel):
     generator: GeneratorSettings = GeneratorSettings()
 
 
+class RegistrySettings(BaseModel):
+    """The model registry (LanceDB tables + an artifact folder under data_dir/registry)."""
+
+    model_config = {"extra": "forbid"}
+
+    model_name: str = Field("assistant", description="Model name used when a command does not name one.")
+    gated_aliases: list[str] = Field(
+        default_factory=lambda: ["production"],
+        description="Aliases a version may take only when its latest recorded eval run passed.",
+    )
+
+    @field_validator("model_name")
+    @classmethod
+    def _valid_model_name(cls, value: str) -> str:
+        from llmfti.naming import check_name
+
+        return check_name(value, what="model name")
+
+
 class Settings(BaseSettings):
     """All of llmfti's settings. Build with :func:`load_settings`."""
 
@@ -204,6 +223,7 @@ class Settings(BaseSettings):
     redis: RedisSettings = RedisSettings()
     features: FeaturesSettings = FeaturesSettings()
     agent: AgentSettings = AgentSettings()
+    registry: RegistrySettings = RegistrySettings()
 
     @classmethod
     def settings_customise_sources(
