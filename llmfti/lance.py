@@ -18,9 +18,12 @@ def connect(settings: Settings) -> lancedb.DBConnection:
 
 @lru_cache(maxsize=8)
 def _connect(uri: str) -> lancedb.DBConnection:
+    from datetime import timedelta
+
     import lancedb
 
-    return lancedb.connect(uri)
+    # Long-running readers (the agent) see commits of other processes within a second.
+    return lancedb.connect(uri, read_consistency_interval=timedelta(seconds=1))
 
 
 def table_names(db: lancedb.DBConnection) -> list[str]:

@@ -2,11 +2,136 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Any
+
 import typer
 
+from llmfti.cli.output import JsonOption, console, emit, reporting_errors, stage_progress
+
 app = typer.Typer(help="Build, version, tag and roll back the document vector index.", no_args_is_help=True)
+IndexOption = typer.Option(None, "--index", help="Index name (default: setting index.name).")
 
 
-def search() -> None:
-    """Search the index (dense, full-text or hybrid)."""
-    raise NotImplementedError
+def _settings():  # noqa: ANN202
+    from llmfti.config import load_settings
+
+    return load_settings()
+
+
+@app.command("build")
+def build(
+    paths: list[Path] = typer.Argument(..., help="Files or folders: .md .txt .html .pdf .jsonl, SQuAD .json"),
+    index: str | None = IndexOption,
+    tenant: str | None = typer.Option(None, help="Tenant of documents that do not name one."),
+    as_json: bool = JsonOption,
+) -> None:
+    """Build the index, or rebuild it incrementally: only added or changed documents are embedded."""
+    with reporting_errors(as_json):
+        from pipelines.index_build import build_index
+
+        with stage_progress(not as_json) as update:
+            summary = build_index(_settings(), paths, index, tenant=tenant, on_progress=update)
+        emit(summary, as_json, _print_summary)
+
+
+@app.command("versions")
+def versions(index: str | None = IndexOption, as_json: bool = JsonOption) -> None:
+    """List builds and rollbacks with time, row count, summary and tags."""
+    with reporting_errors(as_json):
+        from llmfti.index import VectorIndex
+
+        idx = VectorIndex.open(_settings(), index)
+        emit({"index": idx.name, "current_version": idx.version, "versions": idx.versions()}, as_json,
+             _print_versions)
+
+
+@app.command("tag")
+def tag(
+    name: str = typer.Argument(..., help="Tag name, e.g. release-1."),
+    version: int | None = typer.Option(None, "--version", help="Version to tag (default: the latest)."),
+    index: str | None = IndexOption,
+    as_json: bool = JsonOption,
+) -> None:
+    """Give a version a name (moves the tag if it exists)."""
+    with reporting_errors(as_json):
+        from llmfti.index import VectorIndex
+
+        idx = VectorIndex.open(_settings(), index)
+        emit({"index": idx.name, "tag": name, "version": idx.tag(name, version)}, as_json)
+
+
+@app.command("rollback")
+def rollback(
+    version: str = typer.Argument(..., help="Version number or tag to restore."),
+    index: str | None = IndexOption,
+    as_json: bool = JsonOption,
+) -> None:
+    """Make a past version the latest again (as a new version; nothing is lost)."""
+    with reporting_errors(as_json):
+        from llmfti.index import VectorIndex
+
+        idx = VectorIndex.open(_settings(), index)
+        restored = idx.resolve_version(version)
+        emit({"index": idx.name, "restored_version": restored, "version": idx.rollback(restored)}, as_json)
+
+
+def search(
+    query: str = typer.Argument(..., help="What to search for."),
+    index: str | None = IndexOption,
+    k: int = typer.Option(10, "--k", help="Number of results."),
+    mode: str | None = typer.Option(None, "--mode", help="dense, fts or hybrid (default: index.default_mode)."),
+    version: str | None = typer.Option(None, "--version", help="Search a past version (number or tag)."),
+    tenant: str | None = typer.Option(None, "--tenant", help="Tenant to search (default: ingest.default_tenant)."),
+    filters: list[str] = typer.Option([], "--filter", help="FIELD OP VALUE, e.g. 'title=Search'. Repeatable."),
+    as_json: bool = JsonOption,
+) -> None:
+    """Search the index: dense, full-text (BM25) or hybrid (both, fused with RRF)."""
+    with reporting_errors(as_json):
+        from llmfti.filters import Filter
+        from llmfti.index import VectorIndex
+
+        idx = VectorIndex.open(_settings(), index)
+        result = idx.search(query, k=k, mode=mode, tenant=tenant, version=version,  # type: ignore[arg-type]
+                            filters=[Filter.parse(f) for f in filters])
+        payload = {
+            "version": result.version,
+            "mode": result.mode,
+            "results": [
+                {"chunk_id": h.chunk_id, "doc_id": h.doc_id, "score": h.score, "text": h.text, "metadata": h.metadata}
+                for h in result.hits
+            ],
+        }
+        emit(payload, as_json, _print_results)
+
+
+def _print_summary(s: dict[str, Any]) -> None:
+    console().print(
+        f"[bold]{s['index']}[/] v{s['version']}: +{s['docs_added']} added, ~{s['docs_updated']} updated, "
+        f"-{s['docs_deleted']} deleted, {s['docs_unchanged']} unchanged; {s['chunks_embedded']} chunks embedded; "
+        f"{s['quarantined']} quarantined; {s['seconds']:.1f}s"
+    )
+
+
+def _print_versions(payload: dict[str, Any]) -> None:
+    from rich.table import Table
+
+    table = Table(title=f"index {payload['index']} (current v{payload['current_version']})")
+    for column in ("version", "kind", "time", "rows", "tags", "summary"):
+        table.add_column(column)
+    for v in payload["versions"]:
+        s = v["summary"]
+        brief = (f"restored v{s['restored_version']}" if v["kind"] == "rollback" else
+                 f"+{s['docs_added']} ~{s['docs_updated']} -{s['docs_deleted']} ={s['docs_unchanged']}, "
+                 f"{s['chunks_embedded']} embedded, {s['quarantined']} quarantined")
+        table.add_row(str(v["version"]), v["kind"], f"{v['time']:%Y-%m-%d %H:%M:%S}", str(v["rows"]),
+                      ",".join(v["tags"]), brief)
+    console().print(table)
+
+
+def _print_results(payload: dict[str, Any]) -> None:
+    out = console()
+    out.print(f"[dim]{payload['mode']} search, index version {payload['version']}[/]")
+    for rank, hit in enumerate(payload["results"], start=1):
+        snippet = " ".join(hit["text"].split())[:200]
+        out.print(f"[bold]{rank}.[/] {hit['doc_id']} [dim](score {hit['score']:.4f})[/]\n   {snippet}", highlight=False)

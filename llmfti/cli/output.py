@@ -63,20 +63,37 @@ def reporting_errors(as_json: bool) -> Iterator[None]:
 
 
 @contextmanager
-def progress(description: str, total: int | None, enabled: bool) -> Iterator[Callable[[int], None]]:
-    """A rich progress bar on stderr; ``advance(n)`` is a no-op when disabled (e.g. ``--json``)."""
+def stage_progress(enabled: bool) -> Iterator[Callable[[str, int, int], None]]:
+    """Rich progress bars on stderr, one per pipeline stage; yields ``update(stage, done, total)``.
+
+    Disabled (e.g. with ``--json``) it yields a no-op, so pipelines report progress unconditionally.
+    """
     if not enabled:
-        yield lambda n: None
+        yield lambda stage, done, total: None
         return
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    with Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        console=err_console(),
-        transient=True,
-    ) as bar:
-        task = bar.add_task(description, total=total)
-        yield lambda n: bar.advance(task, n)
+    tasks: dict[str, Any] = {}
+    with Progress(TextColumn("{task.description:>10}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  console=err_console(), transient=True) as bars:
+
+        def update(stage: str, done: int, total: int) -> None:
+            if stage not in tasks:
+                tasks[stage] = bars.add_task(stage, total=total)
+            bars.update(tasks[stage], completed=done, total=total)
+
+        yield update
+
+
+@contextmanager
+def progress(description: str, total: int | None, enabled: bool) -> Iterator[Callable[[int], None]]:
+    """A single rich progress bar on stderr; ``advance(n)`` is a no-op when disabled."""
+    with stage_progress(enabled) as update:
+        done = 0
+
+        def advance(n: int) -> None:
+            nonlocal done
+            done += n
+            update(description, done, total or 0)
+
+        yield advance

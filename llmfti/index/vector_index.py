@@ -1,0 +1,368 @@
+"""VectorIndex: the ``chunks`` feature group of one index, with versions, tags and search.
+
+Every write is one Lance commit (a new version); older versions stay searchable (time travel)
+and can be restored (rollback). The table's schema metadata records the embedder that built
+it; opening with another embedder is refused.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from llmfti.errors import EmbedderMismatchError, InvalidInputError, NotFoundError
+from llmfti.filters import Filter, where_clause
+from llmfti.index import history
+from llmfti.lance import connect, escape_literal, table_names
+from llmfti.naming import check_name
+
+if TYPE_CHECKING:
+    import numpy as np
+    import pyarrow as pa
+
+    from llmfti.config import SearchMode, Settings
+    from llmfti.embedders import Embedder, EmbedderInfo
+
+SCHEMA_VERSION = 1
+EMBEDDER_KEY = b"llmfti.embedder"
+FILTERABLE = {
+    "doc_id": "string",
+    "source": "string",
+    "title": "string",
+    "content_hash": "string",
+    "event_time": "timestamp",
+    "ingested_at": "timestamp",
+}
+_RESULT_COLUMNS = ["chunk_id", "doc_id", "text", "metadata"]
+
+
+@dataclass(frozen=True)
+class SearchHit:
+    chunk_id: str
+    doc_id: str
+    score: float
+    text: str
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class SearchResult:
+    version: int
+    mode: str
+    hits: list[SearchHit]
+
+
+def table_name(index: str) -> str:
+    return f"{check_name(index, what='index name')}__chunks_v{SCHEMA_VERSION}"
+
+
+def chunks_schema(info: EmbedderInfo) -> pa.Schema:
+    import pyarrow as pa
+
+    ts = pa.timestamp("us", tz="UTC")
+    return pa.schema(
+        [
+            ("chunk_id", pa.string()),
+            ("doc_id", pa.string()),
+            ("text", pa.string()),
+            ("embedding", pa.list_(pa.float32(), info.dimension)),
+            ("metadata", pa.string()),  # JSON object: document metadata + chunk position
+            ("tenant", pa.string()),
+            ("source", pa.string()),
+            ("title", pa.string()),
+            ("content_hash", pa.string()),  # of the chunk text
+            ("doc_hash", pa.string()),  # of the document + chunking config: drives incremental builds
+            ("event_time", ts),
+            ("ingested_at", ts),
+        ],
+        metadata={EMBEDDER_KEY: json.dumps(info.to_dict()).encode()},
+    )
+
+
+class VectorIndex:
+    """One index's chunks table. Build with :meth:`open` or :meth:`create`."""
+
+    def __init__(self, settings: Settings, name: str, table: Any):
+        self.settings = settings
+        self.name = name
+        self._db = connect(settings)
+        self._table = table
+        self.info = _recorded_embedder(table)
+        self._embedder: Embedder | None = None
+        self._versions: dict[int, Any] = {}
+        self._lock = threading.Lock()
+        if self.info["name"] != settings.embedder.model:
+            raise _mismatch(name, self.info, settings.embedder.model)
+
+    # ----------------------------------------------------------------- lifecycle
+    @classmethod
+    def exists(cls, settings: Settings, name: str | None = None) -> bool:
+        return table_name(name or settings.index.name) in table_names(connect(settings))
+
+    @classmethod
+    def open(cls, settings: Settings, name: str | None = None) -> VectorIndex:
+        name = name or settings.index.name
+        if not cls.exists(settings, name):
+            raise NotFoundError(
+                f"index {name!r} does not exist under {settings.data_dir}",
+                fix=f"build it first: llmfti index build PATH --index {name}",
+            )
+        return cls(settings, name, connect(settings).open_table(table_name(name)))
+
+    @classmethod
+    def create(cls, settings: Settings, name: str, info: EmbedderInfo) -> VectorIndex:
+        table = connect(settings).create_table(table_name(name), schema=chunks_schema(info), exist_ok=True)
+        return cls(settings, name, table)
+
+    @property
+    def version(self) -> int:
+        return int(self._table.version)
+
+    def count_rows(self, version: int | str | None = None) -> int:
+        return int(self._at(version).count_rows())
+
+    def embedder(self) -> Embedder:
+        """The embedder this index was built with, loaded once and checked against the record."""
+        if self._embedder is None:
+            from llmfti.embedders import load_embedder
+
+            embedder = load_embedder(self.settings.embedder)
+            if embedder.info.to_dict() != self.info:
+                raise _mismatch(self.name, self.info, embedder.info.to_dict())
+            self._embedder = embedder
+        return self._embedder
+
+    # ----------------------------------------------------------------- writing
+    def doc_state(self) -> dict[str, tuple[str, str]]:
+        """``doc_id -> (doc_hash, source)`` of the latest version."""
+        table = self._table.search().select(["doc_id", "doc_hash", "source"]).limit(None).to_arrow()
+        ids, hashes, sources = (table.column(c).to_pylist() for c in ("doc_id", "doc_hash", "source"))
+        return {d: (h, s) for d, h, s in zip(ids, hashes, sources, strict=True)}
+
+    def embeddings_of(self, doc_ids: Iterable[str]) -> dict[str, list[float]]:
+        """``chunk_id -> embedding`` of the existing chunks of ``doc_ids`` (reused when unchanged)."""
+        out: dict[str, list[float]] = {}
+        ids = sorted(set(doc_ids))
+        for start in range(0, len(ids), 500):
+            where = f"doc_id IN ({', '.join(escape_literal(d) for d in ids[start:start + 500])})"
+            rows = self._table.search().where(where).select(["chunk_id", "embedding"]).limit(None).to_arrow()
+            out.update(zip(rows.column("chunk_id").to_pylist(), rows.column("embedding").to_pylist(), strict=True))
+        return out
+
+    def apply(self, rows: pa.Table, replace_doc_ids: Sequence[str]) -> int:
+        """In ONE commit: upsert ``rows`` and delete every other chunk of ``replace_doc_ids``.
+
+        Readers see the old version or the new one, never a half-applied build.
+        """
+        if rows.num_rows == 0 and not replace_doc_ids:
+            return self.version
+        schema = self._table.schema
+        rows = rows.select(schema.names).cast(schema)
+        merge = self._table.merge_insert("chunk_id").when_matched_update_all().when_not_matched_insert_all()
+        if replace_doc_ids:
+            ids = ", ".join(escape_literal(d) for d in sorted(set(replace_doc_ids)))
+            merge = merge.when_not_matched_by_source_delete(f"doc_id IN ({ids})")
+        merge.execute(rows)
+        return self.version
+
+    def refresh_search_indices(self) -> None:
+        """Create the full-text index (and the ANN index above ``ann_min_rows``) or fold new rows in."""
+        from datetime import timedelta
+
+        from lancedb.index import FTS
+
+        existing = {idx.columns[0]: idx for idx in self._table.list_indices()}
+        if "text" not in existing:
+            self._table.create_index("text", config=FTS())
+        if "embedding" not in existing and self._table.count_rows() >= self.settings.index.ann_min_rows:
+            self._table.create_index(
+                metric="cosine", vector_column_name="embedding", index_type=self.settings.index.ann_index_type
+            )
+        stats = [self._table.index_stats(idx.name) for idx in self._table.list_indices()]
+        if any(s is not None and s.num_unindexed_rows for s in stats):
+            # Fold new rows into the indices; keep every old version (time travel needs them).
+            self._table.optimize(cleanup_older_than=timedelta(days=365 * 100))
+
+    def has_ann_index(self) -> bool:
+        return any(idx.columns[0] == "embedding" for idx in self._table.list_indices())
+
+    # ----------------------------------------------------------------- versions
+    def tag(self, tag: str, version: int | None = None) -> int:
+        check_name(tag, what="tag")
+        version = version or self.version
+        self._known_version(version)
+        tags = self._table.tags
+        if tag in tags.list():
+            tags.update(tag, version)
+        else:
+            tags.create(tag, version)
+        return version
+
+    def tags(self) -> dict[str, int]:
+        return {name: int(info["version"]) for name, info in self._table.tags.list().items()}
+
+    def resolve_version(self, version: int | str) -> int:
+        """A version number, or the version a tag points at."""
+        if isinstance(version, int) or str(version).isdigit():
+            return self._known_version(int(version))
+        tags = self.tags()
+        if version not in tags:
+            raise NotFoundError(
+                f"index {self.name!r} has no tag {version!r}",
+                expected=f"a version number or one of the tags {sorted(tags) or '(none yet)'}",
+                fix="list them with: llmfti index versions",
+            )
+        return tags[str(version)]
+
+    def rollback(self, version: int | str) -> int:
+        """Make the content of ``version`` the latest version (a new commit; history is kept)."""
+        target = self.resolve_version(version)
+        self._table.restore(target)
+        history.record_build(self._db, self.name, self.version, "rollback", {"restored_version": target})
+        return self.version
+
+    def versions(self) -> list[dict[str, Any]]:
+        """Every build and rollback: version, time, row count, summary and tags."""
+        by_version: dict[int, list[str]] = {}
+        for tag, version in self.tags().items():
+            by_version.setdefault(version, []).append(tag)
+        entries = []
+        for entry in history.builds(self._db, self.name):
+            version = int(entry["version"])
+            entries.append(
+                {
+                    "version": version,
+                    "kind": entry["kind"],
+                    "time": entry["at"],
+                    "rows": self.count_rows(version),
+                    "tags": sorted(by_version.get(version, [])),
+                    "summary": entry["summary"],
+                }
+            )
+        return entries
+
+    def _known_version(self, version: int) -> int:
+        known = {int(v["version"]) for v in self._table.list_versions()}
+        if version not in known:
+            raise NotFoundError(
+                f"index {self.name!r} has no version {version}",
+                expected=f"one of {min(known)}..{max(known)}",
+                fix="list builds with: llmfti index versions",
+            )
+        return version
+
+    def _at(self, version: int | str | None) -> Any:
+        """The table at ``version`` (latest if None); old versions are opened once and cached."""
+        if version is None:
+            return self._table
+        number = self.resolve_version(version)
+        with self._lock:
+            if number not in self._versions:
+                self._versions[number] = self._db.open_table(table_name(self.name), version=number)
+            return self._versions[number]
+
+    # ----------------------------------------------------------------- searching
+    def embed_query(self, text: str) -> np.ndarray:
+        return self.embedder().encode([text])[0]
+
+    def search(
+        self,
+        query: str,
+        *,
+        k: int | None = None,
+        mode: SearchMode | None = None,
+        tenant: str | None = None,
+        filters: Iterable[Filter] = (),
+        version: int | str | None = None,
+        vector: np.ndarray | None = None,
+    ) -> SearchResult:
+        """Top-``k`` chunks for ``query`` within one tenant; ``version`` searches the past."""
+        k = self._check_k(k)
+        mode = mode or self.settings.index.default_mode
+        if mode not in ("dense", "fts", "hybrid"):
+            raise InvalidInputError(f"unknown search mode {mode!r}", expected="dense, fts or hybrid")
+        if not query or not query.strip():
+            raise InvalidInputError("the search query is empty", fix="pass some text to search for")
+        table = self._at(version)
+        tenant_filter = f"tenant = {escape_literal(tenant or self.settings.ingest.default_tenant)}"
+        where = " AND ".join(filter(None, [tenant_filter, where_clause(filters, FILTERABLE)]))
+        if mode == "fts":
+            hits = self._fts(table, query, where, k)
+        else:
+            if vector is None:
+                vector = self.embed_query(query)
+            if mode == "dense":
+                hits = self._dense(table, vector, where, k)
+            else:
+                depth = max(k * 4, 50)
+                hits = _rrf([self._dense(table, vector, where, depth), self._fts(table, query, where, depth)],
+                            k, self.settings.index.rrf_k)
+        return SearchResult(int(table.version), mode, hits)
+
+    def _check_k(self, k: int | None) -> int:
+        k = k or self.settings.index.default_k
+        if not 1 <= k <= self.settings.index.max_k:
+            raise InvalidInputError(
+                f"k={k} is out of range", expected=f"1..{self.settings.index.max_k}", fix="ask for fewer results"
+            )
+        return k
+
+    @staticmethod
+    def _dense(table: Any, vector: np.ndarray, where: str, k: int) -> list[SearchHit]:
+        query = (
+            table.search(vector, vector_column_name="embedding")
+            .distance_type("cosine")
+            .where(where, prefilter=True)
+            .select([*_RESULT_COLUMNS, "_distance"])
+            .limit(k)
+        )
+        return [_hit(row, 1.0 - float(row["_distance"])) for row in query.to_list()]
+
+    @staticmethod
+    def _fts(table: Any, text: str, where: str, k: int) -> list[SearchHit]:
+        from lancedb.query import MatchQuery
+
+        query = (
+            table.search(MatchQuery(text, "text"), query_type="fts")
+            .where(where, prefilter=True)
+            .select([*_RESULT_COLUMNS, "_score"])
+            .limit(k)
+        )
+        return [_hit(row, float(row["_score"])) for row in query.to_list()]
+
+
+def _hit(row: dict[str, Any], score: float) -> SearchHit:
+    return SearchHit(row["chunk_id"], row["doc_id"], score, row["text"], json.loads(row["metadata"] or "{}"))
+
+
+def _rrf(rankings: list[list[SearchHit]], k: int, rrf_k: int) -> list[SearchHit]:
+    """Reciprocal-rank fusion: score = sum over rankings of 1 / (rrf_k + rank)."""
+    scores: dict[str, float] = {}
+    hits: dict[str, SearchHit] = {}
+    for ranking in rankings:
+        for rank, hit in enumerate(ranking, start=1):
+            scores[hit.chunk_id] = scores.get(hit.chunk_id, 0.0) + 1.0 / (rrf_k + rank)
+            hits.setdefault(hit.chunk_id, hit)
+    best = sorted(scores, key=lambda cid: (-scores[cid], cid))[:k]
+    return [SearchHit(c, hits[c].doc_id, scores[c], hits[c].text, hits[c].metadata) for c in best]
+
+
+def _recorded_embedder(table: Any) -> dict[str, Any]:
+    raw = (table.schema.metadata or {}).get(EMBEDDER_KEY)
+    if raw is None:
+        raise NotFoundError(
+            f"table {table.name!r} has no embedder record; it was not written by llmfti",
+            fix="rebuild the index with llmfti index build",
+        )
+    return json.loads(raw)
+
+
+def _mismatch(index: str, recorded: dict[str, Any], configured: Any) -> EmbedderMismatchError:
+    return EmbedderMismatchError(
+        f"index {index!r} was built with embedder {recorded} but this process is configured with {configured}",
+        expected=f"embedder.model = {recorded['name']!r} (same tokenizer and dimension)",
+        fix="set embedder.model back, or rebuild into a new index name with the new embedder",
+    )

@@ -1,0 +1,1 @@
+"""Model-independent text transformations: load, clean and chunk documents."""

@@ -1,0 +1,157 @@
+"""Walking inputs, reading bytes safely, and dispatching to the loader of each suffix."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+from llmfti.errors import DocumentError
+from llmfti.text.cleaning import clean_text
+from llmfti.text.document import Document, Quarantined
+
+Item = Document | Quarantined
+# A loader turns one file into documents; it raises DocumentError for a bad file.
+Loader = Callable[[Path, "LoadContext"], Iterator[Item]]
+
+
+@dataclass(frozen=True)
+class LoadContext:
+    """What every loader needs to know about the build it serves."""
+
+    source: str  # the path the user gave (file or folder), recorded on each document
+    default_doc_id: str  # id for single-document files: the path relative to the folder given
+    tenant: str
+    max_file_bytes: int
+    max_doc_chars: int
+
+    def document(self, doc_id: str, raw_text: str, file: Path, metadata: dict[str, object]) -> Document:
+        """Clean ``raw_text`` and wrap it; empty or over-long text raises DocumentError."""
+        text = clean_text(raw_text)
+        if not text:
+            raise DocumentError(
+                f"{doc_id}: no text left after cleaning",
+                expected="a document with readable text",
+                fix="remove the file, or for a scanned PDF add a text layer (OCR) first",
+            )
+        if len(text) > self.max_doc_chars:
+            raise DocumentError(
+                f"{doc_id}: {len(text):,} characters is over the limit of {self.max_doc_chars:,}",
+                fix="split the document, or raise ingest.max_doc_chars",
+            )
+        metadata = dict(metadata)
+        mtime = datetime.fromtimestamp(file.stat().st_mtime, tz=UTC)
+        tenant = str(metadata.pop("tenant", None) or self.tenant)
+        event_time = metadata.pop("event_time", None) or mtime
+        return Document(doc_id, text, self.source, _as_datetime(event_time, doc_id), tenant, metadata)
+
+
+def _as_datetime(value: object, doc_id: str) -> datetime:
+    if isinstance(value, datetime):
+        return value if value.tzinfo else value.replace(tzinfo=UTC)
+    try:
+        parsed = datetime.fromisoformat(str(value))
+    except ValueError:
+        raise DocumentError(
+            f"{doc_id}: event_time {value!r} is not a date",
+            expected="ISO 8601, e.g. 2024-05-01T12:00:00Z",
+            fix="correct or remove the event_time field",
+        ) from None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
+def read_text(path: Path, ctx: LoadContext) -> str:
+    """The file as UTF-8 text; binary, oversized or wrongly encoded files raise DocumentError."""
+    data = read_bytes(path, ctx)
+    if b"\x00" in data[:8192]:
+        raise DocumentError(
+            f"{path.name} looks binary (NUL bytes), not text",
+            expected=f"a UTF-8 text file for suffix {path.suffix}",
+            fix="convert it to text, or give it the right suffix (e.g. .pdf)",
+        )
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise DocumentError(
+            f"{path.name} is not valid UTF-8 (byte {exc.start}: {data[exc.start:exc.start + 1]!r})",
+            expected="UTF-8 encoded text",
+            fix="re-save the file as UTF-8 (e.g. iconv -f latin1 -t utf-8)",
+        ) from None
+
+
+def read_bytes(path: Path, ctx: LoadContext) -> bytes:
+    size = path.stat().st_size
+    if size > ctx.max_file_bytes:
+        raise DocumentError(
+            f"{path.name} is {size:,} bytes, over the limit of {ctx.max_file_bytes:,}",
+            fix="split the file, or raise ingest.max_file_bytes",
+        )
+    return path.read_bytes()
+
+
+def _loaders() -> dict[str, Loader]:
+    from llmfti.text.loaders import html, jsonl, pdf, plain, squad
+
+    return {
+        ".md": plain.load,
+        ".markdown": plain.load,
+        ".txt": plain.load,
+        ".html": html.load,
+        ".htm": html.load,
+        ".pdf": pdf.load,
+        ".jsonl": jsonl.load,
+        ".json": squad.load,
+    }
+
+
+def supported_suffixes() -> list[str]:
+    return sorted(_loaders())
+
+
+def _files(root: Path) -> Iterator[tuple[Path, str]]:
+    """Files under ``root`` with their default doc id; hidden files and folders are skipped."""
+    if root.is_file():
+        yield root, root.name
+        return
+    for path in sorted(root.rglob("*")):
+        rel = path.relative_to(root)
+        if any(part.startswith(".") for part in rel.parts) or not path.is_file():
+            continue
+        yield path, f"{root.name}/{rel.as_posix()}"
+
+
+def discover(
+    paths: list[Path], *, tenant: str, max_file_bytes: int, max_doc_chars: int
+) -> Iterator[Item]:
+    """Yield every document under ``paths``, and every input that failed with its reason."""
+    loaders = _loaders()
+    for root in paths:
+        if not root.exists():
+            yield Quarantined(str(root), "path does not exist; fix: check the path given to the build")
+            continue
+        source = str(root.resolve())
+        for path, default_id in _files(root):
+            ctx = LoadContext(source, default_id, tenant, max_file_bytes, max_doc_chars)
+            loader = loaders.get(path.suffix.lower())
+            if loader is None:
+                yield Quarantined(
+                    str(path),
+                    f"unsupported file type {path.suffix or '(none)'!r}; supported: "
+                    f"{', '.join(sorted(loaders))}; fix: convert it or move it out of the folder",
+                    size_bytes=_size(path),
+                )
+                continue
+            try:
+                yield from loader(path, ctx)
+            except DocumentError as exc:
+                yield Quarantined(str(path), str(exc), default_id, _size(path))
+            except OSError as exc:
+                yield Quarantined(str(path), f"unreadable: {exc.strerror or exc}", default_id, _size(path))
+
+
+def _size(path: Path) -> int | None:
+    try:
+        return path.stat().st_size
+    except OSError:
+        return None

@@ -1,0 +1,1 @@
+"""Batch programs: feature pipelines (index builds, user features, instruction datasets) and training."""
