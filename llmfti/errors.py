@@ -141,3 +141,9 @@ class PromotionRefusedError(LLMFTIError):
     """A model version may not take an alias (no passing eval run, or nothing to roll back to)."""
 
     code = "promotion_refused"
+
+
+class NotReproducibleError(LLMFTIError):
+    """A frozen training dataset no longer recreates the rows it recorded (its data was altered)."""
+
+    code = "not_reproducible"
