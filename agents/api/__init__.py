@@ -1,0 +1,1 @@
+"""The OpenAI-compatible HTTP layer: protocol (pydantic), services (no routing), thin routers."""

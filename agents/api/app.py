@@ -1,0 +1,44 @@
+"""The FastAPI app: built once from settings; the pipeline loads in the lifespan."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from agents.api.errors import install_error_handlers
+from agents.api.middleware import RequestContextMiddleware
+from agents.api.routers import health, openai
+from agents.api.state import AgentState
+from agents.pipeline import AgentPipeline
+from llmfti.config import Settings, load_settings
+
+
+def create_app(settings: Settings | None = None, *, pipeline: AgentPipeline | None = None) -> FastAPI:
+    """The service for ``settings``; raises ConfigError at once (not per request) if misconfigured."""
+    settings = settings or load_settings()
+    pipeline = pipeline or AgentPipeline.from_settings(settings)
+    state = AgentState.build(settings, pipeline)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        await pipeline.start()
+        try:
+            yield
+        finally:
+            await pipeline.close()
+
+    app = FastAPI(
+        title="llmfti agent",
+        summary="OpenAI-compatible chat and completions over your documents and users.",
+        version="0.1.0",
+        lifespan=lifespan,
+    )
+    app.state.agent = state
+    install_error_handlers(app)
+    app.include_router(openai.router)
+    app.include_router(health.router)
+    app.add_middleware(RequestContextMiddleware, max_body_bytes=settings.agent.max_request_bytes,
+                       metrics=state.metrics)
+    return app

@@ -1,0 +1,297 @@
+"""Request and response models in OpenAI's shapes, plus llmfti's extension fields.
+
+Unknown request fields are ignored (clients add new optional fields all the time); fields we
+cannot honour (``n`` > 1, tools, logprobs, non-text content) are refused with a 400 naming them.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from llmfti.errors import RequestLimitError
+
+_UNSUPPORTED_CHAT = ("tools", "functions", "tool_choice", "function_call", "audio", "prediction")
+
+
+class _Request(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    def refuse_unsupported(self, names: tuple[str, ...]) -> None:
+        extra = self.model_extra or {}
+        for name in names:
+            if extra.get(name) not in (None, [], {}, "none", "auto"):
+                raise RequestLimitError(
+                    f"'{name}' is not supported by this server",
+                    param=name,
+                    code="unsupported_parameter",
+                    fix=f"remove '{name}' from the request",
+                )
+
+
+class StreamOptions(BaseModel):
+    include_usage: bool = False
+
+
+class TextPart(BaseModel):
+    type: Literal["text"]
+    text: str
+
+
+class ChatMessage(BaseModel):
+    """A chat turn; ``developer`` is read as ``system``; content may be text parts."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    role: Literal["system", "developer", "user", "assistant"]
+    content: str | list[TextPart]
+    name: str | None = None
+
+    def text(self) -> str:
+        if isinstance(self.content, str):
+            return self.content
+        return "".join(part.text for part in self.content)
+
+    def as_dict(self) -> dict[str, str]:
+        return {"role": "system" if self.role == "developer" else self.role, "content": self.text()}
+
+
+StopField = Annotated[str | list[str] | None, Field(description="Up to 4 stop strings.")]
+
+
+def _stops(value: str | list[str] | None) -> list[str]:
+    stops = [value] if isinstance(value, str) else list(value or [])
+    if len(stops) > 4:
+        raise ValueError(f"at most 4 stop strings are allowed, got {len(stops)}")
+    return stops
+
+
+class _SamplingRequest(_Request):
+    model: str
+    max_tokens: int | None = Field(None, ge=1)
+    temperature: float | None = Field(None, ge=0.0, le=2.0)
+    top_p: float | None = Field(None, gt=0.0, le=1.0)
+    n: int = Field(1, ge=1, le=1, description="Only one choice per request.")
+    stream: bool = False
+    stream_options: StreamOptions | None = None
+    stop: StopField = None
+    seed: int | None = None
+    user: str | None = Field(None, max_length=256, description="Whose features to use (else X-User-Id).")
+
+    @field_validator("stop")
+    @classmethod
+    def _check_stop(cls, value: str | list[str] | None) -> str | list[str] | None:
+        _stops(value)
+        return value
+
+    @property
+    def stop_list(self) -> list[str]:
+        return _stops(self.stop)
+
+    @property
+    def include_usage(self) -> bool:
+        return bool(self.stream and self.stream_options and self.stream_options.include_usage)
+
+
+class ChatCompletionRequest(_SamplingRequest):
+    messages: list[ChatMessage] = Field(min_length=1)
+    max_completion_tokens: int | None = Field(None, ge=1)
+    logprobs: bool | None = None
+
+    def check_supported(self) -> None:
+        self.refuse_unsupported(_UNSUPPORTED_CHAT)
+        if self.logprobs:
+            raise RequestLimitError("'logprobs' is not supported by this server", param="logprobs",
+                                    code="unsupported_parameter", fix="remove 'logprobs' or set it to false")
+        response_format = (self.model_extra or {}).get("response_format")
+        if response_format and response_format.get("type", "text") != "text":
+            raise RequestLimitError("only response_format type 'text' is supported", param="response_format",
+                                    code="unsupported_parameter", fix="remove 'response_format'")
+        if self.messages[-1].role != "user":
+            raise RequestLimitError(
+                f"the last message must be from the user, got role {self.messages[-1].role!r}",
+                param=f"messages.{len(self.messages) - 1}.role",
+                code="invalid_value",
+                fix="end the conversation with the user's question",
+            )
+
+    @property
+    def requested_max_tokens(self) -> int | None:
+        return self.max_completion_tokens or self.max_tokens
+
+
+class CompletionRequest(_SamplingRequest):
+    prompt: str | list[str]
+    logprobs: int | None = None
+    echo: bool = False
+    suffix: str | None = None
+
+    def check_supported(self) -> None:
+        if isinstance(self.prompt, list) and len(self.prompt) != 1:
+            raise RequestLimitError(
+                f"one prompt per request is supported, got {len(self.prompt)}",
+                param="prompt",
+                code="invalid_value",
+                fix="send one request per prompt",
+            )
+        for name, bad in (("logprobs", self.logprobs), ("echo", self.echo), ("suffix", self.suffix)):
+            if bad:
+                raise RequestLimitError(f"'{name}' is not supported by this server", param=name,
+                                        code="unsupported_parameter", fix=f"remove '{name}'")
+        self.refuse_unsupported(("best_of",) if (self.model_extra or {}).get("best_of", 1) != 1 else ())
+
+    @property
+    def prompt_text(self) -> str:
+        return self.prompt if isinstance(self.prompt, str) else self.prompt[0]
+
+    @property
+    def requested_max_tokens(self) -> int | None:
+        return self.max_tokens
+
+
+# -- responses ------------------------------------------------------------------------------------
+
+
+class Usage(BaseModel):
+    prompt_tokens: int
+    completion_tokens: int
+    total_tokens: int
+
+
+class Citation(BaseModel):
+    """A retrieved passage given to the generator; ``referenced``: the answer cites it as [n]."""
+
+    n: int
+    chunk_id: str
+    doc_id: str
+    score: float
+    snippet: str
+    referenced: bool
+
+
+class AgentExtensions(BaseModel):
+    """llmfti's additions to OpenAI's response objects."""
+
+    citations: list[Citation] = []
+    index_version: int | None = None
+    prompt_id: str | None = None
+    model_version: str | None = None
+    timings_ms: dict[str, float] = {}
+    fallback: bool = False
+    fallback_reason: str | None = None
+    degraded: list[str] = []
+
+
+class AssistantMessage(BaseModel):
+    role: Literal["assistant"] = "assistant"
+    content: str
+
+
+class ChatChoice(BaseModel):
+    index: int = 0
+    message: AssistantMessage
+    finish_reason: Literal["stop", "length"]
+    logprobs: None = None
+
+
+class ChatCompletionResponse(AgentExtensions):
+    id: str
+    object: Literal["chat.completion"] = "chat.completion"
+    created: int = Field(default_factory=lambda: int(time.time()))
+    model: str
+    system_fingerprint: str | None = None
+    choices: list[ChatChoice]
+    usage: Usage
+
+
+def _is_none(value: Any) -> bool:
+    return value is None
+
+
+class DeltaMessage(BaseModel):
+    role: Literal["assistant"] | None = Field(None, exclude_if=_is_none)
+    content: str | None = Field(None, exclude_if=_is_none)
+
+
+class ChatChunkChoice(BaseModel):
+    index: int = 0
+    delta: DeltaMessage
+    finish_reason: Literal["stop", "length"] | None = None
+    logprobs: None = None
+
+
+class ChatCompletionChunk(BaseModel):
+    """One SSE event; the last content chunk also carries the extension fields."""
+
+    model_config = ConfigDict(extra="allow")
+
+    id: str
+    object: Literal["chat.completion.chunk"] = "chat.completion.chunk"
+    created: int
+    model: str
+    system_fingerprint: str | None = None
+    choices: list[ChatChunkChoice]
+    usage: Usage | None = None
+
+
+class CompletionChoice(BaseModel):
+    index: int = 0
+    text: str
+    finish_reason: Literal["stop", "length"] | None = None
+    logprobs: None = None
+
+
+class CompletionResponse(AgentExtensions):
+    id: str
+    object: Literal["text_completion"] = "text_completion"
+    created: int = Field(default_factory=lambda: int(time.time()))
+    model: str
+    system_fingerprint: str | None = None
+    choices: list[CompletionChoice]
+    usage: Usage
+
+
+class CompletionChunk(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    id: str
+    object: Literal["text_completion"] = "text_completion"
+    created: int
+    model: str
+    system_fingerprint: str | None = None
+    choices: list[CompletionChoice]
+    usage: Usage | None = None
+
+
+class ModelCard(BaseModel):
+    id: str
+    object: Literal["model"] = "model"
+    created: int
+    owned_by: str = "llmfti"
+    root: str | None = None
+    parent: str | None = None
+    version: str | None = None
+    aliases: list[str] = []
+    backend: str | None = None
+
+
+class ModelList(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[ModelCard]
+
+
+class ErrorInfo(BaseModel):
+    message: str
+    type: str
+    param: str | None = None
+    code: str | None = None
+
+
+class ErrorResponse(BaseModel):
+    error: ErrorInfo
+
+
+def dump(model: BaseModel) -> dict[str, Any]:
+    return model.model_dump(mode="json")

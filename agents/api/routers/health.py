@@ -1,0 +1,30 @@
+"""``/healthz`` (the process answers), ``/readyz`` (stores reachable, model loaded), ``/metrics``."""
+
+from __future__ import annotations
+
+import asyncio
+
+from fastapi import APIRouter, Response
+from fastapi.responses import JSONResponse
+from prometheus_client import CONTENT_TYPE_LATEST
+
+from agents.api.deps import State
+
+router = APIRouter()
+
+
+@router.get("/healthz")
+async def healthz() -> dict[str, str]:
+    return {"status": "ok"}
+
+
+@router.get("/readyz")
+async def readyz(state: State) -> JSONResponse:
+    report = await asyncio.to_thread(state.pipeline.readiness)
+    return JSONResponse(report, status_code=200 if report["ready"] else 503)
+
+
+@router.get("/metrics")
+async def metrics(state: State) -> Response:
+    state.metrics.log_pending.set(state.pipeline.log_writer.pending)
+    return Response(state.metrics.render(), media_type=CONTENT_TYPE_LATEST)

@@ -1,0 +1,41 @@
+"""What the app builds once at start-up and every request shares."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from agents.api.auth import KeyAuthenticator
+from agents.api.metrics import AgentMetrics
+from agents.api.rate_limit import RateLimiter
+from agents.api.serving_chat import ChatCompletionService
+from agents.api.serving_completion import CompletionService
+from agents.api.serving_models import ModelsService
+from agents.pipeline import AgentPipeline
+from llmfti.config import Settings
+
+
+@dataclass
+class AgentState:
+    settings: Settings
+    pipeline: AgentPipeline
+    authenticator: KeyAuthenticator
+    rate_limiter: RateLimiter
+    metrics: AgentMetrics
+    models: ModelsService
+    chat: ChatCompletionService
+    completions: CompletionService
+
+    @classmethod
+    def build(cls, settings: Settings, pipeline: AgentPipeline) -> AgentState:
+        metrics = AgentMetrics()
+        models = ModelsService(pipeline)
+        return cls(
+            settings=settings,
+            pipeline=pipeline,
+            authenticator=KeyAuthenticator(settings.agent),
+            rate_limiter=RateLimiter(pipeline.redis.run),
+            metrics=metrics,
+            models=models,
+            chat=ChatCompletionService(pipeline, models, metrics),
+            completions=CompletionService(pipeline, models, metrics),
+        )

@@ -1,0 +1,508 @@
+"""The RAG agent: one object used by the HTTP service and by evals.
+
+For a request (messages + user id + tenant) :class:`AgentPipeline` computes the on-demand
+features, reads the user's online features, retrieves passages (hybrid by default, restricted to
+the tenant), renders the versioned prompt, generates (falling back to the extractive generator
+when a model backend fails or times out), attaches citations, times every stage and writes one
+inference-log record. Blocking work (query embedding, index search, Redis) runs on threads,
+concurrently where independent; nothing is loaded per request.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from agents.redis_link import RedisLink
+from llmfti.config import Settings
+from llmfti.errors import (
+    GenerationError,
+    InvalidInputError,
+    NotFoundError,
+    RequestLimitError,
+    StoreUnavailableError,
+)
+from llmfti.inference_log import InferenceLogWriter, InferenceRecord, new_request_id, now_utc
+from llmfti.llm.backends import GenerationRequest, GenerationResult, Generator, Passage, StopMatcher, create_generator
+from llmfti.on_demand import query_text, request_features
+from llmfti.prompts import PromptTemplate, load_prompt
+
+log = logging.getLogger("llmfti.agent")
+_CITATION = re.compile(r"\[(\d{1,3})\]")
+SNIPPET_CHARS = 240
+
+
+@dataclass
+class AgentRequest:
+    """What the agent is asked; the HTTP layer fills it from an OpenAI request and its key."""
+
+    messages: list[dict[str, str]]
+    endpoint: str = "chat.completions"
+    user_id: str | None = None
+    tenant: str | None = None
+    api_key_name: str | None = None
+    max_tokens: int | None = None
+    temperature: float | None = None
+    top_p: float | None = None
+    seed: int | None = None
+    stop: list[str] = field(default_factory=list)
+    request_id: str = field(default_factory=new_request_id)
+    degraded: list[str] = field(default_factory=list)
+    timings_ms: dict[str, float] = field(default_factory=dict)
+    started: float = field(default_factory=time.perf_counter)
+
+
+@dataclass
+class AgentAnswer:
+    """The answer plus everything a caller (HTTP response, eval) may want to show or check."""
+
+    request_id: str
+    text: str
+    finish_reason: str
+    prompt_tokens: int
+    completion_tokens: int
+    citations: list[dict[str, Any]]
+    index_version: int | None
+    prompt_id: str
+    model_id: str
+    model_version: str
+    timings_ms: dict[str, float]
+    fallback: bool = False
+    fallback_reason: str | None = None
+    degraded: list[str] = field(default_factory=list)
+    user_features: dict[str, Any] | None = None
+    messages: list[dict[str, str]] = field(default_factory=list)
+
+
+@dataclass
+class _Turn:
+    """A prepared request: features, passages and the rendered prompt, before generation."""
+
+    request: AgentRequest
+    question: str
+    on_demand: dict[str, Any]
+    user_features: dict[str, Any] | None
+    user_features_missing: bool
+    passages: list[Passage]
+    index_version: int | None
+    messages: list[dict[str, str]]
+    generation: GenerationRequest
+    created_at: Any
+    log_record: InferenceRecord | None = None
+
+
+def _ms(start: float) -> float:
+    return round((time.perf_counter() - start) * 1000, 3)
+
+
+class AgentPipeline:
+    """Build with :meth:`from_settings`, then ``await start()`` once; ``await close()`` at the end."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        generator: Generator,
+        fallback: Generator | None,
+        prompt: PromptTemplate,
+        redis: RedisLink,
+        log_writer: InferenceLogWriter,
+    ):
+        self.settings = settings
+        self.config = settings.agent
+        self.generator = generator
+        self.fallback = fallback
+        self.prompt = prompt
+        self.redis = redis
+        self.log_writer = log_writer
+        self.index: Any = None
+        self._store: Any = None
+        self.started = False
+
+    @classmethod
+    def from_settings(cls, settings: Settings, *, generator: Generator | None = None) -> AgentPipeline:
+        """Everything configured but nothing loaded yet (that is :meth:`start`)."""
+        config = settings.agent
+        generator = generator or create_generator(config.generator)
+        fallback = None
+        if generator.backend != "extractive" and config.generator.fallback:
+            fallback = create_generator(config.generator, backend="extractive")
+        redis = RedisLink(settings)
+        writer = InferenceLogWriter(redis.client, config.log_stream, settings.data_dir / "spool")
+        prompt = load_prompt(config.prompt, config.prompts_dir)
+        return cls(settings, generator=generator, fallback=fallback, prompt=prompt, redis=redis, log_writer=writer)
+
+    # -- lifecycle -----------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Open the index and warm its embedder, load the model, connect Redis, start the log writer."""
+        await asyncio.to_thread(self._open_index)
+        await self.generator.start()
+        if self.fallback is not None:
+            await self.fallback.start()
+        await asyncio.to_thread(self._connect_redis)
+        self.log_writer.start()
+        self.started = True
+
+    def _open_index(self) -> Any:
+        from llmfti.index import VectorIndex
+
+        try:
+            index = VectorIndex.open(self.settings)
+        except NotFoundError as exc:
+            log.warning("no index yet (%s); requests get 503 until it is built", exc)
+            return None
+        index.embed_query("warm up the query embedder")
+        self.index = index
+        return index
+
+    def _connect_redis(self) -> None:
+        from llmfti.features.online_store import OnlineStore
+
+        try:
+            self._store = OnlineStore(self.settings, self.redis.client())
+            self.redis.run(lambda c: c.ping())
+        except StoreUnavailableError as exc:
+            log.warning("Redis unavailable at start-up (%s); serving without user features", exc)
+
+    async def close(self) -> None:
+        await asyncio.to_thread(self.log_writer.close)
+        await self.generator.close()
+        if self.fallback is not None:
+            await self.fallback.close()
+        self.started = False
+
+    def readiness(self) -> dict[str, Any]:
+        """Blocking checks for /readyz: index present, model loaded, Redis answering."""
+        index = self.index or self._open_index()
+        checks = {
+            "index": index is not None,
+            "model": self.generator.ready(),
+            "redis": self.redis.ping(),
+        }
+        return {
+            "ready": all(checks.values()),
+            "checks": checks,
+            "index_version": index.version if index is not None else None,
+            "model_version": self.generator.model_version,
+            "prompt_id": self.prompt.id,
+            "log_spool_pending_records": self.log_writer.pending,
+        }
+
+    # -- the request path -----------------------------------------------------------------------
+
+    def check_limits(self, request: AgentRequest) -> int:
+        """Validate counts and sizes; returns the max_tokens to use."""
+        config = self.config
+        if not request.messages:
+            raise InvalidInputError("no messages", expected="at least one user message", fix="send a question")
+        if len(request.messages) > config.max_messages:
+            raise RequestLimitError(
+                f"{len(request.messages)} messages is over the limit of {config.max_messages}",
+                param="messages", code="too_many_messages",
+                fix="send fewer messages (drop the oldest turns)",
+            )
+        max_tokens = request.max_tokens or min(config.default_max_tokens, config.max_completion_tokens)
+        if max_tokens > config.max_completion_tokens:
+            raise RequestLimitError(
+                f"max_tokens={max_tokens} is over the limit of {config.max_completion_tokens}",
+                param="max_tokens", code="invalid_value",
+                fix=f"ask for at most {config.max_completion_tokens} tokens",
+            )
+        tokens = sum(self.generator.count_tokens(m["content"]) for m in request.messages)
+        if tokens > config.max_input_tokens:
+            raise RequestLimitError(
+                f"the messages are {tokens} tokens, over the limit of {config.max_input_tokens}",
+                param="messages", code="context_length_exceeded",
+                fix="shorten the messages or drop earlier turns",
+            )
+        return max_tokens
+
+    async def prepare(self, request: AgentRequest) -> _Turn:
+        max_tokens = self.check_limits(request)
+        created_at = now_utc()
+        start = time.perf_counter()
+        question = query_text(request.messages)
+        on_demand = request_features(request.messages, at=created_at)
+        request.timings_ms["on_demand_features"] = _ms(start)
+
+        features_task = asyncio.create_task(self._user_features(request))
+        try:
+            hits, index_version = await self._retrieve(request, question)
+        finally:
+            user_features, missing = await features_task
+
+        start = time.perf_counter()
+        passages = [
+            Passage(n=i + 1, chunk_id=h.chunk_id, doc_id=h.doc_id, text=h.text, score=float(h.score))
+            for i, h in enumerate(hits)
+        ]
+        messages = self._fit_prompt(question, passages, user_features, on_demand, request, max_tokens)
+        generation = GenerationRequest(
+            messages=messages, question=question, passages=passages, max_tokens=max_tokens,
+            temperature=request.temperature, top_p=request.top_p, seed=request.seed, stop=request.stop,
+        )
+        request.timings_ms["prompt"] = _ms(start)
+        return _Turn(request, question, on_demand, user_features, missing, passages, index_version, messages,
+                     generation, created_at)
+
+    async def _user_features(self, request: AgentRequest) -> tuple[dict[str, Any] | None, bool]:
+        if not request.user_id:
+            return None, False
+        start = time.perf_counter()
+        try:
+            if not self.redis.healthy:
+                self.redis.client()  # raises while the breaker is open: no thread, no timeout
+            vector = await asyncio.to_thread(self._read_features, request.user_id)
+            return vector.values, vector.missing
+        except StoreUnavailableError as exc:
+            log.debug("user features unavailable: %s", exc)
+            request.degraded.append("user_features")
+            return None, True
+        finally:
+            request.timings_ms["user_features"] = _ms(start)
+
+    def _read_features(self, user_id: str) -> Any:
+        def read(client: Any) -> Any:
+            if self._store is None:
+                from llmfti.features.online_store import OnlineStore
+
+                self._store = OnlineStore(self.settings, client)
+            return self._store.get(self.config.user_feature_group, user_id)
+
+        return self.redis.run(read)
+
+    async def _retrieve(self, request: AgentRequest, question: str) -> tuple[list[Any], int | None]:
+        if self.config.retrieval_k == 0:
+            return [], None
+        index = self.index or await asyncio.to_thread(self._open_index)
+        if index is None:
+            raise StoreUnavailableError(
+                f"the index {self.settings.index.name!r} is not built yet",
+                fix="build it (llmfti index build PATH); llmfti serve builds the sample docs when it is empty",
+            )
+        return await asyncio.to_thread(self._search, index, request, question)
+
+    def _search(self, index: Any, request: AgentRequest, question: str) -> tuple[list[Any], int]:
+        start = time.perf_counter()
+        vector = index.embed_query(question)
+        request.timings_ms["query_embedding"] = _ms(start)
+        start = time.perf_counter()
+        try:
+            result = index.search(
+                question, k=self.config.retrieval_k, mode=self.config.retrieval_mode, tenant=request.tenant,
+                vector=vector,
+            )
+        except (OSError, RuntimeError) as exc:
+            raise StoreUnavailableError(f"index search failed: {exc}", fix="check the index storage") from exc
+        request.timings_ms["retrieval"] = _ms(start)
+        return result.hits, result.version
+
+    def _fit_prompt(self, question: str, passages: list[Passage], user: dict[str, Any] | None,
+                    on_demand: dict[str, Any], request: AgentRequest, max_tokens: int) -> list[dict[str, str]]:
+        """Render the template; drop the lowest-ranked passages until prompt + answer fit the model."""
+        history = request.messages[:-1] if request.messages[-1]["role"] == "user" else request.messages
+        limit = getattr(self.generator, "context_length", None)
+        while True:
+            messages = self.prompt.render(question=question, passages=[p.__dict__ for p in passages], user=user,
+                                          context=on_demand, history=history)
+            if not limit:
+                return messages
+            tokens = self.generator.count_tokens(self.generator.render_prompt(messages))
+            if tokens + max_tokens <= limit:
+                return messages
+            if not passages:
+                raise RequestLimitError(
+                    f"the prompt is {tokens} tokens; with max_tokens={max_tokens} that is over the model's "
+                    f"context of {limit}",
+                    param="max_tokens", code="context_length_exceeded",
+                    fix="shorten the messages or lower max_tokens",
+                )
+            passages.pop()
+
+    async def answer(self, request: AgentRequest) -> AgentAnswer:
+        """The whole answer (non-streaming)."""
+        turn = None
+        try:
+            turn = await self.prepare(request)
+            start = time.perf_counter()
+            result, used, reason = await self._generate(turn)
+            request.timings_ms["generation"] = _ms(start)
+            text, stopped = StopMatcher(request.stop).apply(result.text)
+            if stopped:
+                result.text, result.finish_reason = text, "stop"
+                result.completion_tokens = used.count_tokens(text)
+            return self._finish(turn, result, used, reason)
+        except BaseException as exc:
+            self._log_failure(request, turn, exc)
+            raise
+
+    async def _generate(self, turn: _Turn) -> tuple[GenerationResult, Generator, str | None]:
+        timeout = self.config.generator.timeout_s
+        try:
+            return await asyncio.wait_for(self.generator.generate(turn.generation), timeout), self.generator, None
+        except InvalidInputError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - any backend failure may fall back
+            reason = self._fallback_reason(exc, timeout)
+        return await self.fallback.generate(turn.generation), self.fallback, reason  # type: ignore[union-attr]
+
+    def _fallback_reason(self, exc: BaseException, timeout: float) -> str:
+        reason = f"timeout after {timeout:g} s" if isinstance(exc, TimeoutError) else f"{type(exc).__name__}: {exc}"
+        log.warning("generator %s failed (%s)%s", self.generator.backend, reason,
+                    "; falling back to extractive" if self.fallback else "")
+        if self.fallback is None:
+            raise GenerationError(
+                f"the {self.generator.backend} generator failed: {reason}",
+                fix="check the model backend; enable agent.generator.fallback to answer extractively meanwhile",
+            ) from exc
+        return reason
+
+    async def stream(self, request: AgentRequest) -> AsyncIterator[str | AgentAnswer]:
+        """Text deltas as generated, then the :class:`AgentAnswer`. Falls back only before the first delta."""
+        turn = None
+        finished = False
+        try:
+            turn = await self.prepare(request)
+            start = time.perf_counter()
+            timeout = self.config.generator.timeout_s
+            used, reason = self.generator, None
+            source = self.generator.stream(turn.generation)
+            try:
+                item = await asyncio.wait_for(anext(source), timeout)
+            except InvalidInputError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - nothing sent yet: fall back
+                await source.aclose()
+                reason = self._fallback_reason(exc, timeout)
+                used, source = self.fallback, self.fallback.stream(turn.generation)  # type: ignore[union-attr]
+                item = await anext(source)
+            stopper, parts, result = StopMatcher(request.stop), [], None
+            try:
+                while True:
+                    if isinstance(item, GenerationResult):
+                        result = item
+                        break
+                    out = stopper.feed(item)
+                    if out:
+                        parts.append(out)
+                        yield out
+                    if stopper.stopped:
+                        break
+                    item = await asyncio.wait_for(anext(source), timeout)
+            except (TimeoutError, GenerationError) as exc:
+                raise GenerationError(f"the {used.backend} generator failed while streaming: {exc}",
+                                      fix="retry; check the model backend") from exc
+            finally:
+                await source.aclose()
+            tail = stopper.flush()
+            if tail:
+                parts.append(tail)
+                yield tail
+            text = "".join(parts)
+            if result is None or stopper.stopped:
+                prompt = used.render_prompt(turn.messages)
+                result = GenerationResult(text=text, finish_reason="stop", prompt_tokens=used.count_tokens(prompt),
+                                          completion_tokens=used.count_tokens(text), prompt=prompt,
+                                          cited=result.cited if result else [])
+            result.text = text
+            request.timings_ms["generation"] = _ms(start)
+            answer = self._finish(turn, result, used, reason, streamed=True)
+            finished = True
+            yield answer
+        except BaseException as exc:
+            if not finished:
+                self._log_failure(request, turn, exc, streamed=True)
+            raise
+
+    # -- results and logging --------------------------------------------------------------------
+
+    def _citations(self, turn: _Turn, result: GenerationResult) -> list[dict[str, Any]]:
+        referenced = set(result.cited) | {int(n) for n in _CITATION.findall(result.text)}
+        return [
+            {"n": p.n, "chunk_id": p.chunk_id, "doc_id": p.doc_id, "score": p.score,
+             "snippet": p.text[:SNIPPET_CHARS], "referenced": p.n in referenced}
+            for p in turn.generation.passages
+        ]
+
+    def _finish(self, turn: _Turn, result: GenerationResult, used: Generator, reason: str | None,
+                *, streamed: bool = False) -> AgentAnswer:
+        request = turn.request
+        start = time.perf_counter()
+        degraded = list(dict.fromkeys(request.degraded))
+        answer = AgentAnswer(
+            request_id=request.request_id,
+            text=result.text,
+            finish_reason=result.finish_reason,
+            prompt_tokens=result.prompt_tokens,
+            completion_tokens=result.completion_tokens,
+            citations=self._citations(turn, result),
+            index_version=turn.index_version,
+            prompt_id=self.prompt.id,
+            model_id=self.generator.model_id,
+            model_version=used.model_version,
+            timings_ms=request.timings_ms,
+            fallback=reason is not None,
+            fallback_reason=reason,
+            degraded=degraded,
+            user_features=turn.user_features,
+            messages=turn.messages,
+        )
+        record = self._record(request, turn, streamed=streamed)
+        record.prompt, record.answer = result.prompt, result.text
+        record.finish_reason = result.finish_reason
+        record.prompt_tokens, record.completion_tokens = result.prompt_tokens, result.completion_tokens
+        record.model_version = used.model_version
+        record.fallback, record.fallback_reason = reason is not None, reason
+        request.timings_ms["log"] = _ms(start)
+        record.timings_ms = dict(request.timings_ms)
+        request.timings_ms["total"] = record.total_ms = _ms(request.started)
+        self.log_writer.submit(record)
+        return answer
+
+    def _record(self, request: AgentRequest, turn: _Turn | None, *, streamed: bool) -> InferenceRecord:
+        record = InferenceRecord(
+            request_id=request.request_id,
+            created_at=turn.created_at if turn else now_utc(),
+            endpoint=request.endpoint,
+            model_id=self.generator.model_id,
+            model_version=self.generator.model_version,
+            prompt_id=self.prompt.id,
+            api_key_name=request.api_key_name,
+            tenant=request.tenant,
+            user_id=request.user_id,
+            index_name=self.settings.index.name,
+            request_messages=request.messages,
+            streamed=streamed,
+            degraded=list(dict.fromkeys(request.degraded)),
+        )
+        if turn is not None:
+            record.index_version = turn.index_version
+            record.user_features = turn.user_features
+            record.user_features_missing = turn.user_features_missing
+            record.on_demand_features = turn.on_demand
+            record.query = turn.question
+            record.retrieved_chunk_ids = [p.chunk_id for p in turn.passages]
+            record.retrieved_scores = [p.score for p in turn.passages]
+        return record
+
+    def _log_failure(self, request: AgentRequest, turn: _Turn | None, exc: BaseException,
+                     *, streamed: bool = False) -> None:
+        """Requests that fail after validation are logged too (with the error), so served = logged."""
+        if isinstance(exc, RequestLimitError | InvalidInputError) and turn is None:
+            return  # rejected as invalid before any work: not a served request
+        record = self._record(request, turn, streamed=streamed)
+        if isinstance(exc, asyncio.CancelledError | GeneratorExit):
+            record.error, record.status = "client_disconnected", 499
+        else:
+            record.error = getattr(exc, "code", type(exc).__name__)
+            record.status = (400 if isinstance(exc, InvalidInputError)
+                             else 503 if isinstance(exc, StoreUnavailableError | GenerationError) else 500)
+        record.timings_ms = dict(request.timings_ms)
+        record.total_ms = _ms(request.started)
+        self.log_writer.submit(record)
