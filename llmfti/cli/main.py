@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import typer
 
+from llmfti.cli import features as features_cmd
 from llmfti.cli import index as index_cmd
 
 app = typer.Typer(
@@ -14,6 +15,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 app.add_typer(index_cmd.app, name="index")
+app.add_typer(features_cmd.app, name="features")
 app.command("search")(index_cmd.search)
 
 

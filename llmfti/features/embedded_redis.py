@@ -68,7 +68,7 @@ class EmbeddedRedis:
 
         if not self.socket_path.exists():
             return False
-        probe = redis.Redis(unix_socket_path=str(self.socket_path), socket_timeout=0.5, socket_connect_timeout=0.5)
+        probe = _direct(self.socket_path, timeout_s=0.5)
         try:
             return bool(probe.ping())
         except (redis.ConnectionError, redis.TimeoutError, OSError):
@@ -147,7 +147,7 @@ class EmbeddedRedis:
         import redis
 
         pid = self.pid()
-        conn = redis.Redis(unix_socket_path=str(self.socket_path), socket_timeout=timeout_s)
+        conn = _direct(self.socket_path, timeout_s=timeout_s)
         try:
             conn.shutdown(save=save, nosave=not save)
         except (redis.ConnectionError, FileNotFoundError, OSError):
@@ -163,9 +163,8 @@ class EmbeddedRedis:
 
     def other_clients(self) -> int:
         """Connections of other processes (ours are named :func:`client_name`)."""
-        import redis
 
-        conn = redis.Redis(unix_socket_path=str(self.socket_path), socket_timeout=1.0)
+        conn = _direct(self.socket_path, timeout_s=1.0)
         try:
             me = conn.client_id()
             return sum(1 for c in conn.client_list() if int(c["id"]) != me and c.get("name") != client_name())
@@ -181,6 +180,20 @@ class EmbeddedRedis:
                 self.stop(save=True)
         except Exception:  # noqa: BLE001 - never fail interpreter shutdown over a stopped server
             pass
+
+
+def _direct(socket_path: Path, *, timeout_s: float) -> redis.Redis:
+    """A one-off connection without retries (redis-py's default retry backs off for seconds)."""
+    import redis
+    from redis.backoff import NoBackoff
+    from redis.retry import Retry
+
+    return redis.Redis(
+        unix_socket_path=str(socket_path),
+        socket_timeout=timeout_s,
+        socket_connect_timeout=timeout_s,
+        retry=Retry(NoBackoff(), 0),
+    )
 
 
 def _alive(pid: int) -> bool:

@@ -213,17 +213,35 @@ class FeatureGroup:
         return identity_keys(self.spec, stored)
 
     def _quarantine(self, conformed, reasons, write_id, source, ingested_at) -> None:  # noqa: ANN001
+        records = [(i, conformed.row_json(i), reasons[i]) for i in sorted(reasons)]
+        self.quarantine_records(records, source=source, write_id=write_id, ingested_at=ingested_at)
+
+    def quarantine_records(
+        self,
+        records: list[tuple[int, str, list[str]]],
+        *,
+        source: str | None,
+        write_id: str | None = None,
+        ingested_at: datetime | None = None,
+    ) -> str:
+        """Store rows that never became feature rows: ``(row_index, raw_json, reasons)`` each.
+
+        Used by writes under the ``quarantine`` policy, and by feature pipelines for input lines
+        they could not parse (so those are set aside with a reason, not dropped). Returns the write id.
+        """
         import pyarrow as pa
 
-        indices = sorted(reasons)
+        write_id = write_id or uuid.uuid4().hex
+        if not records:
+            return write_id
         rows = pa.table(
             {
-                "write_id": [write_id] * len(indices),
-                "row_index": indices,
-                "row_json": [conformed.row_json(i) for i in indices],
-                "reasons": [reasons[i] for i in indices],
-                "source": [source] * len(indices),
-                INGESTED_AT: [ingested_at] * len(indices),
+                "write_id": [write_id] * len(records),
+                "row_index": [r[0] for r in records],
+                "row_json": [r[1] for r in records],
+                "reasons": [list(r[2]) for r in records],
+                "source": [source] * len(records),
+                INGESTED_AT: [ingested_at or utc_now()] * len(records),
             },
             schema=quarantine_schema(),
         )
@@ -236,6 +254,7 @@ class FeatureGroup:
                 db.create_table(name, data=rows)
             except (ValueError, OSError):
                 db.open_table(name).add(rows)
+        return write_id
 
     # -- reading -------------------------------------------------------------------------
 
