@@ -58,24 +58,24 @@ def build_index(
     )
 
     chunks_embedded, version_before = 0, idx.version if idx else None
-    if added or updated or deleted:
+    changed = added + updated
+    if changed:
         embedder = idx.embedder() if idx else _load_embedder(settings)
         chunker = Chunker(embedder.token_spans, _max_tokens(settings, embedder.info.max_tokens),
                           settings.chunking.overlap_tokens)
-        report("chunk", 0, len(added) + len(updated))
-        changed = added + updated
+        report("chunk", 0, len(changed))
         chunked = chunker.chunk_many([(d.doc_id, d.text) for d in changed])
         report("chunk", len(changed), len(changed))
         reuse = idx.embeddings_of([d.doc_id for d in updated]) if idx else {}
         pending = [c for chunks in chunked for c in chunks if c.chunk_id not in reuse]
-        vectors = _encode(embedder, pending, report)
+        vectors = {**reuse, **_encode(embedder, pending, report)}
         chunks_embedded = len(pending)
-        vectors.update({cid: reuse[cid] for chunks in chunked for c in chunks if (cid := c.chunk_id) in reuse})
         rows = _rows(changed, chunked, vectors, hashes, embedder.info.dimension)
         if idx is None:
             idx = VectorIndex.create(settings, name, embedder.info)
+    if idx is not None and (changed or deleted):
         report("commit", 0, 1)
-        idx.apply(rows, [d.doc_id for d in updated] + deleted)
+        idx.apply(rows if changed else None, [d.doc_id for d in updated] + deleted)
         idx.refresh_search_indices()
         report("commit", 1, 1)
 

@@ -152,15 +152,15 @@ class VectorIndex:
             out.update(zip(rows.column("chunk_id").to_pylist(), rows.column("embedding").to_pylist(), strict=True))
         return out
 
-    def apply(self, rows: pa.Table, replace_doc_ids: Sequence[str]) -> int:
+    def apply(self, rows: pa.Table | None, replace_doc_ids: Sequence[str]) -> int:
         """In ONE commit: upsert ``rows`` and delete every other chunk of ``replace_doc_ids``.
 
         Readers see the old version or the new one, never a half-applied build.
         """
+        schema = self._table.schema
+        rows = schema.empty_table() if rows is None else rows.select(schema.names).cast(schema)
         if rows.num_rows == 0 and not replace_doc_ids:
             return self.version
-        schema = self._table.schema
-        rows = rows.select(schema.names).cast(schema)
         merge = self._table.merge_insert("chunk_id").when_matched_update_all().when_not_matched_insert_all()
         if replace_doc_ids:
             ids = ", ".join(escape_literal(d) for d in sorted(set(replace_doc_ids)))

@@ -116,8 +116,8 @@ def _files(root: Path) -> Iterator[tuple[Path, str]]:
         return
     for path in sorted(root.rglob("*")):
         rel = path.relative_to(root)
-        if any(part.startswith(".") for part in rel.parts) or not path.is_file():
-            continue
+        if any(part.startswith(".") for part in rel.parts) or not (path.is_file() or path.is_symlink()):
+            continue  # a broken symlink is kept: reading it fails and it is quarantined
         yield path, f"{root.name}/{rel.as_posix()}"
 
 
