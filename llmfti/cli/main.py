@@ -6,6 +6,10 @@ import typer
 
 from llmfti.cli import features as features_cmd
 from llmfti.cli import index as index_cmd
+from llmfti.cli import logs as logs_cmd
+from llmfti.cli import registry as registry_cmd
+from llmfti.cli import serve as serve_cmd
+from llmfti.cli import train as train_cmd
 
 app = typer.Typer(
     name="llmfti",
@@ -17,6 +21,10 @@ app = typer.Typer(
 app.add_typer(index_cmd.app, name="index")
 app.add_typer(features_cmd.app, name="features")
 app.command("search")(index_cmd.search)
+app.command("train")(train_cmd.train)
+app.add_typer(registry_cmd.app, name="registry")
+app.command("serve")(serve_cmd.serve)
+app.add_typer(logs_cmd.app, name="logs")
 
 
 def run() -> None:

@@ -1,0 +1,615 @@
+"""The fine-tuning pipeline: LoRA (peft) on any causal LM, loss on answer tokens only.
+
+``setup`` resolves the config, device and precision; ``fit`` is the training loop (packing or
+length bucketing, gradient accumulation, checkpoints + resume, seeded); ``train`` writes the run
+folder; ``train_and_register`` records the result in the model registry, coupled to the index
+version it will be served with.
+
+Run folder (``data_dir/train_runs/<run>`` unless given)::
+
+    adapter/            peft adapter (adapter_config.json + weights)
+    tokenizer/          the pinned tokenizer (fingerprint.txt)
+    checkpoints/step-N  trainable weights, optimizer, scheduler, RNG states, loop state
+    train_config.json   the resolved config; metrics.json  losses, tokens/s, learning curve
+    quarantine.jsonl    rows that could not be used, with the reason
+
+Command line: ``llmfti train --base PATH_OR_ID --dataset rows.jsonl [--config configs/train/x.yaml]``
+(or ``python -m pipelines.train`` with the same flags).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import random
+import shutil
+import sys
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from llmfti.config import Settings
+from llmfti.errors import ConfigError, InvalidInputError, NotFoundError
+from llmfti.llm.tokenization import IGNORE_INDEX, PinnedTokenizer, load_tokenizer
+from pipelines.instruction_batches import InstructionData, collate, epoch_plan, eval_batches, prepare, read_source
+
+CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs" / "train"
+# Fields that change what is trained; a resumed run must agree on all of them.
+_RUN_IDENTITY_EXCLUDES = {"eval_every", "save_every", "keep_checkpoints", "log_every"}
+
+
+class TrainConfig(BaseModel):
+    """Hyper-parameters of one fine-tuning run. YAML files in configs/train/ override these defaults."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    # LoRA
+    lora_r: int = Field(16, ge=1, le=1024, description="LoRA rank.")
+    lora_alpha: int = Field(32, ge=1, description="LoRA scaling numerator (scale = alpha / r).")
+    lora_dropout: float = Field(0.05, ge=0, lt=1)
+    target_modules: list[str] | Literal["all-linear"] = Field(
+        "all-linear", description="Module names to adapt, or 'all-linear' (every linear layer but the head)."
+    )
+    # optimisation
+    learning_rate: float = Field(2e-4, gt=0)
+    weight_decay: float = Field(0.0, ge=0)
+    warmup_steps: int = Field(10, ge=0, description="Linear warm-up, in optimizer steps.")
+    lr_schedule: Literal["cosine", "linear", "constant"] = "cosine"
+    min_lr_ratio: float = Field(0.1, ge=0, le=1, description="Final learning rate / peak (cosine, linear).")
+    max_grad_norm: float = Field(1.0, gt=0)
+    max_steps: int | None = Field(None, ge=1, description="Optimizer steps; unset: derived from epochs.")
+    epochs: float = Field(1.0, gt=0)
+    micro_batch_size: int = Field(4, ge=1, description="Rows per forward pass (a row may hold packed examples).")
+    grad_accum_steps: int = Field(4, ge=1, description="Micro-batches per optimizer step.")
+    # data
+    max_length: int = Field(1024, ge=16, description="Tokens per row (and the longest example kept).")
+    packing: bool = Field(True, description="Pack several examples per row (attention stays per example); "
+                          "false: one example per row, length-bucketed.")
+    eval_fraction: float = Field(0.05, ge=0, lt=1, description="Held-out share of rows (split by content).")
+    max_eval_examples: int = Field(256, ge=0)
+    # runtime
+    seed: int = 0
+    device: str = Field("auto", description="auto: cuda if available, else cpu.")
+    precision: Literal["auto", "bf16", "fp32"] = Field("auto", description="auto: bf16 on a GPU that has it.")
+    gradient_checkpointing: bool | None = Field(None, description="Unset: on for GPU runs.")
+    fused_optimizer: bool | None = Field(None, description="Fused AdamW; unset: on for GPU runs.")
+    eval_every: int = Field(50, ge=1, description="Held-out loss every N optimizer steps (and at the end).")
+    save_every: int = Field(100, ge=1, description="Checkpoint every N optimizer steps (and at the end).")
+    keep_checkpoints: int = Field(2, ge=1)
+    log_every: int = Field(1, ge=1)
+    chat_template: str | None = Field(None, description="Jinja template or .jinja path replacing the tokenizer's.")
+
+    def identity(self) -> str:
+        data = self.model_dump(exclude=_RUN_IDENTITY_EXCLUDES | {"max_steps", "epochs"})
+        return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def load_train_config(path: str | Path | None = None, **overrides: Any) -> TrainConfig:
+    """A TrainConfig from a YAML file (a path, or a name in configs/train/) plus overrides."""
+    data: dict[str, Any] = {}
+    if path is not None:
+        file = Path(path)
+        if not file.is_file() and (CONFIG_DIR / f"{path}.yaml").is_file():
+            file = CONFIG_DIR / f"{path}.yaml"
+        if not file.is_file():
+            known = sorted(p.stem for p in CONFIG_DIR.glob("*.yaml"))
+            raise ConfigError(f"training config {str(path)!r} not found", expected=f"a YAML path or one of {known}",
+                              fix="pass --config configs/train/<name>.yaml")
+        loaded = yaml.safe_load(file.read_text(encoding="utf-8")) or {}
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"{file} must hold a mapping", fix="write 'key: value' lines")
+        data.update(loaded)
+    data.update({k: v for k, v in overrides.items() if v is not None})
+    try:
+        return TrainConfig(**data)
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']} (got {e.get('input')!r})"
+                             for e in exc.errors())
+        raise ConfigError(f"invalid training config: {problems}",
+                          fix="correct the YAML or flag; fields are documented in pipelines/train.py") from exc
+
+
+@dataclass
+class Runtime:
+    device: str
+    bf16: bool
+    gradient_checkpointing: bool
+    fused_optimizer: bool
+
+
+def resolve_runtime(config: TrainConfig) -> Runtime:
+    import torch
+
+    device = config.device
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    cuda = device.startswith("cuda")
+    if cuda and not torch.cuda.is_available():
+        raise ConfigError(f"device {device!r} requested but CUDA is not available", fix="set device: cpu")
+    bf16 = config.precision == "bf16" or (config.precision == "auto" and cuda and torch.cuda.is_bf16_supported())
+    ckpt = cuda if config.gradient_checkpointing is None else config.gradient_checkpointing
+    fused = cuda if config.fused_optimizer is None else config.fused_optimizer
+    return Runtime(device=device, bf16=bf16, gradient_checkpointing=ckpt, fused_optimizer=fused)
+
+
+def base_model_revision(base: str) -> str | None:
+    """A local base model's identity (sha256 of its config.json); None for hub ids."""
+    config = Path(base) / "config.json"
+    if config.is_file():
+        return "config-sha256:" + hashlib.sha256(config.read_bytes()).hexdigest()[:16]
+    return None
+
+
+def load_lora_model(base: str | Any, tokenizer: PinnedTokenizer, config: TrainConfig, runtime: Runtime) -> Any:
+    """The base causal LM (a path/hub id or an already built model) wrapped with fresh LoRA adapters."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    dtype = torch.bfloat16 if runtime.bf16 else torch.float32
+    if isinstance(base, str | Path):
+        try:
+            model = AutoModelForCausalLM.from_pretrained(str(base), dtype=dtype)
+        except OSError as exc:
+            raise NotFoundError(f"cannot load base model {str(base)!r}: {exc}",
+                                expected="a local model folder or a cached hub id",
+                                fix="check --base (runs here are offline)") from exc
+    else:
+        model = base.to(dtype)
+    vocab = model.get_input_embeddings().num_embeddings
+    if len(tokenizer.tokenizer) > vocab:
+        raise InvalidInputError(
+            f"tokenizer {tokenizer.source!r} has {len(tokenizer.tokenizer)} tokens, the model's embedding {vocab}",
+            expected="a tokenizer made for this base model", fix="pass the base model's own tokenizer")
+    model.config.use_cache = False
+    torch.manual_seed(config.seed)
+    lora = LoraConfig(r=config.lora_r, lora_alpha=config.lora_alpha, lora_dropout=config.lora_dropout,
+                      target_modules=config.target_modules, bias="none", task_type="CAUSAL_LM")
+    model = get_peft_model(model, lora)
+    if runtime.gradient_checkpointing:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    return model.to(runtime.device)
+
+
+def answer_loss_sum(model: Any, batch: dict[str, Any], device: str) -> Any:
+    """Summed cross-entropy over answer tokens. The output head runs only on answer positions."""
+    import torch.nn.functional as F
+
+    input_ids = batch["input_ids"].to(device, non_blocking=True)
+    labels = batch["labels"].to(device, non_blocking=True)
+    mask = batch["attention_mask"]
+    kwargs = {"input_ids": input_ids, "position_ids": batch["position_ids"].to(device, non_blocking=True),
+              "attention_mask": None if mask is None else mask.to(device, non_blocking=True)}
+    inner = model.get_base_model() if hasattr(model, "get_base_model") else model
+    cfg = inner.config
+    plain_head = not any(getattr(cfg, k, None) for k in ("final_logit_softcapping", "logits_scaling"))
+    decoder = inner.get_decoder() if hasattr(inner, "get_decoder") else None
+    target = labels[:, 1:]
+    keep = target != IGNORE_INDEX
+    if plain_head and decoder is not None:
+        hidden = decoder(**kwargs).last_hidden_state[:, :-1]
+        logits = inner.get_output_embeddings()(hidden[keep]).float()
+    else:  # models with a special head: full forward
+        logits = model(**kwargs).logits[:, :-1][keep].float()
+    return F.cross_entropy(logits, target[keep], reduction="sum")
+
+
+def _lr_lambda(config: TrainConfig, total_steps: int):  # noqa: ANN202
+    def factor(step: int) -> float:
+        if step < config.warmup_steps:
+            return (step + 1) / (config.warmup_steps + 1)
+        if config.lr_schedule == "constant":
+            return 1.0
+        progress = (step - config.warmup_steps) / max(1, total_steps - config.warmup_steps)
+        progress = min(1.0, progress)
+        shape = 0.5 * (1 + math.cos(math.pi * progress)) if config.lr_schedule == "cosine" else 1 - progress
+        return config.min_lr_ratio + (1 - config.min_lr_ratio) * shape
+
+    return factor
+
+
+class _Batches:
+    """Deterministic stream of micro-batches: epoch e is shuffled with (seed, e); resumable by index."""
+
+    def __init__(self, data: InstructionData, config: TrainConfig, pad_id: int):
+        self.data, self.config, self.pad_id = data, config, pad_id
+        self._plans: dict[int, list[Any]] = {}
+
+    def epoch(self, e: int) -> list[Any]:
+        if e not in self._plans:
+            self._plans[e] = epoch_plan(self.data.train, micro_batch_size=self.config.micro_batch_size,
+                                        max_length=self.config.max_length, packing=self.config.packing,
+                                        seed=self.config.seed, epoch=e)
+        return self._plans[e]
+
+    def at(self, index: int) -> tuple[int, dict[str, Any]]:
+        """(epoch, micro-batch tensors) number ``index`` of the stream."""
+        e = 0
+        while index >= len(self.epoch(e)):
+            index -= len(self.epoch(e))
+            e += 1
+        return e, collate(self.epoch(e)[index], pad_id=self.pad_id, packed=self.config.packing)
+
+
+@dataclass
+class FitResult:
+    steps: int
+    learning_curve: list[dict[str, Any]] = field(default_factory=list)
+    metrics: dict[str, Any] = field(default_factory=dict)
+    stopped_early: bool = False
+
+
+def evaluate(model: Any, data: InstructionData, config: TrainConfig, runtime: Runtime, pad_id: int) -> float | None:
+    """Mean answer-token cross-entropy on the held-out slice (None when there is none)."""
+    import torch
+
+    if not data.eval:
+        return None
+    model.eval()
+    total, count = 0.0, 0
+    with torch.no_grad(), torch.autocast(runtime.device.split(":")[0], dtype=torch.bfloat16, enabled=runtime.bf16):
+        for batch in eval_batches(data.eval, micro_batch_size=config.micro_batch_size, pad_id=pad_id):
+            total += float(answer_loss_sum(model, batch, runtime.device))
+            count += batch["label_tokens"]
+    model.train()
+    return total / max(count, 1)
+
+
+def _rng_state() -> dict[str, Any]:
+    import numpy as np
+    import torch
+
+    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state: dict[str, Any]) -> None:
+    import numpy as np
+    import torch
+
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _save_checkpoint(run_dir: Path, step: int, model: Any, optimizer: Any, scheduler: Any,
+                     state: dict[str, Any], keep: int) -> Path:
+    import torch
+    from safetensors.torch import save_file
+
+    root = run_dir / "checkpoints"
+    tmp = root / f".step-{step:07d}.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    trainable = {n: p.detach().cpu().contiguous() for n, p in model.named_parameters() if p.requires_grad}
+    save_file(trainable, str(tmp / "trainable.safetensors"))
+    torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
+    torch.save(scheduler.state_dict(), tmp / "scheduler.pt")
+    torch.save(_rng_state(), tmp / "rng.pt")
+    (tmp / "state.json").write_text(json.dumps(state, indent=1, default=str), encoding="utf-8")
+    final = root / f"step-{step:07d}"
+    shutil.rmtree(final, ignore_errors=True)
+    tmp.rename(final)
+    for old in sorted(root.glob("step-*"))[:-keep]:
+        shutil.rmtree(old, ignore_errors=True)
+    return final
+
+
+def latest_checkpoint(run_dir: Path) -> Path | None:
+    done = [p for p in sorted((run_dir / "checkpoints").glob("step-*")) if (p / "state.json").is_file()]
+    return done[-1] if done else None
+
+
+def _load_checkpoint(path: Path, model: Any, optimizer: Any, scheduler: Any, expected: dict[str, Any]
+                     ) -> dict[str, Any]:
+    import torch
+    from safetensors.torch import load_file
+
+    state = json.loads((path / "state.json").read_text(encoding="utf-8"))
+    for key, value in expected.items():
+        if state["identity"].get(key) != value:
+            raise InvalidInputError(
+                f"checkpoint {path} was made with {key}={state['identity'].get(key)!r}, this run has {value!r}",
+                expected="the same base model, dataset, tokenizer and training config as the interrupted run",
+                fix="resume with the original settings, or start a new run folder")
+    weights = load_file(str(path / "trainable.safetensors"))
+    missing = set(weights) ^ {n for n, p in model.named_parameters() if p.requires_grad}
+    if missing:
+        raise InvalidInputError(f"checkpoint {path} does not match the model's adapters ({sorted(missing)[:3]}...)",
+                                fix="resume with the original LoRA settings")
+    model.load_state_dict(weights, strict=False)
+    optimizer.load_state_dict(torch.load(path / "optimizer.pt", weights_only=False))
+    scheduler.load_state_dict(torch.load(path / "scheduler.pt", weights_only=False))
+    _set_rng_state(torch.load(path / "rng.pt", weights_only=False))
+    return state
+
+
+def fit(
+    model: Any,
+    data: InstructionData,
+    config: TrainConfig,
+    runtime: Runtime,
+    *,
+    pad_id: int,
+    run_dir: Path | None = None,
+    identity: dict[str, Any] | None = None,
+    resume: bool = False,
+    stop_after: int | None = None,
+    show_progress: bool = True,
+) -> FitResult:
+    """The training loop. ``stop_after`` trains at most that many steps in this call, then checkpoints."""
+    import torch
+
+    random.seed(config.seed)
+    torch.manual_seed(config.seed)
+    batches = _Batches(data, config, pad_id)
+    accum = config.grad_accum_steps
+    total_steps = config.max_steps or max(1, math.ceil(config.epochs * len(batches.epoch(0)) / accum))
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=config.learning_rate, weight_decay=config.weight_decay,
+                                  fused=runtime.fused_optimizer or None)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_lambda(config, total_steps))
+    step, tokens_seen, train_seconds, curve = 0, 0, 0.0, []
+    checkpoint = latest_checkpoint(run_dir) if (resume and run_dir) else None
+    if checkpoint is not None:
+        state = _load_checkpoint(checkpoint, model, optimizer, scheduler, identity or {})
+        step, tokens_seen, train_seconds, curve = (state["step"], state["tokens_seen"], state["train_seconds"],
+                                                   state["learning_curve"])
+    elif data.eval:
+        curve.append({"step": 0, "eval_loss": evaluate(model, data, config, runtime, pad_id)})
+    model.train()
+    autocast = torch.autocast(runtime.device.split(":")[0], dtype=torch.bfloat16, enabled=runtime.bf16)
+    end = total_steps if stop_after is None else min(total_steps, step + stop_after)
+    bar = _Progress(total_steps, step, enabled=show_progress)
+    window_tokens, window_start = 0, time.perf_counter()
+    try:
+        while step < end:
+            started = time.perf_counter()
+            micro = [batches.at(step * accum + i) for i in range(accum)]
+            n_items = sum(b["label_tokens"] for _, b in micro)
+            loss_sum = 0.0
+            for _, batch in micro:
+                with autocast:
+                    loss = answer_loss_sum(model, batch, runtime.device) / n_items
+                loss.backward()
+                loss_sum += float(loss.detach())
+            grad_norm = float(torch.nn.utils.clip_grad_norm_(params, config.max_grad_norm))
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+            step += 1
+            real = sum(b["real_tokens"] for _, b in micro)
+            tokens_seen += real
+            window_tokens += real
+            train_seconds += time.perf_counter() - started
+            point: dict[str, Any] = {"step": step, "epoch": micro[-1][0], "train_loss": loss_sum,
+                                     "lr": scheduler.get_last_lr()[0], "grad_norm": grad_norm,
+                                     "tokens_seen": tokens_seen}
+            if step % config.eval_every == 0 or step == total_steps:
+                point["eval_loss"] = evaluate(model, data, config, runtime, pad_id)
+            if step % config.log_every == 0 or "eval_loss" in point:
+                curve.append(point)
+            elapsed = time.perf_counter() - window_start
+            bar.update(step, loss_sum, window_tokens / elapsed if elapsed > 0 else 0.0, point.get("eval_loss"))
+            if run_dir is not None and (step % config.save_every == 0 or step == end):
+                _save_checkpoint(run_dir, step, model, optimizer, scheduler, {
+                    "step": step, "tokens_seen": tokens_seen, "train_seconds": train_seconds,
+                    "learning_curve": curve, "identity": identity or {}, "total_steps": total_steps,
+                }, config.keep_checkpoints)
+    finally:
+        bar.close()
+    evals = [p["eval_loss"] for p in curve if p.get("eval_loss") is not None]
+    metrics = {
+        "steps": step,
+        "total_steps": total_steps,
+        "tokens_seen": tokens_seen,
+        "train_seconds": round(train_seconds, 3),
+        "tokens_per_s": round(tokens_seen / train_seconds, 1) if train_seconds else None,
+        "final_train_loss": next((p["train_loss"] for p in reversed(curve) if "train_loss" in p), None),
+        "initial_eval_loss": evals[0] if evals else None,
+        "final_eval_loss": evals[-1] if evals else None,
+        "learning_curve": curve,
+    }
+    return FitResult(steps=step, learning_curve=curve, metrics=metrics, stopped_early=step < total_steps)
+
+
+class _Progress:
+    """A progress bar on stderr with loss and tokens/s (rich), or nothing."""
+
+    def __init__(self, total: int, done: int, *, enabled: bool):
+        self._bar = None
+        if enabled:
+            from rich.console import Console
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+            self._bar = Progress(TextColumn("train"), BarColumn(), MofNCompleteColumn(),
+                                 TextColumn("loss {task.fields[loss]}  eval {task.fields[eval]}  "
+                                            "{task.fields[tps]} tok/s"),
+                                 TimeElapsedColumn(), console=Console(stderr=True))
+            self._task = self._bar.add_task("train", total=total, completed=done, loss="-", eval="-", tps="-")
+            self._bar.start()
+
+    def update(self, step: int, loss: float, tokens_per_s: float, eval_loss: float | None) -> None:
+        if self._bar is not None:
+            fields = {"loss": f"{loss:.4f}", "tps": f"{tokens_per_s:,.0f}"}
+            if eval_loss is not None:
+                fields["eval"] = f"{eval_loss:.4f}"
+            self._bar.update(self._task, completed=step, **fields)
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.stop()
+
+
+@dataclass
+class TrainResult:
+    run_dir: Path
+    adapter_dir: Path
+    tokenizer: PinnedTokenizer
+    data: InstructionData
+    config: TrainConfig
+    runtime: Runtime
+    metrics: dict[str, Any]
+    finished: bool
+    model: Any = None
+
+
+def train(
+    settings: Settings,
+    *,
+    base: str,
+    dataset: Any,
+    config: TrainConfig,
+    tokenizer: str | None = None,
+    eval_dataset: Any = None,
+    run_dir: Path | None = None,
+    resume: bool = False,
+    stop_after: int | None = None,
+    show_progress: bool = True,
+) -> TrainResult:
+    """Fine-tune ``base`` on ``dataset`` (JSONL/JSON path, pyarrow Table or rows) and write the run folder."""
+    runtime = resolve_runtime(config)
+    pinned = load_tokenizer(tokenizer or base, chat_template=config.chat_template)
+    data = prepare(read_source(dataset), pinned, max_length=config.max_length, eval_fraction=config.eval_fraction,
+                   max_eval_examples=config.max_eval_examples,
+                   eval_source=read_source(eval_dataset) if eval_dataset is not None else None)
+    if run_dir is None:
+        stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
+        run_dir = Path(settings.data_dir) / "train_runs" / f"{settings.registry.model_name}-{stamp}"
+    run_dir = Path(run_dir)
+    if not resume and latest_checkpoint(run_dir) is not None:
+        raise InvalidInputError(f"{run_dir} already holds checkpoints", expected="a new run folder, or --resume",
+                                fix="pass --resume to continue it, or choose another --out")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    identity = {"base": str(base), "dataset_id": data.dataset_id, "tokenizer": pinned.fingerprint,
+                "config": config.identity()}
+    (run_dir / "train_config.json").write_text(json.dumps(
+        {"base": str(base), "dataset_id": data.dataset_id, "config": config.model_dump(),
+         "runtime": runtime.__dict__, "data": data.summary()}, indent=1), encoding="utf-8")
+    with open(run_dir / "quarantine.jsonl", "w", encoding="utf-8") as out:
+        out.writelines(json.dumps(q) + "\n" for q in data.quarantined)
+    model = load_lora_model(base, pinned, config, runtime)
+    result = fit(model, data, config, runtime, pad_id=pinned.pad_token_id, run_dir=run_dir, identity=identity,
+                 resume=resume, stop_after=stop_after, show_progress=show_progress)
+    metrics = {**result.metrics, **{f"data_{k}": v for k, v in data.summary().items()},
+               "device": runtime.device, "bf16": runtime.bf16}
+    (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=1), encoding="utf-8")
+    adapter_dir = run_dir / "adapter"
+    if not result.stopped_early:
+        model.save_pretrained(str(adapter_dir))
+        pinned.save(run_dir / "tokenizer")
+    return TrainResult(run_dir=run_dir, adapter_dir=adapter_dir, tokenizer=pinned, data=data, config=config,
+                       runtime=runtime, metrics=metrics, finished=not result.stopped_early, model=model)
+
+
+def index_coupling(settings: Settings, index_name: str | None, index_version: int | None
+                   ) -> tuple[str | None, int | None, str | None]:
+    """(index name, version, embedder) the model version is coupled to: explicit, else the current index."""
+    from llmfti.index import VectorIndex
+
+    name = index_name or settings.index.name
+    if not VectorIndex.exists(settings, name):
+        if index_name is not None or index_version is not None:
+            raise NotFoundError(f"index {name!r} does not exist under {settings.data_dir}",
+                                fix=f"build it first: llmfti index build PATH --index {name}")
+        return None, None, None
+    index = VectorIndex.open(settings, name)
+    version = index.version if index_version is None else index.resolve_version(index_version)
+    return name, version, index.info.get("name")
+
+
+def register_run(
+    settings: Settings,
+    result: TrainResult,
+    *,
+    base: str,
+    model_name: str | None = None,
+    coupled: tuple[str | None, int | None, str | None] = (None, None, None),
+) -> Any:
+    """Record a finished run as a new ModelVersion (adapter + pinned tokenizer + lineage + index coupling)."""
+    from llmfti.registry import ModelRegistry
+
+    if not result.finished:
+        raise InvalidInputError(f"run {result.run_dir} stopped before its last step",
+                                expected="a finished run", fix="resume it with --resume, then register")
+    return ModelRegistry(settings, model_name).register(
+        adapter_dir=result.adapter_dir,
+        tokenizer=result.tokenizer,
+        base_model=str(Path(base).resolve()) if Path(base).exists() else str(base),
+        base_model_revision=base_model_revision(str(base)),
+        training_dataset_id=result.data.dataset_id,
+        data_versions=result.data.data_versions,
+        index_name=coupled[0],
+        index_version=coupled[1],
+        embedder=coupled[2],
+        hyperparameters={**result.config.model_dump(), "runtime": result.runtime.__dict__},
+        metrics=result.metrics,
+        extra_files={"train_config.json": result.run_dir / "train_config.json",
+                     "metrics.json": result.run_dir / "metrics.json"},
+    )
+
+
+def train_and_register(
+    settings: Settings,
+    *,
+    base: str,
+    dataset: Any,
+    config: TrainConfig,
+    model_name: str | None = None,
+    index_name: str | None = None,
+    index_version: int | None = None,
+    **train_kwargs: Any,
+) -> dict[str, Any]:
+    """Train, then register the adapter + pinned tokenizer + lineage as a new model version."""
+    # resolve the index first: a wrong --index fails before hours of training, not after
+    coupled = index_coupling(settings, index_name, index_version)
+    result = train(settings, base=base, dataset=dataset, config=config, **train_kwargs)
+    summary: dict[str, Any] = {"run_dir": str(result.run_dir), "finished": result.finished,
+                               "metrics": {k: v for k, v in result.metrics.items() if k != "learning_curve"},
+                               "learning_curve": result.metrics["learning_curve"],
+                               "tokenizer_fingerprint": result.tokenizer.fingerprint, "model_version": None}
+    if result.finished:
+        mv = register_run(settings, result, base=base, model_name=model_name, coupled=coupled)
+        summary["model_version"] = mv.to_dict()
+    return summary
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m pipelines.train --base PATH --dataset rows.jsonl [--config NAME] [--no-register]``."""
+    import argparse
+
+    from llmfti.config import load_settings
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--base", required=True)
+    parser.add_argument("--dataset", required=True)
+    parser.add_argument("--config")
+    parser.add_argument("--out", type=Path)
+    parser.add_argument("--resume", action="store_true")
+    parser.add_argument("--no-register", action="store_true")
+    args = parser.parse_args(argv)
+    settings = load_settings()
+    config = load_train_config(args.config)
+    if args.no_register:
+        result = train(settings, base=args.base, dataset=args.dataset, config=config, run_dir=args.out,
+                       resume=args.resume)
+        print(json.dumps({k: v for k, v in result.metrics.items() if k != "learning_curve"}))
+    else:
+        summary = train_and_register(settings, base=args.base, dataset=args.dataset, config=config,
+                                     run_dir=args.out, resume=args.resume)
+        print(json.dumps(summary, default=str))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
