@@ -81,7 +81,7 @@ def _param_of(loc: tuple[Any, ...]) -> str | None:
 def _validation_message(exc: RequestValidationError) -> tuple[str, str | None]:
     problems, first_param = [], None
     for err in exc.errors():
-        param = _param_of(tuple(err.get("loc", ())))
+        param = None if err.get("type") == "json_invalid" else _param_of(tuple(err.get("loc", ())))
         first_param = first_param or param
         got = err.get("input")
         shown = repr(got) if not isinstance(got, dict | list) else type(got).__name__

@@ -1,0 +1,62 @@
+"""``llmfti serve``: the OpenAI-compatible agent on uvicorn (indexing the sample docs first if needed)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from llmfti.cli.output import JsonOption, emit, err_console, reporting_errors
+
+
+def serve(
+    host: str = typer.Option("127.0.0.1", help="Interface to listen on (0.0.0.0 for all)."),
+    port: int = typer.Option(8000, min=1, max=65535, help="TCP port."),
+    dev: bool = typer.Option(
+        False, "--dev", help="Development mode: accept requests without API keys (never on a shared network)."
+    ),
+    samples: bool = typer.Option(
+        True, "--samples/--no-samples", help="If the index is empty, index the sample docs shipped in the repo."
+    ),
+    log_level: str = typer.Option("info", help="uvicorn log level (critical, error, warning, info, debug)."),
+    as_json: bool = JsonOption,
+) -> None:
+    """Serve /v1/chat/completions, /v1/completions, /v1/models, /healthz, /readyz and /metrics."""
+    with reporting_errors(as_json):
+        import uvicorn
+
+        from agents.api.app import create_app
+        from llmfti.config import load_settings
+
+        settings = load_settings(agent={"auth_mode": "dev"}) if dev else load_settings()
+        indexed = _index_samples_if_empty(settings) if samples else None
+        app = create_app(settings)  # refuses to start without keys unless --dev
+        emit(
+            {
+                "url": f"http://{host}:{port}/v1",
+                "auth_mode": settings.agent.auth_mode,
+                "generator": settings.agent.generator.backend,
+                "index": settings.index.name,
+                "indexed_samples": indexed,
+                "data_dir": str(settings.data_dir),
+            },
+            as_json,
+            lambda r: err_console().print(
+                f"llmfti agent on [bold]{r['url']}[/] (generator {r['generator']}, auth {r['auth_mode']}, "
+                f"index {r['index']}{', sample docs indexed' if r['indexed_samples'] else ''})"
+            ),
+        )
+        uvicorn.run(app, host=host, port=port, log_level=log_level, access_log=log_level == "debug")
+
+
+def _index_samples_if_empty(settings) -> dict | None:  # noqa: ANN001
+    from llmfti.index import VectorIndex
+
+    if VectorIndex.exists(settings) and VectorIndex.open(settings).count_rows() > 0:
+        return None
+    import pipelines
+    from pipelines.index_build import build_index
+
+    docs = Path(pipelines.__file__).resolve().parent / "samples" / "docs"
+    err_console().print(f"index {settings.index.name!r} is empty: indexing the sample documents in {docs}")
+    return build_index(settings, [docs])

@@ -1,0 +1,279 @@
+"""The agent's HTTP API driven through the real app (TestClient): shapes, streaming, errors, auth,
+rate limits, tenant isolation, user features and the inference log."""
+
+from __future__ import annotations
+
+import json
+import re
+from datetime import UTC, datetime
+
+import pytest
+from fastapi.testclient import TestClient
+
+from tests.agent_support import add_user_features, agent_settings, data_dir_with_index, parse_sse
+
+MODEL = "llmfti-extractive"
+AUTH = {"Authorization": "Bearer key-default"}
+
+
+def chat(question: str, **extra):
+    return {"model": MODEL, "messages": [{"role": "user", "content": question}], **extra}
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory):
+    from agents.api.app import create_app
+
+    data_dir = data_dir_with_index(tmp_path_factory.mktemp("agent-api") / "data")
+    settings = agent_settings(data_dir, max_messages=8, max_input_tokens=200, max_completion_tokens=300,
+                              max_request_bytes=20_000)
+    now = datetime(2026, 11, 1, tzinfo=UTC)
+    add_user_features(settings, [{
+        "user_id": "u-team", "event_time": now, "language": "de", "plan": "team", "expertise_level": "expert",
+        "top_topics_7d": ["index"], "top_topics_30d": ["index", "serving"], "events_24h": 2, "events_7d": 5,
+        "events_30d": 11, "last_active": now,
+    }])
+    app = create_app(settings)
+    with TestClient(app) as client:
+        yield settings, app, client
+
+
+def drain(env):
+    from pipelines.drain_logs import drain_logs
+
+    settings, app, _ = env
+    app.state.agent.pipeline.log_writer.flush()
+    return drain_logs(settings)
+
+
+def logged(settings, request_id: str) -> dict:
+    from pipelines.drain_logs import open_log_table
+
+    rows = open_log_table(settings).search().where(f"request_id = '{request_id}'").to_list()
+    assert len(rows) == 1, rows
+    return rows[0]
+
+
+def test_chat_completion_answers_with_citations_and_extensions(env):
+    _, _, client = env
+    r = client.post("/v1/chat/completions", headers=AUTH, json=chat("How do I roll back the index version?"))
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["object"] == "chat.completion" and body["model"] == MODEL
+    assert body["id"] == "chatcmpl-" + r.headers["x-request-id"]
+    choice = body["choices"][0]
+    assert choice["message"]["role"] == "assistant" and choice["finish_reason"] == "stop"
+    assert "rollback" in choice["message"]["content"]
+    usage = body["usage"]
+    assert usage["prompt_tokens"] > 0 and usage["completion_tokens"] > 0
+    assert usage["total_tokens"] == usage["prompt_tokens"] + usage["completion_tokens"]
+    cited = [c for c in body["citations"] if c["referenced"]]
+    assert cited and cited[0]["doc_id"].endswith("rollback.md")
+    assert f"[{cited[0]['n']}]" in choice["message"]["content"]
+    assert isinstance(body["index_version"], int)
+    assert re.fullmatch(r"rag_answer@[0-9a-f]{12}", body["prompt_id"])
+    assert body["model_version"] == body["system_fingerprint"]
+    assert {"auth", "rate_limit", "query_embedding", "retrieval", "prompt", "generation",
+            "total"} <= set(body["timings_ms"])
+    assert body["fallback"] is False and body["degraded"] == []
+
+
+def test_streaming_chat_matches_the_whole_answer(env):
+    _, _, client = env
+    question = "Which port does the agent listen on?"
+    whole = client.post("/v1/chat/completions", headers=AUTH, json=chat(question)).json()
+    r = client.post("/v1/chat/completions", headers=AUTH,
+                    json=chat(question, stream=True, stream_options={"include_usage": True}))
+    assert r.status_code == 200 and r.headers["content-type"].startswith("text/event-stream")
+    events = parse_sse(r.text)
+    assert events[-1] == "[DONE]"
+    chunks = events[:-1]
+    assert chunks[0]["choices"][0]["delta"] == {"role": "assistant", "content": ""}
+    text = "".join(c["choices"][0]["delta"].get("content") or "" for c in chunks if c["choices"])
+    assert text == whole["choices"][0]["message"]["content"]
+    final = chunks[-2]
+    assert final["choices"][0]["finish_reason"] == "stop" and final["citations"] and final["prompt_id"]
+    usage_chunk = chunks[-1]
+    assert usage_chunk["choices"] == [] and usage_chunk["usage"]["completion_tokens"] == whole["usage"][
+        "completion_tokens"]
+    assert all(c["usage"] is None for c in chunks[:-1])
+
+    plain = parse_sse(client.post("/v1/chat/completions", headers=AUTH, json=chat(question, stream=True)).text)
+    assert plain[-2]["choices"][0]["finish_reason"] == "stop"  # no usage chunk without include_usage
+
+
+def test_completions_non_streaming_and_streaming(env):
+    _, _, client = env
+    body = {"model": MODEL, "prompt": "How do I roll back the index?", "max_tokens": 50}
+    r = client.post("/v1/completions", headers=AUTH, json=body)
+    assert r.status_code == 200, r.text
+    whole = r.json()
+    assert whole["object"] == "text_completion" and "rollback" in whole["choices"][0]["text"]
+    events = parse_sse(client.post("/v1/completions", headers=AUTH,
+                                   json={**body, "stream": True, "stream_options": {"include_usage": True}}).text)
+    assert events[-1] == "[DONE]"
+    text = "".join(e["choices"][0]["text"] for e in events[:-1] if e["choices"])
+    assert text == whole["choices"][0]["text"]
+    assert events[-2]["usage"]["total_tokens"] == whole["usage"]["total_tokens"]
+
+
+def test_max_tokens_and_stop_end_the_answer(env):
+    _, _, client = env
+    r = client.post("/v1/chat/completions", headers=AUTH, json=chat("How do I roll back the index?", max_tokens=3))
+    body = r.json()
+    assert body["choices"][0]["finish_reason"] == "length" and body["usage"]["completion_tokens"] == 3
+    full = client.post("/v1/chat/completions", headers=AUTH, json=chat("How do I roll back the index?")).json()
+    text = full["choices"][0]["message"]["content"]
+    stop = text.split()[2]
+    for stream in (False, True):
+        r = client.post("/v1/chat/completions", headers=AUTH,
+                        json=chat("How do I roll back the index?", stop=[stop], stream=stream))
+        if stream:
+            events = parse_sse(r.text)[:-1]
+            got = "".join(e["choices"][0]["delta"].get("content") or "" for e in events)
+            reason = events[-1]["choices"][0]["finish_reason"]
+        else:
+            got, reason = r.json()["choices"][0]["message"]["content"], r.json()["choices"][0]["finish_reason"]
+        assert got == text[: text.index(stop)] and reason == "stop"
+
+
+@pytest.mark.parametrize(
+    ("payload", "status", "code", "param", "says"),
+    [
+        ("{not json", 400, "invalid_json", None, "JSON"),
+        ({"model": MODEL}, 400, "invalid_value", "messages", "Field required"),
+        (chat("hi", n=2), 400, "invalid_value", "n", "less than or equal to 1"),
+        (chat("hi", temperature=5), 400, "invalid_value", "temperature", "got 5"),
+        ({**chat("hi"), "model": "gpt-9"}, 404, "model_not_found", "model", "llmfti-extractive"),
+        ({"model": MODEL, "messages": [{"role": "user", "content": "x"}] * 9}, 400, "too_many_messages", "messages",
+         "9 messages is over the limit of 8"),
+        (chat("word " * 300), 400, "context_length_exceeded", "messages", "over the limit of 200"),
+        (chat("hi", max_tokens=301), 400, "invalid_value", "max_tokens", "over the limit of 300"),
+        (chat("hi", tools=[{"type": "function", "function": {"name": "f"}}]), 400, "unsupported_parameter",
+         "tools", "not supported"),
+        ({"model": MODEL, "messages": [{"role": "assistant", "content": "x"}]}, 400, "invalid_value",
+         "messages.0.role", "last message must be from the user"),
+        ({"model": MODEL, "messages": [{"role": "tool", "content": "x"}]}, 400, "invalid_value", "messages.0.role",
+         "got 'tool'"),
+        (chat("x" * 30_000), 413, "request_too_large", None, "over the limit of 20000 bytes"),
+    ],
+)
+def test_errors_are_openai_shaped_with_status_limit_and_value(env, payload, status, code, param, says):
+    _, _, client = env
+    kwargs = {"content": payload, "headers": {**AUTH, "Content-Type": "application/json"}} if isinstance(
+        payload, str) else {"json": payload, "headers": AUTH}
+    r = client.post("/v1/chat/completions", **kwargs)
+    assert r.status_code == status, r.text
+    error = r.json()["error"]
+    assert set(error) == {"message", "type", "param", "code"}
+    assert error["code"] == code and error["param"] == param
+    assert says in error["message"], error["message"]
+    assert "Traceback" not in r.text
+
+
+def test_unknown_route_and_method_are_openai_shaped(env):
+    _, _, client = env
+    r = client.get("/v1/nothing", headers=AUTH)
+    assert r.status_code == 404 and r.json()["error"]["type"] == "invalid_request_error"
+    r = client.get("/v1/chat/completions", headers=AUTH)
+    assert r.status_code == 405 and "error" in r.json()
+
+
+def test_auth_requires_a_configured_key(env, tmp_path):
+    from agents.api.app import create_app
+    from llmfti.config import load_settings
+    from llmfti.errors import ConfigError
+
+    _, _, client = env
+    for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": "Basic key-default"}):
+        r = client.post("/v1/chat/completions", headers=headers, json=chat("hi"))
+        assert r.status_code == 401 and r.json()["error"]["type"] == "authentication_error", headers
+    assert client.get("/v1/models").status_code == 401
+    assert client.get("/v1/models", headers={"Authorization": "Bearer key-acme"}).status_code == 200
+    with pytest.raises(ConfigError, match="llmfti serve --dev"):
+        create_app(load_settings(data_dir=tmp_path))  # no keys and no explicit dev mode: refuse to start
+
+
+def test_dev_mode_is_explicit_and_accepts_no_key(env, tmp_path):
+    from agents.api.auth import KeyAuthenticator
+    from llmfti.config import load_settings
+
+    auth = KeyAuthenticator(load_settings(data_dir=tmp_path, agent={"auth_mode": "dev"}).agent)
+    assert auth.authenticate(None).name == "dev"
+
+
+def test_rate_limit_per_key_answers_429_with_retry_after(env):
+    _, app, client = env
+    slow = {"Authorization": "Bearer key-slow"}
+    codes = [client.post("/v1/chat/completions", headers=slow, json=chat("hi")).status_code for _ in range(4)]
+    assert codes == [200, 200, 200, 429]
+    r = client.post("/v1/chat/completions", headers=slow, json=chat("hi"))
+    assert r.status_code == 429 and int(r.headers["Retry-After"]) >= 1
+    assert r.json()["error"]["code"] == "rate_limit_exceeded" and "3 requests per minute" in r.json()["error"]["message"]
+    assert client.post("/v1/chat/completions", headers=AUTH, json=chat("hi")).status_code == 200  # others unaffected
+    # the counter lives in Redis, shared by every replica
+    keys = app.state.agent.pipeline.redis.client().keys("llmfti:ratelimit:slow-app:*")
+    assert keys
+
+
+@pytest.mark.parametrize(
+    ("key", "doc"),
+    [("key-acme", "acme.md"), ("key-globex", "globex.md"), ("key-default", None)],
+)
+def test_a_keys_tenant_restricts_retrieval(env, key, doc):
+    _, _, client = env
+    r = client.post("/v1/chat/completions", headers={"Authorization": f"Bearer {key}"},
+                    json=chat("Where is the Globex secret formula stored, and what does the Acme engine burn?"))
+    docs = {c["doc_id"].rsplit("/", 1)[-1] for c in r.json()["citations"]}
+    if doc is None:
+        assert docs and not docs & {"acme.md", "globex.md"}
+    else:
+        assert docs == {doc}
+
+
+def test_user_features_are_used_and_logged_untransformed(env):
+    settings, _, client = env
+    r = client.post("/v1/chat/completions", headers={**AUTH, "X-User-Id": "u-team"}, json=chat("How to roll back?"))
+    known = r.headers["x-request-id"]
+    r = client.post("/v1/chat/completions", headers=AUTH, json=chat("How to roll back?", user="u-unknown"))
+    unknown = r.headers["x-request-id"]
+    drain(env)
+    row = logged(settings, known)
+    features = json.loads(row["user_features"])
+    assert features["plan"] == "team" and features["top_topics_30d"] == ["index", "serving"]
+    assert row["user_features_missing"] is False and "plan=team" in row["prompt"]
+    assert row["retrieved_chunk_ids"] and len(row["retrieved_scores"]) == len(row["retrieved_chunk_ids"])
+    assert row["prompt_id"].startswith("rag_answer@") and row["answer"]
+    assert json.loads(row["timings_ms"])["retrieval"] > 0
+    assert json.loads(row["on_demand_features"])["query_words"] == 4
+    missing = logged(settings, unknown)
+    assert missing["user_id"] == "u-unknown" and missing["user_features_missing"] is True
+
+
+def test_health_readiness_metrics_and_models(env):
+    _, _, client = env
+    assert client.get("/healthz").json() == {"status": "ok"}
+    ready = client.get("/readyz")
+    assert ready.status_code == 200 and ready.json()["checks"] == {"index": True, "model": True, "redis": True}
+    models = client.get("/v1/models", headers=AUTH).json()
+    assert [m["id"] for m in models["data"]] == [MODEL] and models["data"][0]["version"]
+    client.post("/v1/chat/completions", headers=AUTH, json=chat("hi"))
+    metrics = client.get("/metrics").text
+    assert 'llmfti_requests_total{route="/v1/chat/completions",status="200"}' in metrics
+    assert 'llmfti_stage_seconds_count{stage="retrieval"}' in metrics
+
+
+def test_every_served_request_is_stored_exactly_once(env):
+    settings, _, client = env
+    drain(env)
+    ids = []
+    for i in range(12):
+        stream = i % 2 == 0
+        r = client.post("/v1/chat/completions", headers=AUTH, json=chat(f"question {i} about versions", stream=stream))
+        assert r.status_code == 200
+        ids.append(r.headers["x-request-id"])
+    result = drain(env)
+    assert result["inserted"] == 12 and result["from_stream"] == 12
+    assert drain(env)["inserted"] == 0
+    for request_id in ids:
+        logged(settings, request_id)
