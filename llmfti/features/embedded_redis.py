@@ -224,6 +224,19 @@ def embedded_server(settings: Settings) -> EmbeddedRedis:
     return server.ensure()
 
 
+def shutdown_embedded(settings: Settings, *, save: bool = True) -> bool:
+    """Stop the embedded server of ``settings.data_dir`` now and drop this process's clients.
+
+    Other processes using it then get :class:`StoreUnavailableError` until one of them starts a
+    new server. Returns whether a server was running.
+    """
+    server = _servers.get(Path(settings.data_dir).resolve()) or EmbeddedRedis(Path(settings.data_dir))
+    with _lock:
+        for key in [k for k in _clients if k[1] == str(server.socket_path)]:
+            _clients.pop(key).close()
+    return server.ping() and server.stop(save=save)
+
+
 def _stop_unused_servers() -> None:
     for server in list(_servers.values()):
         server.stop_if_unused()

@@ -319,7 +319,7 @@ class FeatureGroup:
             result = self.spec.table_schema().empty_table().select(wanted)
         elif keys is not None and len(keys) <= _IN_LIST_MAX:
             literals = ", ".join(self._literal(k) for k in keys)
-            query = table.search().where(f"{self.spec.key} IN ({literals})").select(wanted).limit(None)
+            query = table.search().where(f"`{self.spec.key}` IN ({literals})").select(wanted).limit(None)
             result = query.to_arrow()
         else:
             result = table.search().select(wanted).limit(None).to_arrow()

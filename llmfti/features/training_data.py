@@ -2,8 +2,9 @@
 
 ``get_training_data(settings, spine, groups)`` joins, for every spine row (entity key, ``ts``,
 labels...), the latest row of each feature group with ``event_time <= ts``: nothing from the
-future of ``ts`` leaks in. With ``as_of``, only data ingested by then is used (late-arriving
-rows written afterwards are excluded, and the group is read at the data version current then).
+future of ``ts`` leaks in. With ``as_of`` (an ingestion time), each group is read as it was at
+that moment: at the latest data version committed by then, and without rows ingested after it,
+so late-arriving data (and later corrections by upsert) are excluded.
 
 A :class:`TrainingDataset` records everything the rows depend on: the spine (stored as its own
 Lance table and pinned by data version), each group's schema version and Lance data version,
