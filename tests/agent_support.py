@@ -93,13 +93,14 @@ def data_dir_with_index(data_dir: Path) -> Path:
 
 
 def add_user_features(settings, rows: list[dict[str, Any]]) -> None:
-    """Write ``user_profile`` rows offline and materialize them to the online store."""
+    """Write ``user_profile`` rows (unset features take their defaults) and materialize them online."""
     from llmfti.features.feature_group import FeatureGroup
     from llmfti.features.materialization import materialize
     from pipelines.user_features import USER_PROFILE
 
+    full = [{**{f.name: f.default for f in USER_PROFILE.features}, **row} for row in rows]
     group = FeatureGroup.create(settings, USER_PROFILE)
-    group.write(rows, mode="upsert")
+    group.write(full, mode="upsert")
     materialize(settings, group)
 
 
