@@ -205,6 +205,22 @@ class RegistrySettings(BaseModel):
         return check_name(value, what="model name")
 
 
+class JudgeSettings(BaseModel):
+    """An OpenAI-compatible endpoint that judges answers (Ragas Faithfulness, AnswerRelevancy)."""
+
+    model_config = {"extra": "forbid"}
+    base_url: str | None = Field(None, description="e.g. http://vllm:8000/v1 or our own server; null: no judge.")
+    model: str | None = Field(None, description="Model name the judge endpoint serves.")
+    api_key: str | None = Field(None, description="Bearer key for the judge endpoint, if it needs one.")
+
+
+class EvalsSettings(BaseModel):
+    """Eval runs (suites live in evals/suites/)."""
+
+    model_config = {"extra": "forbid"}
+    judge: JudgeSettings = JudgeSettings()
+
+
 class Settings(BaseSettings):
     """All of llmfti's settings. Build with :func:`load_settings`."""
 
@@ -223,6 +239,7 @@ class Settings(BaseSettings):
     redis: RedisSettings = RedisSettings()
     features: FeaturesSettings = FeaturesSettings()
     agent: AgentSettings = AgentSettings()
+    evals: EvalsSettings = EvalsSettings()
     registry: RegistrySettings = RegistrySettings()
 
     @classmethod

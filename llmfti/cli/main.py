@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import typer
 
+from llmfti.cli import eval as eval_cmd
 from llmfti.cli import features as features_cmd
 from llmfti.cli import index as index_cmd
 from llmfti.cli import logs as logs_cmd
@@ -25,6 +26,7 @@ app.command("train")(train_cmd.train)
 app.add_typer(registry_cmd.app, name="registry")
 app.command("serve")(serve_cmd.serve)
 app.add_typer(logs_cmd.app, name="logs")
+app.add_typer(eval_cmd.app, name="eval")
 
 
 def run() -> None:

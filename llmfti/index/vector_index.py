@@ -152,6 +152,18 @@ class VectorIndex:
             out.update(zip(rows.column("chunk_id").to_pylist(), rows.column("embedding").to_pylist(), strict=True))
         return out
 
+    def chunk_ids_of(self, doc_ids: Iterable[str], version: int | str | None = None) -> dict[str, list[str]]:
+        """``doc_id -> [chunk_id, ...]`` (in document order) for the given documents."""
+        out: dict[str, list[tuple[int, str]]] = {}
+        ids = sorted(set(doc_ids))
+        for start in range(0, len(ids), 500):
+            where = f"doc_id IN ({', '.join(escape_literal(d) for d in ids[start:start + 500])})"
+            rows = self._at(version).search().where(where).select(["doc_id", "chunk_id", "metadata"]).limit(None)
+            for row in rows.to_list():
+                position = json.loads(row["metadata"] or "{}").get("chunk_index", 0)
+                out.setdefault(row["doc_id"], []).append((position, row["chunk_id"]))
+        return {doc: [cid for _, cid in sorted(chunks)] for doc, chunks in out.items()}
+
     def apply(self, rows: pa.Table | None, replace_doc_ids: Sequence[str]) -> int:
         """In ONE commit: upsert ``rows`` and delete every other chunk of ``replace_doc_ids``.
 

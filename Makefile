@@ -1,0 +1,20 @@
+# The two commands of the README, plus the usual helpers. Everything runs in .venv.
+VENV ?= .venv
+BIN := $(VENV)/bin
+
+.PHONY: install demo test lint bench
+
+install:
+	bash scripts/install.sh
+
+demo: install ## index the sample documents and serve the chat API on 127.0.0.1:8000
+	$(BIN)/llmfti serve
+
+test: install ## the fast, offline test suite
+	$(BIN)/pytest
+
+lint:
+	$(BIN)/ruff check llmfti pipelines agents evals tests benchmarks
+
+bench:
+	$(BIN)/python benchmarks/index_pipeline.py

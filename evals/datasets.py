@@ -1,0 +1,64 @@
+"""Eval datasets: a seeded SQuAD sample (read from ../shared, never copied) and our golden sets."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from evals.suite import DatasetSpec, Suite
+from llmfti.errors import NotFoundError
+
+
+@dataclass(frozen=True)
+class EvalRow:
+    id: str
+    question: str
+    answers: list[str]  # acceptable references; the first is "the" reference
+    reference_doc_ids: list[str]  # gold documents; their chunk ids are the reference contexts
+
+
+def load_rows(suite: Suite, *, full: bool = False) -> list[EvalRow]:
+    spec = suite.dataset
+    path = suite.resolve(spec.path)
+    if not path.is_file():
+        raise NotFoundError(f"dataset of suite {suite.name!r} not found at {path}",
+                            fix="for the squad suite, ../shared/data/squad-v1.1-dev/ must sit beside the repo")
+    rows = _squad(path) if spec.kind == "squad" else _golden(path)
+    return rows if full else _sample(rows, spec)
+
+
+def dataset_hash(rows: list[EvalRow]) -> str:
+    payload = json.dumps([asdict(r) for r in rows], sort_keys=True, ensure_ascii=False)
+    return hashlib.sha256(payload.encode("utf-8")).hexdigest()[:16]
+
+
+def _sample(rows: list[EvalRow], spec: DatasetSpec) -> list[EvalRow]:
+    if spec.sample is None or spec.sample >= len(rows):
+        return rows
+    picked = sorted(random.Random(spec.seed).sample(range(len(rows)), spec.sample))
+    return [rows[i] for i in picked]
+
+
+def _squad(path: Path) -> list[EvalRow]:
+    from llmfti.text.loaders.squad import squad_doc_id
+
+    rows = []
+    for article in json.loads(path.read_text(encoding="utf-8"))["data"]:
+        for index, paragraph in enumerate(article["paragraphs"]):
+            doc_id = squad_doc_id(article["title"], index)
+            for qa in paragraph["qas"]:
+                answers = list(dict.fromkeys(a["text"] for a in qa["answers"]))
+                rows.append(EvalRow(qa["id"], qa["question"], answers, [doc_id]))
+    return rows
+
+
+def _golden(path: Path) -> list[EvalRow]:
+    rows = []
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        if line.strip():
+            data = json.loads(line)
+            rows.append(EvalRow(str(data["id"]), data["question"], list(data["answers"]), list(data["doc_ids"])))
+    return rows

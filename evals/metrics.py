@@ -1,0 +1,214 @@
+"""Metrics of a run: retrieval (ours + Ragas ID-based), answers (Ragas, offline), SQuAD EM/F1,
+and LLM-judged Ragas metrics when a judge endpoint is configured.
+
+Every metric scores one row and may return NaN, meaning "unmeasured": it is counted, never
+averaged in. Ragas is imported lazily (it is heavy) and telemetry is always off.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import os
+import re
+import string
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from evals.datasets import EvalRow
+
+_CITATION = re.compile(r"\s*\[\d{1,3}\]")
+
+
+@dataclass
+class RowResult:
+    """What the agent did for one eval row; metrics read this."""
+
+    row: EvalRow
+    answer: str
+    retrieved_chunk_ids: list[str]
+    retrieved_doc_ids: list[str]
+    reference_chunk_ids: list[str]
+    contexts: list[str] = field(default_factory=list)
+    scores: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def clean_answer(self) -> str:
+        return _CITATION.sub("", self.answer).strip()
+
+
+# ---------------------------------------------------------------- retrieval (ours)
+def _hit_at(k: int) -> Callable[[RowResult], float]:
+    def hit(r: RowResult) -> float:
+        return float(any(d in r.row.reference_doc_ids for d in r.retrieved_doc_ids[:k]))
+
+    return hit
+
+
+def mrr_at_10(r: RowResult) -> float:
+    for rank, doc_id in enumerate(r.retrieved_doc_ids[:10], start=1):
+        if doc_id in r.row.reference_doc_ids:
+            return 1.0 / rank
+    return 0.0
+
+
+# ---------------------------------------------------------------- SQuAD official EM / F1
+def normalize_answer(text: str) -> str:
+    """SQuAD v1.1's evaluation normalisation: lower case, no punctuation, articles or extra spaces."""
+    text = text.lower()
+    text = "".join(ch for ch in text if ch not in set(string.punctuation))
+    text = re.sub(r"\b(a|an|the)\b", " ", text)
+    return " ".join(text.split())
+
+
+def squad_em(r: RowResult) -> float:
+    return max(float(normalize_answer(r.clean_answer) == normalize_answer(a)) for a in r.row.answers)
+
+
+def squad_f1(r: RowResult) -> float:
+    def f1(prediction: str, truth: str) -> float:
+        pred, gold = normalize_answer(prediction).split(), normalize_answer(truth).split()
+        common = Counter(pred) & Counter(gold)
+        same = sum(common.values())
+        if same == 0:
+            return 0.0
+        precision, recall = same / len(pred), same / len(gold)
+        return 2 * precision * recall / (precision + recall)
+
+    return max(f1(r.clean_answer, a) for a in r.row.answers)
+
+
+# ---------------------------------------------------------------- Ragas
+class RagasScorers:
+    """Ragas metric objects, built once per run (embeddings load once)."""
+
+    def __init__(self, embedding_model_path: str, judge: dict[str, Any] | None = None):
+        os.environ.setdefault("RAGAS_DO_NOT_TRACK", "true")
+        from ragas.metrics._context_precision import IDBasedContextPrecision
+        from ragas.metrics._context_recall import IDBasedContextRecall
+        from ragas.metrics.collections import (
+            ExactMatch,
+            NonLLMStringSimilarity,
+            RougeScore,
+            SemanticSimilarity,
+            StringPresence,
+        )
+
+        self.id_precision = IDBasedContextPrecision()
+        self.id_recall = IDBasedContextRecall()
+        self.per_answer = {
+            "exact_match": ExactMatch(),
+            "string_presence": StringPresence(),
+            "string_similarity": NonLLMStringSimilarity(),
+            "rouge_l": RougeScore(rouge_type="rougeL", mode="fmeasure"),
+        }
+        self._embedding_model_path = embedding_model_path
+        self._semantic: Any = None
+        self._judge_config = judge
+        self._judged: dict[str, Any] | None = None
+
+    def semantic(self) -> Any:
+        if self._semantic is None:
+            from ragas.embeddings import HuggingFaceEmbeddings
+            from ragas.metrics.collections import SemanticSimilarity
+
+            self._semantic = SemanticSimilarity(
+                embeddings=HuggingFaceEmbeddings(model=self._embedding_model_path, device="cpu"))
+        return self._semantic
+
+    def judged(self) -> dict[str, Any]:
+        """Faithfulness and AnswerRelevancy through any OpenAI-compatible judge (vLLM, or our server)."""
+        if self._judged is None:
+            if not self._judge_config:
+                raise RuntimeError("no judge configured")
+            from openai import AsyncOpenAI
+            from ragas.embeddings import HuggingFaceEmbeddings
+            from ragas.llms import llm_factory
+            from ragas.metrics.collections import AnswerRelevancy, Faithfulness
+
+            client = AsyncOpenAI(base_url=self._judge_config["base_url"],
+                                 api_key=self._judge_config.get("api_key") or "none")
+            llm = llm_factory(self._judge_config["model"], client=client)
+            embeddings = HuggingFaceEmbeddings(model=self._embedding_model_path, device="cpu")
+            self._judged = {"faithfulness": Faithfulness(llm=llm),
+                            "answer_relevancy": AnswerRelevancy(llm=llm, embeddings=embeddings)}
+        return self._judged
+
+    async def score(self, name: str, r: RowResult) -> float:
+        from ragas.dataset_schema import SingleTurnSample
+
+        if name in ("id_context_precision", "id_context_recall"):
+            sample = SingleTurnSample(retrieved_context_ids=r.retrieved_chunk_ids,
+                                      reference_context_ids=r.reference_chunk_ids)
+            metric = self.id_precision if name == "id_context_precision" else self.id_recall
+            return float(await metric.single_turn_ascore(sample))
+        if name in self.per_answer:
+            metric = self.per_answer[name]
+            values = [(await metric.ascore(reference=a, response=r.clean_answer)).value for a in r.row.answers]
+            return float(max(values))
+        if name == "semantic_similarity":
+            return float((await self.semantic().ascore(reference=r.row.answers[0], response=r.clean_answer)).value)
+        if name == "faithfulness":
+            result = await self.judged()["faithfulness"].ascore(
+                user_input=r.row.question, response=r.clean_answer, retrieved_contexts=r.contexts)
+            return _as_float(result.value)
+        if name == "answer_relevancy":
+            result = await self.judged()["answer_relevancy"].ascore(user_input=r.row.question, response=r.clean_answer)
+            return _as_float(result.value)
+        raise KeyError(name)
+
+
+def _as_float(value: Any) -> float:
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return math.nan
+    return number
+
+
+LOCAL = {
+    "hit@1": _hit_at(1),
+    "hit@5": _hit_at(5),
+    "hit@10": _hit_at(10),
+    "mrr@10": mrr_at_10,
+    "squad_em": squad_em,
+    "squad_f1": squad_f1,
+}
+RAGAS = {"id_context_precision", "id_context_recall", "exact_match", "string_presence", "string_similarity",
+         "rouge_l", "semantic_similarity"}
+JUDGED = {"faithfulness", "answer_relevancy"}
+METRICS = set(LOCAL) | RAGAS | JUDGED
+
+
+def score_rows(results: list[RowResult], names: list[str], scorers: RagasScorers | None) -> None:
+    """Fill ``r.scores`` for every row and metric; a metric that fails on a row gives NaN (unmeasured)."""
+    for r in results:
+        for name in names:
+            if name in LOCAL:
+                r.scores[name] = LOCAL[name](r)
+
+    async def ragas_all() -> None:
+        for r in results:
+            for name in names:
+                if name in LOCAL:
+                    continue
+                try:
+                    r.scores[name] = await scorers.score(name, r)  # type: ignore[union-attr]
+                except Exception:  # noqa: BLE001 - a judge or metric failure is "unmeasured", counted
+                    r.scores[name] = math.nan
+
+    if any(n not in LOCAL for n in names):
+        asyncio.run(ragas_all())
+
+
+def aggregate(results: list[RowResult], names: list[str]) -> tuple[dict[str, float], dict[str, int]]:
+    """Mean of each metric over measured rows, and the number of unmeasured (NaN) rows."""
+    means, unmeasured = {}, {}
+    for name in names:
+        values = [r.scores[name] for r in results]
+        measured = [v for v in values if not math.isnan(v)]
+        unmeasured[name] = len(values) - len(measured)
+        means[name] = round(sum(measured) / len(measured), 6) if measured else math.nan
+    return means, unmeasured
