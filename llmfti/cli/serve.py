@@ -29,8 +29,8 @@ def serve(
         from llmfti.config import load_settings
 
         settings = load_settings(agent={"auth_mode": "dev"}) if dev else load_settings()
+        app = create_app(settings)  # refuses to start without keys unless --dev; loads nothing yet
         indexed = _index_samples_if_empty(settings) if samples else None
-        app = create_app(settings)  # refuses to start without keys unless --dev
         emit(
             {
                 "url": f"http://{host}:{port}/v1",
@@ -54,9 +54,8 @@ def _index_samples_if_empty(settings) -> dict | None:  # noqa: ANN001
 
     if VectorIndex.exists(settings) and VectorIndex.open(settings).count_rows() > 0:
         return None
-    import pipelines
-    from pipelines.index_build import build_index
+    from pipelines import index_build
 
-    docs = Path(pipelines.__file__).resolve().parent / "samples" / "docs"
+    docs = Path(index_build.__file__).resolve().parent / "samples" / "docs"
     err_console().print(f"index {settings.index.name!r} is empty: indexing the sample documents in {docs}")
-    return build_index(settings, [docs])
+    return index_build.build_index(settings, [docs])
