@@ -209,7 +209,8 @@ def test_rate_limit_per_key_answers_429_with_retry_after(env):
     assert codes == [200, 200, 200, 429]
     r = client.post("/v1/chat/completions", headers=slow, json=chat("hi"))
     assert r.status_code == 429 and int(r.headers["Retry-After"]) >= 1
-    assert r.json()["error"]["code"] == "rate_limit_exceeded" and "3 requests per minute" in r.json()["error"]["message"]
+    error = r.json()["error"]
+    assert error["code"] == "rate_limit_exceeded" and "3 requests per minute" in error["message"]
     assert client.post("/v1/chat/completions", headers=AUTH, json=chat("hi")).status_code == 200  # others unaffected
     # the counter lives in Redis, shared by every replica
     keys = app.state.agent.pipeline.redis.client().keys("llmfti:ratelimit:slow-app:*")
