@@ -26,6 +26,7 @@ import random
 import shutil
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -146,27 +147,24 @@ def base_model_revision(base: str) -> str | None:
     return None
 
 
-def load_lora_model(base: str | Any, tokenizer: PinnedTokenizer, config: TrainConfig, runtime: Runtime) -> Any:
-    """The base causal LM (a path/hub id or an already built model) wrapped with fresh LoRA adapters."""
+def load_base_model(base: str | Path, runtime: Runtime) -> Any:
+    """A causal LM from a local folder or a (cached) hub id, in the run's precision."""
     import torch
-    from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM
 
-    dtype = torch.bfloat16 if runtime.bf16 else torch.float32
-    if isinstance(base, str | Path):
-        try:
-            model = AutoModelForCausalLM.from_pretrained(str(base), dtype=dtype)
-        except OSError as exc:
-            raise NotFoundError(f"cannot load base model {str(base)!r}: {exc}",
-                                expected="a local model folder or a cached hub id",
-                                fix="check --base (runs here are offline)") from exc
-    else:
-        model = base.to(dtype)
-    vocab = model.get_input_embeddings().num_embeddings
-    if len(tokenizer.tokenizer) > vocab:
-        raise InvalidInputError(
-            f"tokenizer {tokenizer.source!r} has {len(tokenizer.tokenizer)} tokens, the model's embedding {vocab}",
-            expected="a tokenizer made for this base model", fix="pass the base model's own tokenizer")
+    try:
+        return AutoModelForCausalLM.from_pretrained(str(base), dtype=torch.bfloat16 if runtime.bf16 else torch.float32)
+    except OSError as exc:
+        raise NotFoundError(f"cannot load base model {str(base)!r}: {exc}",
+                            expected="a local model folder or a cached hub id",
+                            fix="check --base (runs here are offline)") from exc
+
+
+def add_lora(model: Any, config: TrainConfig, runtime: Runtime) -> Any:
+    """Wrap ``model`` with fresh LoRA adapters (seeded), on the run's device. Mutates ``model``."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+
     model.config.use_cache = False
     torch.manual_seed(config.seed)
     lora = LoraConfig(r=config.lora_r, lora_alpha=config.lora_alpha, lora_dropout=config.lora_dropout,
@@ -175,6 +173,17 @@ def load_lora_model(base: str | Any, tokenizer: PinnedTokenizer, config: TrainCo
     if runtime.gradient_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     return model.to(runtime.device)
+
+
+def load_lora_model(base: str | Path, tokenizer: PinnedTokenizer, config: TrainConfig, runtime: Runtime) -> Any:
+    """The base causal LM, checked against the tokenizer, wrapped with fresh LoRA adapters."""
+    model = load_base_model(base, runtime)
+    vocab = model.get_input_embeddings().num_embeddings
+    if len(tokenizer.tokenizer) > vocab:
+        raise InvalidInputError(
+            f"tokenizer {tokenizer.source!r} has {len(tokenizer.tokenizer)} tokens, the model's embedding {vocab}",
+            expected="a tokenizer made for this base model", fix="pass the base model's own tokenizer")
+    return add_lora(model, config, runtime)
 
 
 def answer_loss_sum(model: Any, batch: dict[str, Any], device: str) -> Any:
@@ -346,8 +355,10 @@ def fit(
     resume: bool = False,
     stop_after: int | None = None,
     show_progress: bool = True,
+    on_step: Callable[[dict[str, Any]], None] | None = None,
 ) -> FitResult:
-    """The training loop. ``stop_after`` trains at most that many steps in this call, then checkpoints."""
+    """The training loop. ``stop_after`` trains at most that many steps in this call, then checkpoints;
+    ``on_step`` is called with each step's record (benchmarks time steps with it)."""
     import torch
 
     random.seed(config.seed)
@@ -377,13 +388,14 @@ def fit(
             started = time.perf_counter()
             micro = [batches.at(step * accum + i) for i in range(accum)]
             n_items = sum(b["label_tokens"] for _, b in micro)
-            loss_sum = 0.0
+            losses = []
             for _, batch in micro:
                 with autocast:
                     loss = answer_loss_sum(model, batch, runtime.device) / n_items
                 loss.backward()
-                loss_sum += float(loss.detach())
-            grad_norm = float(torch.nn.utils.clip_grad_norm_(params, config.max_grad_norm))
+                losses.append(loss.detach())
+            norm = torch.nn.utils.clip_grad_norm_(params, config.max_grad_norm)
+            loss_sum, grad_norm = torch.stack([torch.stack(losses).sum(), norm.float()]).tolist()  # one sync
             optimizer.step()
             scheduler.step()
             optimizer.zero_grad(set_to_none=True)
@@ -401,6 +413,8 @@ def fit(
                 curve.append(point)
             elapsed = time.perf_counter() - window_start
             bar.update(step, loss_sum, window_tokens / elapsed if elapsed > 0 else 0.0, point.get("eval_loss"))
+            if on_step is not None:
+                on_step(point)
             if run_dir is not None and (step % config.save_every == 0 or step == end):
                 _save_checkpoint(run_dir, step, model, optimizer, scheduler, {
                     "step": step, "tokens_seen": tokens_seen, "train_seconds": train_seconds,
