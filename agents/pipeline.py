@@ -13,11 +13,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
+import threading
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
+from agents.query_batcher import QueryBatcher
 from agents.redis_link import RedisLink
 from llmfti.config import Settings
 from llmfti.errors import (
@@ -121,6 +123,8 @@ class AgentPipeline:
         self.redis = redis
         self.log_writer = log_writer
         self.index: Any = None
+        self._batcher: QueryBatcher | None = None
+        self._index_lock = threading.Lock()
         self._store: Any = None
         self.started = False
 
@@ -152,14 +156,19 @@ class AgentPipeline:
     def _open_index(self) -> Any:
         from llmfti.index import VectorIndex
 
-        try:
-            index = VectorIndex.open(self.settings)
-        except NotFoundError as exc:
-            log.warning("no index yet (%s); requests get 503 until it is built", exc)
-            return None
-        index.embed_query("warm up the query embedder")
-        self.index = index
-        return index
+        with self._index_lock:
+            if self.index is not None:
+                return self.index
+            try:
+                index = VectorIndex.open(self.settings)
+            except NotFoundError as exc:
+                log.warning("no index yet (%s); requests get 503 until it is built", exc)
+                return None
+            embedder = index.embedder()
+            embedder.encode(["warm up the query embedder"])
+            self._batcher = QueryBatcher(embedder.encode)
+            self.index = index
+            return index
 
     def _connect_redis(self) -> None:
         from llmfti.features.online_store import OnlineStore
@@ -172,6 +181,8 @@ class AgentPipeline:
 
     async def close(self) -> None:
         await asyncio.to_thread(self.log_writer.close)
+        if self._batcher is not None:
+            self._batcher.close()
         await self.generator.close()
         if self.fallback is not None:
             await self.fallback.close()
@@ -286,12 +297,12 @@ class AgentPipeline:
                 f"the index {self.settings.index.name!r} is not built yet",
                 fix="build it (llmfti index build PATH); llmfti serve builds the sample docs when it is empty",
             )
-        return await asyncio.to_thread(self._search, index, request, question)
-
-    def _search(self, index: Any, request: AgentRequest, question: str) -> tuple[list[Any], int]:
         start = time.perf_counter()
-        vector = index.embed_query(question)
+        vector = await self._batcher.embed(question)  # type: ignore[union-attr]
         request.timings_ms["query_embedding"] = _ms(start)
+        return await asyncio.to_thread(self._search, index, request, question, vector)
+
+    def _search(self, index: Any, request: AgentRequest, question: str, vector: Any) -> tuple[list[Any], int]:
         start = time.perf_counter()
         try:
             result = index.search(

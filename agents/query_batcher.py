@@ -1,0 +1,59 @@
+"""Query embeddings computed together: one forward pass for every query waiting at that moment.
+
+One worker thread owns the embedder. At low load a query is encoded alone as soon as it arrives
+(no added wait); under load, queries that arrive while a batch is running are encoded together in
+the next one, so throughput grows with concurrency instead of threads fighting over the cores.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future
+from typing import Any
+
+
+class QueryBatcher:
+    def __init__(self, encode: Callable[[list[str]], Sequence[Any]], *, max_batch: int = 64):
+        self._encode = encode
+        self.max_batch = max_batch
+        self._pending: list[tuple[str, Future]] = []
+        self._cv = threading.Condition()
+        self._closed = False
+        self._thread = threading.Thread(target=self._run, name="llmfti-query-embedder", daemon=True)
+        self._thread.start()
+        self.batches = 0
+
+    async def embed(self, text: str) -> Any:
+        future: Future = Future()
+        with self._cv:
+            if self._closed:
+                raise RuntimeError("the query batcher is closed")
+            self._pending.append((text, future))
+            self._cv.notify()
+        return await asyncio.wrap_future(future)
+
+    def _run(self) -> None:
+        while True:
+            with self._cv:
+                while not self._pending and not self._closed:
+                    self._cv.wait()
+                if not self._pending:
+                    return
+                batch, self._pending = self._pending[: self.max_batch], self._pending[self.max_batch :]
+            try:
+                vectors = self._encode([text for text, _ in batch])
+            except Exception as exc:  # noqa: BLE001 - handed to every waiting request
+                for _, future in batch:
+                    future.set_exception(exc)
+                continue
+            self.batches += 1
+            for (_, future), vector in zip(batch, vectors, strict=True):
+                future.set_result(vector)
+
+    def close(self) -> None:
+        with self._cv:
+            self._closed = True
+            self._cv.notify()
+        self._thread.join(timeout=30)

@@ -1,0 +1,349 @@
+"""The agent service on loopback: (a) the pipeline's overhead vs its raw parts, (b) load at 32 clients.
+
+Setup: an index of SQuAD v1.1 dev sentences (one chunk each; >= 10k with the default size), 200
+users in the ``user_profile`` online store, and ``llmfti serve`` (one uvicorn worker, extractive
+generator, real API-key auth, rate limit and inference log) in its own process.
+
+(a) Sequential requests. Overhead = client latency of ``/v1/chat/completions`` minus the generation
+    time the server reports, i.e. auth + rate limit + user features + query embedding + retrieval
+    + prompt + logging + HTTP. In the same rounds (interleaved, same question) the raw parts are
+    timed: a hello-world FastAPI round trip on its own uvicorn, one query encode, one index search
+    with that vector (same k, mode, tenant), one Redis HGETALL of the user's features. Goal:
+    overhead p50 <= 1.25x the sum of the raw parts' p50.
+(b) 32 concurrent keep-alive clients (a raw asyncio HTTP/1.1 client: httpx would saturate the CPU
+    first) for 60 s. Reports requests/s, p50/p99, errors, and served = logged (every 200 drained
+    exactly once from the inference log into LanceDB).
+
+    python -m benchmarks.serve                                   # full: >= 10k chunks, 60 s
+    python -m benchmarks.serve --sentences 1500 --requests 60 --duration 5   # quick
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import random
+import re
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from benchmarks import squad
+from benchmarks.reporting import percentiles_ms, print_table, save
+
+KEY = "bench-key"
+MODEL = "llmfti-extractive"
+USERS = 200
+_SENTENCE = re.compile(r"(?<=[.!?])\s+(?=[A-Z0-9])")
+
+
+def hello_app():  # noqa: ANN201 - the hello-world baseline, served by uvicorn --factory
+    from fastapi import FastAPI
+
+    app = FastAPI()
+
+    @app.post("/hello")
+    async def hello() -> dict[str, str]:
+        return {"hello": "world"}
+
+    return app
+
+
+# -- setup ---------------------------------------------------------------------------------------------
+
+
+def write_corpus(folder: Path, limit: int) -> Path:
+    """SQuAD dev sentences (>= 4 words) as JSONL documents, one sentence each."""
+    rows = []
+    for p in squad.paragraphs():
+        for i, sentence in enumerate(s for s in _SENTENCE.split(p.context) if len(s.split()) >= 4):
+            rows.append({"id": f"{p.doc_id}/s{i}", "text": sentence})
+    path = folder / "squad_sentences.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows[:limit]), encoding="utf-8")
+    return path
+
+
+def prepare(data_dir: Path, sentences: int) -> dict[str, Any]:
+    from llmfti.config import load_settings
+    from llmfti.features.feature_group import FeatureGroup
+    from llmfti.features.materialization import materialize
+    from llmfti.index import VectorIndex
+    from pipelines.index_build import build_index
+    from pipelines.user_features import USER_PROFILE
+
+    settings = load_settings(data_dir=data_dir)
+    info: dict[str, Any] = {}
+    if not VectorIndex.exists(settings) or VectorIndex.open(settings).count_rows() < sentences:
+        start = time.perf_counter()
+        build_index(settings, [write_corpus(data_dir.parent, sentences)])
+        info["index_build_s"] = round(time.perf_counter() - start, 1)
+    info["chunks"] = VectorIndex.open(settings).count_rows()
+    rng = random.Random(0)
+    rows = [{**{f.name: f.default for f in USER_PROFILE.features}, "user_id": f"user-{i}",
+             "event_time": "2026-11-01T00:00:00Z", "plan": rng.choice(["free", "pro", "team"]),
+             "language": rng.choice(["en", "de", "fr"]), "events_30d": rng.randrange(100)} for i in range(USERS)]
+    group = FeatureGroup.create(settings, USER_PROFILE)
+    group.write(rows, mode="upsert")
+    materialize(settings, group)
+    return info
+
+
+def start(args: list[str], env: dict[str, str], port: int) -> subprocess.Popen:
+    proc = subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise SystemExit(f"{args[0]} exited: {proc.stderr.read()[-2000:]}")
+        try:
+            status, _ = asyncio.run(_once(port, "GET", "/healthz" if "serve" in args else "/docs"))
+            if status == 200:
+                return proc
+        except OSError:
+            time.sleep(0.2)
+    raise SystemExit("server did not start within 300 s")
+
+
+# -- a small raw HTTP/1.1 client ---------------------------------------------------------------------
+
+
+class RawClient:
+    """One keep-alive connection; just enough HTTP/1.1 for JSON requests and Content-Length bodies."""
+
+    def __init__(self, port: int):
+        self.port = port
+        self.reader: asyncio.StreamReader | None = None
+        self.writer: asyncio.StreamWriter | None = None
+
+    async def request(self, method: str, path: str, body: bytes = b"", headers: str = "") -> tuple[int, bytes]:
+        if self.writer is None:
+            self.reader, self.writer = await asyncio.open_connection("127.0.0.1", self.port)
+        head = (f"{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+                f"Content-Length: {len(body)}\r\n{headers}\r\n")
+        self.writer.write(head.encode() + body)
+        await self.writer.drain()
+        status_line = await self.reader.readline()
+        length = 0
+        while True:
+            line = await self.reader.readline()
+            if line in (b"\r\n", b""):
+                break
+            name, _, value = line.decode().partition(":")
+            if name.lower() == "content-length":
+                length = int(value)
+        payload = await self.reader.readexactly(length)
+        return int(status_line.split()[1]), payload
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+
+
+async def _once(port: int, method: str, path: str) -> tuple[int, bytes]:
+    client = RawClient(port)
+    try:
+        return await client.request(method, path)
+    finally:
+        client.close()
+
+
+def chat_body(question: str, user: str) -> bytes:
+    return json.dumps({"model": MODEL, "user": user, "messages": [{"role": "user", "content": question}]}).encode()
+
+
+AUTH = f"Authorization: Bearer {KEY}\r\n"
+
+
+# -- (a) overhead vs raw parts -----------------------------------------------------------------------
+
+
+async def overhead(settings: Any, agent_port: int, hello_port: int, questions: list[str], n: int) -> dict[str, Any]:
+    from llmfti.embedders import load_embedder
+    from llmfti.features.embedded_redis import redis_client
+    from llmfti.features.online_store import OnlineStore
+    from llmfti.index import VectorIndex
+
+    index = VectorIndex.open(settings)
+    embedder = load_embedder(settings.embedder)
+    redis = redis_client(settings)
+    store = OnlineStore(settings, redis)
+    agent, hello = RawClient(agent_port), RawClient(hello_port)
+    k, mode = settings.agent.retrieval_k, settings.agent.retrieval_mode or settings.index.default_mode
+    samples: dict[str, list[float]] = {n: [] for n in ("overhead", "total", "http", "encode", "search", "hgetall",
+                                                      "raw_sum")}
+    stages: dict[str, list[float]] = {}
+    rng = random.Random(1)
+    for i in range(n + 10):  # the first 10 rounds warm up
+        question, user = questions[i % len(questions)], f"user-{rng.randrange(USERS)}"
+        t = time.perf_counter()
+        status, payload = await agent.request("POST", "/v1/chat/completions", chat_body(question, user), AUTH)
+        total = time.perf_counter() - t
+        assert status == 200, payload[:500]
+        timings = json.loads(payload)["timings_ms"]
+        t = time.perf_counter()
+        status, _ = await hello.request("POST", "/hello")
+        http = time.perf_counter() - t
+        t = time.perf_counter()
+        vector = embedder.encode([question])[0]
+        encode = time.perf_counter() - t
+        t = time.perf_counter()
+        index.search(question, k=k, mode=mode, vector=vector)
+        search = time.perf_counter() - t
+        t = time.perf_counter()
+        redis.hgetall(store.entity_key("user_profile", 1, user))
+        hgetall = time.perf_counter() - t
+        if i < 10:
+            continue
+        for name, value in (("overhead", total - timings["generation"] / 1000), ("total", total), ("http", http),
+                            ("encode", encode), ("search", search), ("hgetall", hgetall),
+                            ("raw_sum", http + encode + search + hgetall)):
+            samples[name].append(value)
+        for stage, ms in timings.items():
+            stages.setdefault(stage, []).append(ms / 1000)
+    agent.close()
+    hello.close()
+    stats = {name: percentiles_ms(values) for name, values in samples.items()}
+    server = {s: percentiles_ms(v) for s, v in stages.items()}
+    raw_p50 = sum(stats[p]["p50_ms"] for p in ("http", "encode", "search", "hgetall"))
+    raw_p99 = sum(stats[p]["p99_ms"] for p in ("http", "encode", "search", "hgetall"))
+    # The same sum with encode and search as the server itself measured them (same process, same load).
+    in_server_p50 = (stats["http"]["p50_ms"] + server["query_embedding"]["p50_ms"] + server["retrieval"]["p50_ms"]
+                     + stats["hgetall"]["p50_ms"])
+    return {
+        "requests": n,
+        "stats": stats,
+        "server_stages": server,
+        "raw_parts_in_server_p50_sum_ms": round(in_server_p50, 3),
+        "ratio_p50_vs_in_server_parts": round(stats["overhead"]["p50_ms"] / in_server_p50, 3),
+        "raw_parts_p50_sum_ms": round(raw_p50, 3),
+        "raw_parts_p99_sum_ms": round(raw_p99, 3),
+        "ratio_p50": round(stats["overhead"]["p50_ms"] / raw_p50, 3),
+        "ratio_p99": round(stats["overhead"]["p99_ms"] / raw_p99, 3),
+        "goal": "overhead p50 <= 1.25x raw parts p50",
+    }
+
+
+# -- (b) load ------------------------------------------------------------------------------------------
+
+
+async def load(port: int, questions: list[str], clients: int, duration: float) -> dict[str, Any]:
+    latencies: list[float] = []
+    errors: dict[str, int] = {}
+    ids: list[str] = []
+    deadline = time.perf_counter() + duration
+
+    async def worker(w: int) -> None:
+        rng = random.Random(w)
+        client = RawClient(port)
+        try:
+            while time.perf_counter() < deadline:
+                body = chat_body(rng.choice(questions), f"user-{rng.randrange(USERS)}")
+                t = time.perf_counter()
+                try:
+                    status, payload = await client.request("POST", "/v1/chat/completions", body, AUTH)
+                except (OSError, asyncio.IncompleteReadError) as exc:
+                    errors[type(exc).__name__] = errors.get(type(exc).__name__, 0) + 1
+                    client.close()
+                    client = RawClient(port)
+                    continue
+                if status == 200:
+                    latencies.append(time.perf_counter() - t)
+                    ids.append(json.loads(payload)["id"])
+                else:
+                    errors[str(status)] = errors.get(str(status), 0) + 1
+        finally:
+            client.close()
+
+    started = time.perf_counter()
+    await asyncio.gather(*(worker(w) for w in range(clients)))
+    elapsed = time.perf_counter() - started
+    return {"clients": clients, "duration_s": round(elapsed, 1), "served": len(latencies),
+            "unique_ids": len(set(ids)), "errors": errors, "requests_per_s": round(len(latencies) / elapsed, 1),
+            **percentiles_ms(latencies)}
+
+
+def drain_until(settings: Any, expected: int, timeout_s: float = 60.0) -> dict[str, Any]:
+    """Drain until ``expected`` new records are stored (the server's writer appends asynchronously)."""
+    from pipelines.drain_logs import drain_logs
+
+    inserted, read = 0, 0
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        result = drain_logs(settings)
+        inserted, read = inserted + result["inserted"], read + result["read"]
+        if inserted >= expected:
+            time.sleep(1.0)  # anything late would be a duplicate or an extra: look once more
+            result = drain_logs(settings)
+            inserted, read = inserted + result["inserted"], read + result["read"]
+            break
+        time.sleep(0.5)
+    return {"logged": inserted, "records_read": read, "table_rows": result["table_rows"]}
+
+
+# -- main ----------------------------------------------------------------------------------------------
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--sentences", type=int, default=12_000, help="chunks to index (max ~10.2k available)")
+    parser.add_argument("--requests", type=int, default=400, help="sequential requests for (a)")
+    parser.add_argument("--clients", type=int, default=32)
+    parser.add_argument("--duration", type=float, default=60.0, help="seconds of load for (b)")
+    parser.add_argument("--data-dir", type=Path, default=None, help="reuse an index built by an earlier run")
+    args = parser.parse_args()
+
+    from agents.api.auth import hash_key
+    from llmfti.config import load_settings
+
+    root = Path(tempfile.mkdtemp(prefix="llmfti-bench-serve-")) if args.data_dir is None else args.data_dir.parent
+    data_dir = args.data_dir or root / "data"
+    setup = prepare(data_dir, args.sentences)
+    settings = load_settings(data_dir=data_dir)
+    keys = [{"name": "bench", "sha256": hash_key(KEY), "requests_per_minute": 10**9}]
+    env = {**os.environ, "LLMFTI_DATA_DIR": str(data_dir), "LLMFTI_AGENT__API_KEYS": json.dumps(keys),
+           "HF_HUB_OFFLINE": "1"}
+    exe = str(Path(sys.executable).with_name("llmfti"))
+    agent_port, hello_port = 18400 + os.getpid() % 500, 18900 + os.getpid() % 500
+    agent = start([exe, "serve", "--no-samples", "--port", str(agent_port), "--log-level", "warning"], env,
+                  agent_port)
+    hello = start([sys.executable, "-m", "uvicorn", "benchmarks.serve:hello_app", "--factory", "--port",
+                   str(hello_port), "--log-level", "warning", "--no-access-log"], env, hello_port)
+    questions = [q.text for q in squad.questions()]
+    random.Random(2).shuffle(questions)
+    try:
+        part_a = asyncio.run(overhead(settings, agent_port, hello_port, questions, args.requests))
+        before = drain_until(settings, args.requests + 10)
+        part_b = asyncio.run(load(agent_port, questions[5000:], args.clients, args.duration))
+        logs = drain_until(settings, part_b["served"])
+    finally:
+        for proc in (agent, hello):
+            proc.terminate()
+            proc.wait(timeout=60)
+    part_b.update(logs, served_equals_logged=logs["logged"] == part_b["served"] == part_b["unique_ids"])
+
+    s = part_a["stats"]
+    rows = [[name, s[name]["p50_ms"], s[name]["p99_ms"]] for name in ("http", "encode", "search", "hgetall")]
+    rows += [["raw parts (sum)", part_a["raw_parts_p50_sum_ms"], part_a["raw_parts_p99_sum_ms"]],
+             ["agent overhead", s["overhead"]["p50_ms"], s["overhead"]["p99_ms"]],
+             ["agent end-to-end", s["total"]["p50_ms"], s["total"]["p99_ms"]],
+             ["ratio overhead / raw", part_a["ratio_p50"], part_a["ratio_p99"]],
+             ["raw parts, encode+search as timed in the server", part_a["raw_parts_in_server_p50_sum_ms"], None],
+             ["ratio overhead / that", part_a["ratio_p50_vs_in_server_parts"], None]]
+    print_table(f"(a) overhead vs raw parts, {part_a['requests']} sequential requests, {setup['chunks']} chunks",
+                ["", "p50 ms", "p99 ms"], rows, notes=[part_a["goal"]])
+    stage_rows = [[stage, v["p50_ms"], v["p99_ms"]] for stage, v in part_a["server_stages"].items()]
+    print_table("(a) server-side stages", ["stage", "p50 ms", "p99 ms"], stage_rows)
+    print_table(f"(b) {args.clients} concurrent clients for {part_b['duration_s']} s (extractive)",
+                ["requests/s", "p50 ms", "p99 ms", "served", "errors", "logged", "served = logged"],
+                [[part_b["requests_per_s"], part_b["p50_ms"], part_b["p99_ms"], part_b["served"],
+                  sum(part_b["errors"].values()), part_b["logged"], part_b["served_equals_logged"]]])
+    save("serve", parameters=vars(args) | {"data_dir": str(data_dir)},
+         results={"setup": setup, "overhead": part_a, "load": part_b, "before_load_drain": before})
+
+
+if __name__ == "__main__":
+    main()
