@@ -7,6 +7,7 @@ cannot be used is quarantined with its reason, never dropped silently.
 
 from __future__ import annotations
 
+import bisect
 import hashlib
 import json
 import random
@@ -179,20 +180,28 @@ def collate(rows: list[list[EncodedExample]], *, pad_id: int, packed: bool) -> d
     return batch
 
 
-def _pack(examples: list[EncodedExample], max_length: int) -> list[list[EncodedExample]]:
-    """Greedy sequential packing into rows of at most ``max_length`` tokens (examples never split)."""
+def _pack(examples: list[EncodedExample], max_length: int, window: int = 2048) -> list[list[EncodedExample]]:
+    """Best-fit-decreasing packing into rows of at most ``max_length`` tokens (examples never split).
+
+    Works on windows of ``window`` examples so packing stays local to the shuffled order; fills rows
+    far better than greedy sequential packing when examples are long relative to a row.
+    """
     rows: list[list[EncodedExample]] = []
-    current: list[EncodedExample] = []
-    used = 0
-    for example in examples:
-        n = len(example.input_ids)
-        if current and used + n > max_length:
-            rows.append(current)
-            current, used = [], 0
-        current.append(example)
-        used += n
-    if current:
-        rows.append(current)
+    for start in range(0, len(examples), window):
+        chunk = sorted(examples[start:start + window], key=lambda e: len(e.input_ids), reverse=True)
+        bins: list[list[EncodedExample]] = []
+        free: list[tuple[int, int]] = []  # sorted (free tokens, bin index)
+        for example in chunk:
+            n = len(example.input_ids)
+            at = bisect.bisect_left(free, (n, -1))
+            if at == len(free):
+                bins.append([example])
+                bisect.insort(free, (max_length - n, len(bins) - 1))
+            else:
+                room, index = free.pop(at)
+                bins[index].append(example)
+                bisect.insort(free, (room - n, index))
+        rows += bins
     return rows
 
 
@@ -212,6 +221,7 @@ def epoch_plan(
     rng.shuffle(order)
     if packing:
         rows = _pack(order, max_length)
+        rng.shuffle(rows)
         groups = [rows[i:i + micro_batch_size] for i in range(0, len(rows), micro_batch_size)]
     else:
         # length bucketing: sort within windows of 64 micro-batches, then shuffle the batches
