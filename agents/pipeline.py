@@ -12,15 +12,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import re
 import threading
 import time
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
 from typing import Any
 
 from agents.query_batcher import QueryBatcher
 from agents.redis_link import RedisLink
+from agents.turn import AgentAnswer, AgentRequest, Turn, citations, elapsed_ms
 from llmfti.config import Settings
 from llmfti.errors import (
     GenerationError,
@@ -29,77 +28,13 @@ from llmfti.errors import (
     RequestLimitError,
     StoreUnavailableError,
 )
-from llmfti.inference_log import InferenceLogWriter, InferenceRecord, new_request_id, now_utc
+from llmfti.inference_log import InferenceLogWriter, InferenceRecord, now_utc
 from llmfti.llm.backends import GenerationRequest, GenerationResult, Generator, Passage, StopMatcher, create_generator
 from llmfti.on_demand import query_text, request_features
 from llmfti.prompts import PromptTemplate, load_prompt
 
 log = logging.getLogger("llmfti.agent")
-_CITATION = re.compile(r"\[(\d{1,3})\]")
-SNIPPET_CHARS = 240
-
-
-@dataclass
-class AgentRequest:
-    """What the agent is asked; the HTTP layer fills it from an OpenAI request and its key."""
-
-    messages: list[dict[str, str]]
-    endpoint: str = "chat.completions"
-    user_id: str | None = None
-    tenant: str | None = None
-    api_key_name: str | None = None
-    max_tokens: int | None = None
-    temperature: float | None = None
-    top_p: float | None = None
-    seed: int | None = None
-    stop: list[str] = field(default_factory=list)
-    request_id: str = field(default_factory=new_request_id)
-    degraded: list[str] = field(default_factory=list)
-    timings_ms: dict[str, float] = field(default_factory=dict)
-    started: float = field(default_factory=time.perf_counter)
-
-
-@dataclass
-class AgentAnswer:
-    """The answer plus everything a caller (HTTP response, eval) may want to show or check."""
-
-    request_id: str
-    text: str
-    finish_reason: str
-    prompt_tokens: int
-    completion_tokens: int
-    citations: list[dict[str, Any]]
-    index_version: int | None
-    prompt_id: str
-    model_id: str
-    model_version: str
-    timings_ms: dict[str, float]
-    fallback: bool = False
-    fallback_reason: str | None = None
-    degraded: list[str] = field(default_factory=list)
-    user_features: dict[str, Any] | None = None
-    messages: list[dict[str, str]] = field(default_factory=list)
-
-
-@dataclass
-class _Turn:
-    """A prepared request: features, passages and the rendered prompt, before generation."""
-
-    request: AgentRequest
-    question: str
-    on_demand: dict[str, Any]
-    user_features: dict[str, Any] | None
-    user_features_missing: bool
-    passages: list[Passage]
-    index_version: int | None
-    messages: list[dict[str, str]]
-    generation: GenerationRequest
-    created_at: Any
-    log_record: InferenceRecord | None = None
-
-
-def _ms(start: float) -> float:
-    return round((time.perf_counter() - start) * 1000, 3)
+__all__ = ["AgentAnswer", "AgentPipeline", "AgentRequest"]
 
 
 class AgentPipeline:
@@ -114,6 +49,7 @@ class AgentPipeline:
         prompt: PromptTemplate,
         redis: RedisLink,
         log_writer: InferenceLogWriter,
+        index_version: int | None = None,
     ):
         self.settings = settings
         self.config = settings.agent
@@ -123,6 +59,7 @@ class AgentPipeline:
         self.redis = redis
         self.log_writer = log_writer
         self.index: Any = None
+        self.index_version = index_version
         self._batcher: QueryBatcher | None = None
         self._index_lock = threading.Lock()
         self._store: Any = None
@@ -131,15 +68,19 @@ class AgentPipeline:
     @classmethod
     def from_settings(cls, settings: Settings, *, generator: Generator | None = None) -> AgentPipeline:
         """Everything configured but nothing loaded yet (that is :meth:`start`)."""
+        from agents.served_model import served_model
+
         config = settings.agent
-        generator = generator or create_generator(config.generator)
+        served = served_model(settings) if generator is None else None
+        generator = generator or served.generator  # type: ignore[union-attr]
         fallback = None
         if generator.backend != "extractive" and config.generator.fallback:
             fallback = create_generator(config.generator, backend="extractive")
         redis = RedisLink(settings)
         writer = InferenceLogWriter(redis.client, config.log_stream, settings.data_dir / "spool")
         prompt = load_prompt(config.prompt, config.prompts_dir)
-        return cls(settings, generator=generator, fallback=fallback, prompt=prompt, redis=redis, log_writer=writer)
+        return cls(settings, generator=generator, fallback=fallback, prompt=prompt, redis=redis, log_writer=writer,
+                   index_version=served.index_version if served else None)
 
     # -- lifecycle -----------------------------------------------------------------------------
 
@@ -199,7 +140,7 @@ class AgentPipeline:
         return {
             "ready": all(checks.values()),
             "checks": checks,
-            "index_version": index.version if index is not None else None,
+            "index_version": (self.index_version or index.version) if index is not None else None,
             "model_version": self.generator.model_version,
             "prompt_id": self.prompt.id,
             "log_spool_pending_records": self.log_writer.pending,
@@ -234,13 +175,13 @@ class AgentPipeline:
             )
         return max_tokens
 
-    async def prepare(self, request: AgentRequest) -> _Turn:
+    async def prepare(self, request: AgentRequest) -> Turn:
         max_tokens = self.check_limits(request)
         created_at = now_utc()
         start = time.perf_counter()
         question = query_text(request.messages)
         on_demand = request_features(request.messages, at=created_at)
-        request.timings_ms["on_demand_features"] = _ms(start)
+        request.timings_ms["on_demand_features"] = elapsed_ms(start)
 
         features_task = asyncio.create_task(self._user_features(request))
         try:
@@ -258,8 +199,8 @@ class AgentPipeline:
             messages=messages, question=question, passages=passages, max_tokens=max_tokens,
             temperature=request.temperature, top_p=request.top_p, seed=request.seed, stop=request.stop,
         )
-        request.timings_ms["prompt"] = _ms(start)
-        return _Turn(request, question, on_demand, user_features, missing, passages, index_version, messages,
+        request.timings_ms["prompt"] = elapsed_ms(start)
+        return Turn(request, question, on_demand, user_features, missing, passages, index_version, messages,
                      generation, created_at)
 
     async def _user_features(self, request: AgentRequest) -> tuple[dict[str, Any] | None, bool]:
@@ -276,7 +217,7 @@ class AgentPipeline:
             request.degraded.append("user_features")
             return None, True
         finally:
-            request.timings_ms["user_features"] = _ms(start)
+            request.timings_ms["user_features"] = elapsed_ms(start)
 
     def _read_features(self, user_id: str) -> Any:
         def read(client: Any) -> Any:
@@ -299,7 +240,7 @@ class AgentPipeline:
             )
         start = time.perf_counter()
         vector = await self._batcher.embed(question)  # type: ignore[union-attr]
-        request.timings_ms["query_embedding"] = _ms(start)
+        request.timings_ms["query_embedding"] = elapsed_ms(start)
         return await asyncio.to_thread(self._search, index, request, question, vector)
 
     def _search(self, index: Any, request: AgentRequest, question: str, vector: Any) -> tuple[list[Any], int]:
@@ -307,11 +248,11 @@ class AgentPipeline:
         try:
             result = index.search(
                 question, k=self.config.retrieval_k, mode=self.config.retrieval_mode, tenant=request.tenant,
-                vector=vector,
+                vector=vector, version=self.index_version,
             )
         except (OSError, RuntimeError) as exc:
             raise StoreUnavailableError(f"index search failed: {exc}", fix="check the index storage") from exc
-        request.timings_ms["retrieval"] = _ms(start)
+        request.timings_ms["retrieval"] = elapsed_ms(start)
         return result.hits, result.version
 
     def _fit_prompt(self, question: str, passages: list[Passage], user: dict[str, Any] | None,
@@ -343,7 +284,7 @@ class AgentPipeline:
             turn = await self.prepare(request)
             start = time.perf_counter()
             result, used, reason = await self._generate(turn)
-            request.timings_ms["generation"] = _ms(start)
+            request.timings_ms["generation"] = elapsed_ms(start)
             text, stopped = StopMatcher(request.stop).apply(result.text)
             if stopped:
                 result.text, result.finish_reason = text, "stop"
@@ -353,7 +294,7 @@ class AgentPipeline:
             self._log_failure(request, turn, exc)
             raise
 
-    async def _generate(self, turn: _Turn) -> tuple[GenerationResult, Generator, str | None]:
+    async def _generate(self, turn: Turn) -> tuple[GenerationResult, Generator, str | None]:
         timeout = self.config.generator.timeout_s
         try:
             return await asyncio.wait_for(self.generator.generate(turn.generation), timeout), self.generator, None
@@ -422,7 +363,7 @@ class AgentPipeline:
                                           completion_tokens=used.count_tokens(text), prompt=prompt,
                                           cited=result.cited if result else [])
             result.text = text
-            request.timings_ms["generation"] = _ms(start)
+            request.timings_ms["generation"] = elapsed_ms(start)
             answer = self._finish(turn, result, used, reason, streamed=True)
             finished = True
             yield answer
@@ -433,15 +374,7 @@ class AgentPipeline:
 
     # -- results and logging --------------------------------------------------------------------
 
-    def _citations(self, turn: _Turn, result: GenerationResult) -> list[dict[str, Any]]:
-        referenced = set(result.cited) | {int(n) for n in _CITATION.findall(result.text)}
-        return [
-            {"n": p.n, "chunk_id": p.chunk_id, "doc_id": p.doc_id, "score": p.score,
-             "snippet": p.text[:SNIPPET_CHARS], "referenced": p.n in referenced}
-            for p in turn.generation.passages
-        ]
-
-    def _finish(self, turn: _Turn, result: GenerationResult, used: Generator, reason: str | None,
+    def _finish(self, turn: Turn, result: GenerationResult, used: Generator, reason: str | None,
                 *, streamed: bool = False) -> AgentAnswer:
         request = turn.request
         start = time.perf_counter()
@@ -452,7 +385,7 @@ class AgentPipeline:
             finish_reason=result.finish_reason,
             prompt_tokens=result.prompt_tokens,
             completion_tokens=result.completion_tokens,
-            citations=self._citations(turn, result),
+            citations=citations(turn.generation.passages, result),
             index_version=turn.index_version,
             prompt_id=self.prompt.id,
             model_id=self.generator.model_id,
@@ -470,13 +403,13 @@ class AgentPipeline:
         record.prompt_tokens, record.completion_tokens = result.prompt_tokens, result.completion_tokens
         record.model_version = used.model_version
         record.fallback, record.fallback_reason = reason is not None, reason
-        request.timings_ms["log"] = _ms(start)
+        request.timings_ms["log"] = elapsed_ms(start)
         record.timings_ms = dict(request.timings_ms)
-        request.timings_ms["total"] = record.total_ms = _ms(request.started)
+        request.timings_ms["total"] = record.total_ms = elapsed_ms(request.started)
         self.log_writer.submit(record)
         return answer
 
-    def _record(self, request: AgentRequest, turn: _Turn | None, *, streamed: bool) -> InferenceRecord:
+    def _record(self, request: AgentRequest, turn: Turn | None, *, streamed: bool) -> InferenceRecord:
         record = InferenceRecord(
             request_id=request.request_id,
             created_at=turn.created_at if turn else now_utc(),
@@ -502,7 +435,7 @@ class AgentPipeline:
             record.retrieved_scores = [p.score for p in turn.passages]
         return record
 
-    def _log_failure(self, request: AgentRequest, turn: _Turn | None, exc: BaseException,
+    def _log_failure(self, request: AgentRequest, turn: Turn | None, exc: BaseException,
                      *, streamed: bool = False) -> None:
         """Requests that fail after validation are logged too (with the error), so served = logged."""
         if isinstance(exc, RequestLimitError | InvalidInputError) and turn is None:
@@ -515,5 +448,5 @@ class AgentPipeline:
             record.status = (400 if isinstance(exc, InvalidInputError)
                              else 503 if isinstance(exc, StoreUnavailableError | GenerationError) else 500)
         record.timings_ms = dict(request.timings_ms)
-        record.total_ms = _ms(request.started)
+        record.total_ms = elapsed_ms(request.started)
         self.log_writer.submit(record)

@@ -234,6 +234,7 @@ class InferenceLogWriter:
         self.appended = 0
         self.spooled = 0
         self.replayed = 0
+        self.lost = 0
 
     def start(self) -> None:
         if self._thread is None:
@@ -301,6 +302,9 @@ class InferenceLogWriter:
                 if batch:
                     self._write(batch)
                 self._maybe_replay()
+            except Exception:  # noqa: BLE001 - e.g. the spool disk is full: report, keep the writer alive
+                log.exception("inference log: %d records could be neither appended nor spooled", len(batch))
+                self.lost += len(batch)
             finally:
                 for _ in range(taken):
                     self._queue.task_done()

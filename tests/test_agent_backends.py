@@ -157,3 +157,36 @@ def test_openai_backend_against_a_second_instance_of_our_server(tmp_path, monkey
         with TestClient(app) as client:
             r = client.post("/v1/chat/completions", headers=AUTH, json=body)
             assert r.json()["fallback"] is True and "401" in r.json()["fallback_reason"]
+
+
+def test_the_agent_serves_the_production_alias_from_the_registry_with_its_index_version(tiny_model, tmp_path):
+    from agents.api.app import create_app
+    from llmfti.index import VectorIndex
+    from llmfti.llm.tokenization import load_tokenizer
+    from llmfti.registry.model_registry import ModelRegistry
+
+    model_dir, adapter_dir = tiny_model
+    settings = agent_settings(data_dir_with_index(tmp_path / "data"), retrieval_k=2,
+                              generator={"backend": "transformers", "model": "registry:production"})
+    builds = [v for v in VectorIndex.open(settings).versions() if v["rows"] > 0]
+    first = builds[0]["version"]  # only the default tenant's documents were indexed at this version
+    registry = ModelRegistry(settings)
+    mv = registry.register(adapter_dir=adapter_dir, tokenizer=load_tokenizer(model_dir), base_model=str(model_dir),
+                           training_dataset_id="ds-test", index_name="docs", index_version=first)
+    registry.record_eval(mv.version, "run-1", passed=True)
+    registry.promote(mv.version, "production")
+
+    app = create_app(settings)
+    with TestClient(app) as client:
+        models = client.get("/v1/models", headers=AUTH).json()["data"]
+        assert [(m["id"], m["version"]) for m in models] == [("assistant", "assistant:v1"),
+                                                            ("production", "assistant:v1")]
+        body = {"model": "production", "messages": [{"role": "user", "content": "How do I roll back?"}],
+                "max_tokens": 4}
+        r = client.post("/v1/chat/completions", headers=AUTH, json=body)
+        assert r.status_code == 200, r.text
+        answer = r.json()
+        assert answer["model"] == "assistant" and answer["model_version"] == "assistant:v1"
+        assert answer["index_version"] == first and answer["fallback"] is False
+        acme = client.post("/v1/chat/completions", headers={"Authorization": "Bearer key-acme"}, json=body).json()
+        assert acme["citations"] == []  # acme's documents came after the pinned index version

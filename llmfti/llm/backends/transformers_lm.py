@@ -45,13 +45,20 @@ class TransformersGenerator:
     backend = "transformers"
 
     def __init__(self, model: str, *, adapter: str | None = None, device: str = "cpu",
-                 model_id: str | None = None):
+                 model_id: str | None = None, tokenizer: str | None = None,
+                 tokenizer_fingerprint: str | None = None, version: str | None = None):
+        """``tokenizer``/``tokenizer_fingerprint``: serve with this pinned tokenizer (refused if it differs);
+        ``version``: what to log as the model version (e.g. a registry ref) instead of a content hash."""
         self.model_path = model
         self.adapter = adapter
         self.device = device
+        self.tokenizer_source = tokenizer
+        self.tokenizer_fingerprint_expected = tokenizer_fingerprint
+        self._version = version
         name = Path(model).name + (f"+{Path(adapter).name}" if adapter else "")
         self.model_id = model_id or name
-        self.model_version = name
+        self.model_version = version or name
+        self.aliases: list[str] = []
         self.context_length: int | None = None
         self._model: Any = None
         self._pinned: Any = None
@@ -78,10 +85,15 @@ class TransformersGenerator:
         import torch
         from transformers import AutoModelForCausalLM
 
-        from llmfti.llm.tokenization import load_tokenizer
+        from llmfti.llm.tokenization import load_pinned_tokenizer, load_tokenizer
 
-        tokenizer_source = self.adapter if self.adapter and _has_tokenizer(self.adapter) else self.model_path
-        self._pinned = load_tokenizer(tokenizer_source)
+        tokenizer_source = self.tokenizer_source or (
+            self.adapter if self.adapter and _has_tokenizer(self.adapter) else self.model_path)
+        if self.tokenizer_fingerprint_expected:
+            self._pinned = load_pinned_tokenizer(tokenizer_source, self.tokenizer_fingerprint_expected,
+                                                 what=f"model {self.model_version}")
+        else:
+            self._pinned = load_tokenizer(tokenizer_source)
         dtype = torch.float32 if self.device == "cpu" else "auto"
         try:
             model = AutoModelForCausalLM.from_pretrained(self.model_path, dtype=dtype)
@@ -103,10 +115,11 @@ class TransformersGenerator:
         config = getattr(self._model, "config", None)
         self.context_length = getattr(config, "max_position_embeddings", None)
         self._stop_ids = self._pinned.stop_token_ids
-        digest = _folder_digest(self.model_path)
-        if self.adapter:
-            digest += "+" + _folder_digest(self.adapter)
-        self.model_version = f"{self.model_version}@{digest}"
+        if self._version is None:
+            digest = _folder_digest(self.model_path)
+            if self.adapter:
+                digest += "+" + _folder_digest(self.adapter)
+            self.model_version = f"{self.model_version}@{digest}"
 
     async def close(self) -> None:
         self._executor.shutdown(wait=False, cancel_futures=True)

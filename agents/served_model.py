@@ -1,0 +1,52 @@
+"""Which model the agent serves: ``agent.generator`` as configured, or a registry version.
+
+``agent.generator.model: registry:production`` (or ``registry:<model name>@<alias>``, or
+``registry:v3``) serves that model version with the ``transformers`` backend: its base model, its
+LoRA adapter and its pinned tokenizer (refused if the fingerprint differs). ``/v1/models`` lists
+the model name and every alias pointing at that version, and retrieval is pinned to the index
+version the model was registered with, so a registry rollback moves model and index together.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from llmfti.config import Settings
+from llmfti.errors import ConfigError
+from llmfti.llm.backends import Generator, create_generator
+
+PREFIX = "registry:"
+
+
+@dataclass
+class ServedModel:
+    generator: Generator
+    index_version: int | None = None
+    """The index version to search (None: the latest)."""
+
+
+def served_model(settings: Settings) -> ServedModel:
+    config = settings.agent.generator
+    if not (config.model or "").startswith(PREFIX):
+        return ServedModel(create_generator(config))
+    if config.backend != "transformers":
+        raise ConfigError(
+            f"agent.generator.model {config.model!r} names a registry version, which the "
+            f"{config.backend!r} backend cannot load",
+            expected="backend transformers for registry:... models",
+            fix="use backend transformers, or (vllm) serve the adapter as a LoRA module and give its name",
+        )
+    from llmfti.llm.backends.transformers_lm import TransformersGenerator
+    from llmfti.registry.model_registry import ModelRegistry
+
+    name, _, ref = config.model[len(PREFIX):].rpartition("@")
+    registry = ModelRegistry(settings, name or None)
+    mv = registry.get(int(ref[1:])) if re.fullmatch(r"v\d+", ref) else registry.resolve(ref)
+    generator = TransformersGenerator(
+        mv.base_model, adapter=str(mv.adapter_dir), device=config.device, model_id=config.served_name or mv.name,
+        tokenizer=str(mv.tokenizer_dir), tokenizer_fingerprint=mv.tokenizer_fingerprint, version=mv.ref,
+    )
+    generator.aliases = sorted(alias for alias, version in registry.aliases().items() if version == mv.version)
+    pinned = mv.index_version if mv.index_name == settings.index.name else None
+    return ServedModel(generator, pinned)
