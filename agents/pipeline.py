@@ -6,6 +6,18 @@ the tenant), renders the versioned prompt, generates (falling back to the extrac
 when a model backend fails or times out), attaches citations, times every stage and writes one
 inference-log record. Blocking work (query embedding, index search, Redis) runs on threads,
 concurrently where independent; nothing is loaded per request.
+
+Offline use (evals), inside one event loop::
+
+    async def main():
+        pipeline = AgentPipeline.from_settings(load_settings())
+        await pipeline.start()
+        try:
+            answer = await pipeline.answer(AgentRequest(messages=[{"role": "user", "content": q}]))
+        finally:
+            await pipeline.close()
+
+    asyncio.run(main())
 """
 
 from __future__ import annotations
