@@ -38,7 +38,15 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from llmfti.config import Settings
 from llmfti.errors import ConfigError, InvalidInputError, NotFoundError
 from llmfti.llm.tokenization import IGNORE_INDEX, PinnedTokenizer, load_tokenizer
-from pipelines.instruction_batches import InstructionData, collate, epoch_plan, eval_batches, prepare, read_source
+from pipelines.instruction_batches import (
+    InstructionData,
+    InstructionSource,
+    collate,
+    epoch_plan,
+    eval_batches,
+    prepare,
+    read_source,
+)
 
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs" / "train"
 # Fields that change what is trained; a resumed run must agree on all of them.
@@ -465,6 +473,16 @@ class _Progress:
             self._bar.stop()
 
 
+def resolve_dataset(settings: Settings, dataset: Any) -> InstructionSource:
+    """A JSONL/JSON file, a pyarrow Table, a list of rows, or the name of a frozen TrainingDataset."""
+    if isinstance(dataset, str) and not Path(dataset).exists() and not dataset.endswith((".json", ".jsonl")):
+        from pipelines.instruction_dataset import training_dataset_rows
+
+        rows, lineage = training_dataset_rows(settings, dataset)
+        return InstructionSource(rows, f"training_dataset:{dataset}", lineage)
+    return read_source(dataset)
+
+
 @dataclass
 class TrainResult:
     run_dir: Path
@@ -494,9 +512,9 @@ def train(
     """Fine-tune ``base`` on ``dataset`` (JSONL/JSON path, pyarrow Table or rows) and write the run folder."""
     runtime = resolve_runtime(config)
     pinned = load_tokenizer(tokenizer or base, chat_template=config.chat_template)
-    data = prepare(read_source(dataset), pinned, max_length=config.max_length, eval_fraction=config.eval_fraction,
-                   max_eval_examples=config.max_eval_examples,
-                   eval_source=read_source(eval_dataset) if eval_dataset is not None else None)
+    data = prepare(resolve_dataset(settings, dataset), pinned, max_length=config.max_length,
+                   eval_fraction=config.eval_fraction, max_eval_examples=config.max_eval_examples,
+                   eval_source=resolve_dataset(settings, eval_dataset) if eval_dataset is not None else None)
     if run_dir is None:
         stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
         run_dir = Path(settings.data_dir) / "train_runs" / f"{settings.registry.model_name}-{stamp}"

@@ -190,3 +190,35 @@ def test_bad_train_config_is_refused(tmp_path: Path) -> None:
         load_train_config("cpu-tiny", micro_batch_size=0)
     with pytest.raises(ConfigError, match="not found"):
         load_train_config("no-such-config")
+
+
+def test_cli_train_json_registers_a_version(tiny: Tiny, data_dir: Path) -> None:
+    import os
+    import subprocess
+    import sys
+
+    exe = Path(sys.executable).with_name("llmfti")
+    out = subprocess.run(
+        [str(exe), "train", "--base", str(tiny.base), "--tokenizer", str(tiny.tokenizer), "--dataset",
+         str(tiny.train_rows), "--config", "cpu-tiny", "--max-steps", "3", "--json"],
+        capture_output=True, text=True, env={**os.environ, "LLMFTI_DATA_DIR": str(data_dir)}, cwd=REPO,
+    )
+    lines = out.stdout.strip().splitlines()
+    assert out.returncode == 0 and len(lines) == 1, out.stdout + out.stderr
+    summary = json.loads(lines[0])
+    mv = summary["model_version"]
+    assert summary["finished"] and summary["metrics"]["steps"] == 3 and summary["metrics"]["data_quarantined"] == 2
+    assert mv["ref"] == "assistant:v1" and mv["index_name"] is None
+    assert mv["tokenizer_fingerprint"] == load_tokenizer(tiny.tokenizer).fingerprint
+    assert Path(mv["artifact_dir"], "adapter", "adapter_config.json").is_file()
+
+
+def test_unknown_index_fails_before_training(tiny: Tiny, tmp_path: Path) -> None:
+    from llmfti.errors import NotFoundError
+    from pipelines.train import train_and_register
+
+    settings = load_settings(data_dir=tmp_path / "data")
+    with pytest.raises(NotFoundError, match="index 'nope' does not exist"):
+        train_and_register(settings, base=str(tiny.base), dataset=tiny.train_rows, config=_config(),
+                           index_name="nope")
+    assert not (tmp_path / "data" / "train_runs").exists()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import typer
 
+from llmfti.cli import dataset as dataset_cmd
 from llmfti.cli import eval as eval_cmd
 from llmfti.cli import features as features_cmd
 from llmfti.cli import index as index_cmd
@@ -23,6 +24,7 @@ app.add_typer(index_cmd.app, name="index")
 app.add_typer(features_cmd.app, name="features")
 app.command("search")(index_cmd.search)
 app.command("train")(train_cmd.train)
+app.add_typer(dataset_cmd.app, name="dataset")
 app.add_typer(registry_cmd.app, name="registry")
 app.command("serve")(serve_cmd.serve)
 app.add_typer(logs_cmd.app, name="logs")

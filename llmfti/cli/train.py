@@ -13,7 +13,8 @@ from llmfti.cli.output import JsonOption, console, emit, reporting_errors
 def train(
     base: str = typer.Option(..., "--base", help="Base causal LM: a local folder or a (cached) hub id."),
     dataset: str = typer.Option(
-        ..., "--dataset", help="Instruction rows: a .jsonl/.json file of {prompt|messages, answer}."
+        ..., "--dataset",
+        help="A TrainingDataset name (llmfti dataset build), or a .jsonl/.json file of {prompt|messages, answer}.",
     ),
     config: str | None = typer.Option(
         None, "--config", help="Training config: a YAML path or a name in configs/train/ (e.g. cpu-tiny)."
