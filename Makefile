@@ -8,7 +8,7 @@ install:
 	bash scripts/install.sh
 
 demo: install ## index the sample documents and serve the chat API on 127.0.0.1:8000
-	$(BIN)/llmfti serve
+	$(BIN)/llmfti serve --dev
 
 test: install ## the fast, offline test suite
 	$(BIN)/pytest

@@ -57,7 +57,7 @@ def _squad(path: Path) -> list[EvalRow]:
 
 def _golden(path: Path) -> list[EvalRow]:
     rows = []
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+    for line in path.read_text(encoding="utf-8").splitlines():
         if line.strip():
             data = json.loads(line)
             rows.append(EvalRow(str(data["id"]), data["question"], list(data["answers"]), list(data["doc_ids"])))

@@ -84,7 +84,7 @@ def squad_f1(r: RowResult) -> float:
 class RagasScorers:
     """Ragas metric objects, built once per run (embeddings load once)."""
 
-    def __init__(self, embedding_model_path: str, judge: dict[str, Any] | None = None):
+    def __init__(self, embedder: Any, judge: dict[str, Any] | None = None):
         os.environ.setdefault("RAGAS_DO_NOT_TRACK", "true")
         from ragas.metrics._context_precision import IDBasedContextPrecision
         from ragas.metrics._context_recall import IDBasedContextRecall
@@ -92,7 +92,6 @@ class RagasScorers:
             ExactMatch,
             NonLLMStringSimilarity,
             RougeScore,
-            SemanticSimilarity,
             StringPresence,
         )
 
@@ -104,19 +103,21 @@ class RagasScorers:
             "string_similarity": NonLLMStringSimilarity(),
             "rouge_l": RougeScore(rouge_type="rougeL", mode="fmeasure"),
         }
-        self._embedding_model_path = embedding_model_path
+        self._embeddings = _embeddings_for_ragas(embedder)
         self._semantic: Any = None
         self._judge_config = judge
         self._judged: dict[str, Any] | None = None
 
     def semantic(self) -> Any:
         if self._semantic is None:
-            from ragas.embeddings import HuggingFaceEmbeddings
             from ragas.metrics.collections import SemanticSimilarity
 
-            self._semantic = SemanticSimilarity(
-                embeddings=HuggingFaceEmbeddings(model=self._embedding_model_path, device="cpu"))
+            self._semantic = SemanticSimilarity(embeddings=self._embeddings)
         return self._semantic
+
+    def prime(self, results: list[RowResult]) -> None:
+        """Embed every reference and answer in one batch (Ragas embeds text by text)."""
+        self._embeddings.prime([t for r in results for t in (r.row.answers[0], r.clean_answer)])
 
     def judged(self) -> dict[str, Any]:
         """Faithfulness and AnswerRelevancy through any OpenAI-compatible judge (vLLM, or our server)."""
@@ -124,16 +125,14 @@ class RagasScorers:
             if not self._judge_config:
                 raise RuntimeError("no judge configured")
             from openai import AsyncOpenAI
-            from ragas.embeddings import HuggingFaceEmbeddings
             from ragas.llms import llm_factory
             from ragas.metrics.collections import AnswerRelevancy, Faithfulness
 
             client = AsyncOpenAI(base_url=self._judge_config["base_url"],
                                  api_key=self._judge_config.get("api_key") or "none")
             llm = llm_factory(self._judge_config["model"], client=client)
-            embeddings = HuggingFaceEmbeddings(model=self._embedding_model_path, device="cpu")
             self._judged = {"faithfulness": Faithfulness(llm=llm),
-                            "answer_relevancy": AnswerRelevancy(llm=llm, embeddings=embeddings)}
+                            "answer_relevancy": AnswerRelevancy(llm=llm, embeddings=self._embeddings)}
         return self._judged
 
     async def score(self, name: str, r: RowResult) -> float:
@@ -158,6 +157,31 @@ class RagasScorers:
             result = await self.judged()["answer_relevancy"].ascore(user_input=r.row.question, response=r.clean_answer)
             return _as_float(result.value)
         raise KeyError(name)
+
+
+def _embeddings_for_ragas(embedder: Any) -> Any:
+    """Our already-loaded embedder as a Ragas embedding (no second model load), with a batch cache."""
+    from ragas.embeddings.base import BaseRagasEmbedding
+
+    class LlmftiEmbeddings(BaseRagasEmbedding):
+        def __init__(self) -> None:
+            super().__init__()
+            self._cache: dict[str, list[float]] = {}
+
+        def prime(self, texts: list[str]) -> None:
+            todo = [t or " " for t in dict.fromkeys(texts) if (t or " ") not in self._cache]
+            if todo:
+                self._cache.update(zip(todo, embedder.encode(todo).tolist(), strict=True))
+
+        def embed_text(self, text: str, **kwargs: Any) -> list[float]:
+            if text not in self._cache:
+                self.prime([text])
+            return self._cache[text]
+
+        async def aembed_text(self, text: str, **kwargs: Any) -> list[float]:
+            return self.embed_text(text)
+
+    return LlmftiEmbeddings()
 
 
 def _as_float(value: Any) -> float:
@@ -199,6 +223,8 @@ def score_rows(results: list[RowResult], names: list[str], scorers: RagasScorers
                 except Exception:  # noqa: BLE001 - a judge or metric failure is "unmeasured", counted
                     r.scores[name] = math.nan
 
+    if "semantic_similarity" in names and scorers is not None:
+        scorers.prime(results)
     if any(n not in LOCAL for n in names):
         asyncio.run(ragas_all())
 

@@ -18,8 +18,9 @@ def write_report(folder: Path, run: dict[str, Any], history: list[dict[str, Any]
     )
     verdict = ""
     if gate is not None:
-        failures = "".join(f"<li>{esc(f['metric'])}: {_fmt(f['value'])} vs {esc(str(f['rule']))} {_fmt(f['limit'])}</li>"
-                           for f in gate["failures"])
+        failures = "".join(
+            f"<li>{esc(f['metric'])}: {_fmt(f['value'])} vs {esc(str(f['rule']))} {_fmt(f['limit'])}</li>"
+            for f in gate["failures"])
         notes = "".join(f"<li>{esc(n)}</li>" for n in gate["notes"])
         verdict = (f"<h2>Gate: {'PASSED' if gate['passed'] else 'FAILED'}</h2><ul>{failures}{notes}</ul>")
     details = "".join(
@@ -58,6 +59,7 @@ def _sparkline(values: list[Any], width: int = 160, height: int = 30) -> str:
     low, high = min(points), max(points)
     span = (high - low) or 1.0
     step = width / (len(points) - 1)
-    coords = " ".join(f"{i * step:.1f},{height - 2 - (v - low) / span * (height - 4):.1f}" for i, v in enumerate(points))
+    coords = " ".join(f"{i * step:.1f},{height - 2 - (v - low) / span * (height - 4):.1f}"
+                      for i, v in enumerate(points))
     return (f"<svg width='{width}' height='{height}'><polyline fill='none' stroke='#36c' stroke-width='1.5' "
             f"points='{coords}'/></svg>")

@@ -65,7 +65,6 @@ def run_suite(settings: Settings, suite: Suite, *, full: bool = False, mode: str
     answers, timings = asyncio.run(_answer_all(run_settings, rows, report))
     generated = time.perf_counter()
 
-    from llmfti.embedders.sentence_transformer import resolve_model_path
     from llmfti.index import VectorIndex
 
     index = VectorIndex.open(run_settings)
@@ -84,7 +83,7 @@ def run_suite(settings: Settings, suite: Suite, *, full: bool = False, mode: str
         for row, answer in zip(rows, answers, strict=True)
     ]
     needs_ragas = any(m not in ("hit@1", "hit@5", "hit@10", "mrr@10", "squad_em", "squad_f1") for m in metrics)
-    scorers = RagasScorers(resolve_model_path(settings.embedder.model), judge) if needs_ragas else None
+    scorers = RagasScorers(index.embedder(), judge) if needs_ragas else None
     report("score", 0, len(results))
     score_rows(results, metrics, scorers)
     report("score", len(results), len(results))

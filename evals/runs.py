@@ -50,7 +50,8 @@ def save_run(settings: Settings, run: EvalRun, passed: bool | None) -> Path:
 def load_run(settings: Settings, run_id: str) -> dict[str, Any]:
     path = runs_dir(settings) / run_id / "run.json"
     if not path.is_file():
-        raise NotFoundError(f"no eval run {run_id!r} under {runs_dir(settings)}", fix="list runs with llmfti eval history")
+        raise NotFoundError(f"no eval run {run_id!r} under {runs_dir(settings)}",
+                            fix="list runs with: llmfti eval history")
     return json.loads(path.read_text(encoding="utf-8"), parse_constant=lambda c: math.nan)
 
 
