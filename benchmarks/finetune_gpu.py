@@ -238,6 +238,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     if not args.tiny and device == "cpu":
         print("no GPU: the 1B run needs CUDA; use --tiny on CPU", file=sys.stderr)
         raise SystemExit(2)
+    threads_before = torch.get_num_threads()
+    if device == "cpu":
+        torch.set_num_threads(1)  # tiny matrices: threads only add contention (both runs alike)
     bf16 = device == "cuda" and torch.cuda.is_bf16_supported()
     shape = SHAPES["tiny" if args.tiny else "1b"]
     examples = synthetic_examples(args.examples, args.max_length, shape["vocab_size"], seed=0)
@@ -253,7 +256,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         runs.append(run_baseline(args, shape, examples, device, bf16, batch))
     for run in runs:
         fpt = flops_per_token(run["matmul_params"], shape, mean_len)
-        run["model_tflops_per_s"] = round(run["tokens_per_s"] * fpt / 1e12, 3)
+        run["model_flops_per_token"] = fpt
+        run["model_tflops_per_s"] = run["tokens_per_s"] * fpt / 1e12
         run["mfu"] = round(run["model_tflops_per_s"] / peak, 4) if peak else None
     speedup = runs[0]["tokens_per_s"] / runs[1]["tokens_per_s"] if len(runs) == 2 else None
     from benchmarks import reporting
@@ -274,12 +278,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     print(f"{'run':48} {'tokens/s':>12} {'TFLOP/s':>9} {'MFU':>7}")
     for run in runs:
         mfu = "-" if run["mfu"] is None else f"{100 * run['mfu']:.1f}%"
-        print(f"{run['run']:48} {run['tokens_per_s']:>12,.0f} {run['model_tflops_per_s']:>9.2f} {mfu:>7}")
+        print(f"{run['run']:48} {run['tokens_per_s']:>12,.0f} {run['model_tflops_per_s']:>9.3g} {mfu:>7}")
     if speedup:
         print(f"speed-up vs baseline: {speedup:.2f}x")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=1))
     print(f"wrote {args.out}")
+    torch.set_num_threads(threads_before)
     return report
 
 

@@ -26,7 +26,8 @@ import random
 import shutil
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -50,7 +51,7 @@ from pipelines.instruction_batches import (
 
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs" / "train"
 # Fields that change what is trained; a resumed run must agree on all of them.
-_RUN_IDENTITY_EXCLUDES = {"eval_every", "save_every", "keep_checkpoints", "log_every"}
+_RUN_IDENTITY_EXCLUDES = {"eval_every", "save_every", "keep_checkpoints", "log_every", "cpu_threads"}
 
 
 class TrainConfig(BaseModel):
@@ -85,6 +86,9 @@ class TrainConfig(BaseModel):
     # runtime
     seed: int = 0
     device: str = Field("auto", description="auto: cuda if available, else cpu.")
+    cpu_threads: int | None = Field(
+        None, ge=1, description="CPU runs: torch intra-op threads for this process (torch.set_num_threads). "
+        "1 is fastest for tiny models, and on a shared machine where spinning threads contend. Unset: torch's default.")
     precision: Literal["auto", "bf16", "fp32"] = Field("auto", description="auto: bf16 on a GPU that has it.")
     gradient_checkpointing: bool | None = Field(None, description="Unset: on for GPU runs.")
     fused_optimizer: bool | None = Field(None, description="Fused AdamW; unset: on for GPU runs.")
@@ -473,6 +477,20 @@ class _Progress:
             self._bar.stop()
 
 
+@contextmanager
+def _cpu_threads(threads: int | None) -> Iterator[None]:
+    """torch's intra-op thread count set to ``threads`` for the block (restored after)."""
+    import torch
+
+    before = torch.get_num_threads()
+    if threads:
+        torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
 def resolve_dataset(settings: Settings, dataset: Any) -> InstructionSource:
     """A JSONL/JSON file, a pyarrow Table, a list of rows, or the name of a frozen TrainingDataset."""
     if isinstance(dataset, str) and not Path(dataset).exists() and not dataset.endswith((".json", ".jsonl")):
@@ -530,9 +548,10 @@ def train(
          "runtime": runtime.__dict__, "data": data.summary()}, indent=1), encoding="utf-8")
     with open(run_dir / "quarantine.jsonl", "w", encoding="utf-8") as out:
         out.writelines(json.dumps(q) + "\n" for q in data.quarantined)
-    model = load_lora_model(base, pinned, config, runtime)
-    result = fit(model, data, config, runtime, pad_id=pinned.pad_token_id, run_dir=run_dir, identity=identity,
-                 resume=resume, stop_after=stop_after, show_progress=show_progress)
+    with _cpu_threads(config.cpu_threads if runtime.device == "cpu" else None):
+        model = load_lora_model(base, pinned, config, runtime)
+        result = fit(model, data, config, runtime, pad_id=pinned.pad_token_id, run_dir=run_dir, identity=identity,
+                     resume=resume, stop_after=stop_after, show_progress=show_progress)
     metrics = {**result.metrics, **{f"data_{k}": v for k, v in data.summary().items()},
                "device": runtime.device, "bf16": runtime.bf16}
     (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=1), encoding="utf-8")
