@@ -32,6 +32,11 @@ def server(tmp_path_factory):
     finally:
         proc.terminate()
         proc.wait(timeout=30)
+        from llmfti.features.embedded_redis import EmbeddedRedis
+
+        server = EmbeddedRedis(data_dir)
+        if server.ping():  # the server process is gone; do not leave its embedded Redis behind
+            server.stop(save=False)
 
 
 @pytest.fixture(scope="module")
