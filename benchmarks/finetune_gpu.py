@@ -145,7 +145,8 @@ def run_llmfti(args: argparse.Namespace, shape: dict, examples: list, device: st
 
     fit(model, data, config, runtime, pad_id=0, show_progress=False, on_step=on_step)
     (t0, k0), (t1, k1) = marks[args.warmup_steps], marks[args.warmup_steps + args.steps]
-    result = _result("llmfti (packed, head on answers, fused AdamW)", k1 - k0, t1 - t0, n_matmul)
+    name = "llmfti (packed, head on answers" + (", fused AdamW)" if runtime.fused_optimizer else ")")
+    result = _result(name, k1 - k0, t1 - t0, n_matmul)
     del model
     _free(device)
     return result
