@@ -1,9 +1,9 @@
 """The fine-tuning pipeline: LoRA (peft) on any causal LM, loss on answer tokens only.
 
-``setup`` resolves the config, device and precision; ``fit`` is the training loop (packing or
+``resolve_runtime`` picks device and precision; ``fit`` is the training loop (packing or
 length bucketing, gradient accumulation, checkpoints + resume, seeded); ``train`` writes the run
 folder; ``train_and_register`` records the result in the model registry, coupled to the index
-version it will be served with.
+version it will be served with. The config lives in ``train_config``, checkpoints in ``train_checkpoints``.
 
 Run folder (``data_dir/train_runs/<run>`` unless given)::
 
@@ -23,7 +23,6 @@ import hashlib
 import json
 import math
 import random
-import shutil
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -31,13 +30,10 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Literal
-
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from typing import Any
 
 from llmfti.config import Settings
-from llmfti.errors import ConfigError, InvalidInputError, NotFoundError
+from llmfti.errors import InvalidInputError, NotFoundError
 from llmfti.llm.tokenization import IGNORE_INDEX, PinnedTokenizer, load_tokenizer
 from pipelines.instruction_batches import (
     InstructionData,
@@ -48,107 +44,11 @@ from pipelines.instruction_batches import (
     prepare,
     read_source,
 )
+from pipelines.train_checkpoints import latest_checkpoint, load_checkpoint, save_checkpoint
+from pipelines.train_config import Runtime, TrainConfig, load_train_config, resolve_runtime
 
-CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs" / "train"
-# Fields that change what is trained; a resumed run must agree on all of them.
-_RUN_IDENTITY_EXCLUDES = {"eval_every", "save_every", "keep_checkpoints", "log_every", "cpu_threads"}
-
-
-class TrainConfig(BaseModel):
-    """Hyper-parameters of one fine-tuning run. YAML files in configs/train/ override these defaults."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    # LoRA
-    lora_r: int = Field(16, ge=1, le=1024, description="LoRA rank.")
-    lora_alpha: int = Field(32, ge=1, description="LoRA scaling numerator (scale = alpha / r).")
-    lora_dropout: float = Field(0.05, ge=0, lt=1)
-    target_modules: list[str] | Literal["all-linear"] = Field(
-        "all-linear", description="Module names to adapt, or 'all-linear' (every linear layer but the head)."
-    )
-    # optimisation
-    learning_rate: float = Field(2e-4, gt=0)
-    weight_decay: float = Field(0.0, ge=0)
-    warmup_steps: int = Field(10, ge=0, description="Linear warm-up, in optimizer steps.")
-    lr_schedule: Literal["cosine", "linear", "constant"] = "cosine"
-    min_lr_ratio: float = Field(0.1, ge=0, le=1, description="Final learning rate / peak (cosine, linear).")
-    max_grad_norm: float = Field(1.0, gt=0)
-    max_steps: int | None = Field(None, ge=1, description="Optimizer steps; unset: derived from epochs.")
-    epochs: float = Field(1.0, gt=0)
-    micro_batch_size: int = Field(4, ge=1, description="Rows per forward pass (a row may hold packed examples).")
-    grad_accum_steps: int = Field(4, ge=1, description="Micro-batches per optimizer step.")
-    # data
-    max_length: int = Field(1024, ge=16, description="Tokens per row (and the longest example kept).")
-    packing: bool = Field(True, description="Pack several examples per row (attention stays per example); "
-                          "false: one example per row, length-bucketed.")
-    eval_fraction: float = Field(0.05, ge=0, lt=1, description="Held-out share of rows (split by content).")
-    max_eval_examples: int = Field(256, ge=0)
-    # runtime
-    seed: int = 0
-    device: str = Field("auto", description="auto: cuda if available, else cpu.")
-    cpu_threads: int | None = Field(
-        None, ge=1, description="CPU runs: torch intra-op threads for this process (torch.set_num_threads). "
-        "1 is fastest for tiny models, and on a shared machine where spinning threads contend. Unset: torch's default.")
-    precision: Literal["auto", "bf16", "fp32"] = Field("auto", description="auto: bf16 on a GPU that has it.")
-    gradient_checkpointing: bool | None = Field(None, description="Unset: on for GPU runs.")
-    fused_optimizer: bool | None = Field(None, description="Fused AdamW; unset: on for GPU runs.")
-    eval_every: int = Field(50, ge=1, description="Held-out loss every N optimizer steps (and at the end).")
-    save_every: int = Field(100, ge=1, description="Checkpoint every N optimizer steps (and at the end).")
-    keep_checkpoints: int = Field(2, ge=1)
-    log_every: int = Field(1, ge=1)
-    chat_template: str | None = Field(None, description="Jinja template or .jinja path replacing the tokenizer's.")
-
-    def identity(self) -> str:
-        data = self.model_dump(exclude=_RUN_IDENTITY_EXCLUDES | {"max_steps", "epochs"})
-        return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
-
-
-def load_train_config(path: str | Path | None = None, **overrides: Any) -> TrainConfig:
-    """A TrainConfig from a YAML file (a path, or a name in configs/train/) plus overrides."""
-    data: dict[str, Any] = {}
-    if path is not None:
-        file = Path(path)
-        if not file.is_file() and (CONFIG_DIR / f"{path}.yaml").is_file():
-            file = CONFIG_DIR / f"{path}.yaml"
-        if not file.is_file():
-            known = sorted(p.stem for p in CONFIG_DIR.glob("*.yaml"))
-            raise ConfigError(f"training config {str(path)!r} not found", expected=f"a YAML path or one of {known}",
-                              fix="pass --config configs/train/<name>.yaml")
-        loaded = yaml.safe_load(file.read_text(encoding="utf-8")) or {}
-        if not isinstance(loaded, dict):
-            raise ConfigError(f"{file} must hold a mapping", fix="write 'key: value' lines")
-        data.update(loaded)
-    data.update({k: v for k, v in overrides.items() if v is not None})
-    try:
-        return TrainConfig(**data)
-    except ValidationError as exc:
-        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']} (got {e.get('input')!r})"
-                             for e in exc.errors())
-        raise ConfigError(f"invalid training config: {problems}",
-                          fix="correct the YAML or flag; fields are documented in pipelines/train.py") from exc
-
-
-@dataclass
-class Runtime:
-    device: str
-    bf16: bool
-    gradient_checkpointing: bool
-    fused_optimizer: bool
-
-
-def resolve_runtime(config: TrainConfig) -> Runtime:
-    import torch
-
-    device = config.device
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    cuda = device.startswith("cuda")
-    if cuda and not torch.cuda.is_available():
-        raise ConfigError(f"device {device!r} requested but CUDA is not available", fix="set device: cpu")
-    bf16 = config.precision == "bf16" or (config.precision == "auto" and cuda and torch.cuda.is_bf16_supported())
-    ckpt = cuda if config.gradient_checkpointing is None else config.gradient_checkpointing
-    fused = cuda if config.fused_optimizer is None else config.fused_optimizer
-    return Runtime(device=device, bf16=bf16, gradient_checkpointing=ckpt, fused_optimizer=fused)
+__all__ = ["Runtime", "TrainConfig", "TrainResult", "add_lora", "fit", "latest_checkpoint", "load_train_config",
+           "register_run", "resolve_runtime", "train", "train_and_register"]
 
 
 def base_model_revision(base: str) -> str | None:
@@ -282,79 +182,6 @@ def evaluate(model: Any, data: InstructionData, config: TrainConfig, runtime: Ru
     return total / max(count, 1)
 
 
-def _rng_state() -> dict[str, Any]:
-    import numpy as np
-    import torch
-
-    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def _set_rng_state(state: dict[str, Any]) -> None:
-    import numpy as np
-    import torch
-
-    random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
-    torch.set_rng_state(state["torch"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
-
-
-def _save_checkpoint(run_dir: Path, step: int, model: Any, optimizer: Any, scheduler: Any,
-                     state: dict[str, Any], keep: int) -> Path:
-    import torch
-    from safetensors.torch import save_file
-
-    root = run_dir / "checkpoints"
-    tmp = root / f".step-{step:07d}.tmp"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    trainable = {n: p.detach().cpu().contiguous() for n, p in model.named_parameters() if p.requires_grad}
-    save_file(trainable, str(tmp / "trainable.safetensors"))
-    torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
-    torch.save(scheduler.state_dict(), tmp / "scheduler.pt")
-    torch.save(_rng_state(), tmp / "rng.pt")
-    (tmp / "state.json").write_text(json.dumps(state, indent=1, default=str), encoding="utf-8")
-    final = root / f"step-{step:07d}"
-    shutil.rmtree(final, ignore_errors=True)
-    tmp.rename(final)
-    for old in sorted(root.glob("step-*"))[:-keep]:
-        shutil.rmtree(old, ignore_errors=True)
-    return final
-
-
-def latest_checkpoint(run_dir: Path) -> Path | None:
-    done = [p for p in sorted((run_dir / "checkpoints").glob("step-*")) if (p / "state.json").is_file()]
-    return done[-1] if done else None
-
-
-def _load_checkpoint(path: Path, model: Any, optimizer: Any, scheduler: Any, expected: dict[str, Any]
-                     ) -> dict[str, Any]:
-    import torch
-    from safetensors.torch import load_file
-
-    state = json.loads((path / "state.json").read_text(encoding="utf-8"))
-    for key, value in expected.items():
-        if state["identity"].get(key) != value:
-            raise InvalidInputError(
-                f"checkpoint {path} was made with {key}={state['identity'].get(key)!r}, this run has {value!r}",
-                expected="the same base model, dataset, tokenizer and training config as the interrupted run",
-                fix="resume with the original settings, or start a new run folder")
-    weights = load_file(str(path / "trainable.safetensors"))
-    missing = set(weights) ^ {n for n, p in model.named_parameters() if p.requires_grad}
-    if missing:
-        raise InvalidInputError(f"checkpoint {path} does not match the model's adapters ({sorted(missing)[:3]}...)",
-                                fix="resume with the original LoRA settings")
-    model.load_state_dict(weights, strict=False)
-    optimizer.load_state_dict(torch.load(path / "optimizer.pt", weights_only=False))
-    scheduler.load_state_dict(torch.load(path / "scheduler.pt", weights_only=False))
-    _set_rng_state(torch.load(path / "rng.pt", weights_only=False))
-    return state
-
-
 def fit(
     model: Any,
     data: InstructionData,
@@ -385,7 +212,7 @@ def fit(
     step, tokens_seen, train_seconds, curve = 0, 0, 0.0, []
     checkpoint = latest_checkpoint(run_dir) if (resume and run_dir) else None
     if checkpoint is not None:
-        state = _load_checkpoint(checkpoint, model, optimizer, scheduler, identity or {})
+        state = load_checkpoint(checkpoint, model, optimizer, scheduler, identity or {})
         step, tokens_seen, train_seconds, curve = (state["step"], state["tokens_seen"], state["train_seconds"],
                                                    state["learning_curve"])
     elif data.eval:
@@ -428,7 +255,7 @@ def fit(
             if on_step is not None:
                 on_step(point)
             if run_dir is not None and (step % config.save_every == 0 or step == end):
-                _save_checkpoint(run_dir, step, model, optimizer, scheduler, {
+                save_checkpoint(run_dir, step, model, optimizer, scheduler, {
                     "step": step, "tokens_seen": tokens_seen, "train_seconds": train_seconds,
                     "learning_curve": curve, "identity": identity or {}, "total_steps": total_steps,
                 }, config.keep_checkpoints)
