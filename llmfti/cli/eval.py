@@ -31,6 +31,8 @@ def run(
         from evals.suite import suite_names
 
         settings = _settings()
+        if model_version is not None:
+            settings = _evaluating_model(settings, model_version)
         results = [_run_one(settings, name, full, mode, model_version, as_json) for name in suite or suite_names()]
         passed = all(r["passed"] for r in results)
         emit({"passed": passed, "runs": results}, as_json, _print_runs)
@@ -65,6 +67,14 @@ def _run_one(settings: Any, name: str, full: bool, mode: str | None, model_versi
         ModelRegistry(settings).record_eval(model_version, run.run_id, verdict.passed, run.metrics)
     return {**run.summary(), "passed": verdict.passed, "failures": verdict.failures, "notes": verdict.notes,
             "report": str(report)}
+
+
+def _evaluating_model(settings: Any, model_version: str) -> Any:
+    """Settings whose generator is that registry version (no extractive fallback: its answers are judged)."""
+    ref = f"v{model_version}" if model_version.isdigit() else model_version
+    generator = settings.agent.generator.model_copy(
+        update={"backend": "transformers", "model": f"registry:{ref}", "fallback": False})
+    return settings.model_copy(update={"agent": settings.agent.model_copy(update={"generator": generator})})
 
 
 def _judge(settings: Any) -> dict[str, Any] | None:
