@@ -180,6 +180,11 @@ class AgentSettings(BaseModel):
     user_feature_group: str = Field("user_profile", description="Online feature group keyed by user id.")
     log_stream: str = Field("llmfti:inference_log", description="Redis stream of inference log records.")
     log_table: str = Field("inference_log", description="LanceDB table the drain pipeline writes.")
+    feedback_stream: str = Field("llmfti:feedback", description="Redis stream of POST /v1/feedback records.")
+    feedback_table: str = Field("feedback", description="LanceDB table the drain pipeline writes feedback to.")
+    max_feedback_chars: int = Field(
+        8000, ge=1, le=1_000_000, description="Longest correction or comment POST /v1/feedback accepts."
+    )
     redis_retry_s: float = Field(
         5.0, gt=0, description="After a Redis failure, skip Redis for this long before trying again."
     )

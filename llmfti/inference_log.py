@@ -142,13 +142,13 @@ def now_utc() -> datetime:
 # -- spool files -------------------------------------------------------------------------------------
 
 
-def spool_append(spool_dir: Path, lines: Iterable[str]) -> None:
-    """Append JSON lines to the spool file under an exclusive lock, fsync'd."""
+def spool_append(spool_dir: Path, lines: Iterable[str], name: str = SPOOL_NAME) -> None:
+    """Append JSON lines to the spool file ``name`` under an exclusive lock, fsync'd."""
     data = "".join(line + "\n" for line in lines).encode()
     if not data:
         return
     spool_dir.mkdir(parents=True, exist_ok=True)
-    path = spool_dir / SPOOL_NAME
+    path = spool_dir / name
     while True:
         fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
         try:
@@ -166,41 +166,44 @@ def spool_append(spool_dir: Path, lines: Iterable[str]) -> None:
             os.close(fd)
 
 
-def claim_spool(spool_dir: Path) -> list[Path]:
-    """Take the current spool file (and any left by an interrupted reader) for reading."""
+def claim_spool(spool_dir: Path, name: str = SPOOL_NAME) -> list[Path]:
+    """Take the current spool file ``name`` (and any left by an interrupted reader) for reading."""
     if not spool_dir.is_dir():
         return []
-    path = spool_dir / SPOOL_NAME
+    path = spool_dir / name
+    stem = name.removesuffix(".jsonl")
     if path.exists():
-        claimed = spool_dir / f"inference_log.{uuid.uuid4().hex}.claimed.jsonl"
+        claimed = spool_dir / f"{stem}.{uuid.uuid4().hex}.claimed.jsonl"
         try:
             os.rename(path, claimed)
         except FileNotFoundError:
             pass
-    files = sorted(spool_dir.glob("inference_log.*.claimed.jsonl"))
+    files = sorted(spool_dir.glob(f"{stem}.*.claimed.jsonl"))
     for file in files:  # wait for appends that opened the file before the rename
         with open(file, "rb") as handle:
             fcntl.flock(handle, fcntl.LOCK_EX)
     return files
 
 
-def read_spool(path: Path) -> Iterator[InferenceRecord]:
-    """Records of a claimed spool file; a torn last line (crash mid-write) is skipped with a warning."""
+def read_spool(path: Path, record_type: type[Any] = InferenceRecord) -> Iterator[Any]:
+    """Records (of ``record_type``) of a claimed spool file; a torn last line (crash mid-write) is
+    skipped with a warning."""
     with open(path, encoding="utf-8") as handle:
         for number, line in enumerate(handle, 1):
             if not line.strip():
                 continue
             try:
-                yield InferenceRecord.from_json(line)
+                yield record_type.from_json(line)
             except (ValueError, TypeError, KeyError) as exc:
                 log.warning("skipping unreadable line %d of %s: %s", number, path, exc)
 
 
-def spool_size(spool_dir: Path) -> int:
-    """Bytes waiting in spool files."""
+def spool_size(spool_dir: Path, name: str = SPOOL_NAME) -> int:
+    """Bytes waiting in the spool files of ``name``."""
     if not spool_dir.is_dir():
         return 0
-    return sum(p.stat().st_size for p in spool_dir.glob("inference_log*.jsonl") if p.is_file())
+    stem = name.removesuffix(".jsonl")
+    return sum(p.stat().st_size for p in spool_dir.glob(f"{stem}*.jsonl") if p.is_file())
 
 
 # -- the hot-path writer ------------------------------------------------------------------------------
@@ -210,8 +213,9 @@ class InferenceLogWriter:
     """Queues records and appends them to a Redis stream from one background thread.
 
     ``redis_client`` is a zero-argument callable returning a ``redis.Redis`` (or raising when no
-    server can be reached). Failures spool to ``spool_dir``; the spool is replayed into the stream
-    every ``replay_every_s`` once Redis answers again.
+    server can be reached). Failures spool to ``spool_dir / spool_name``; the spool is replayed into
+    the stream every ``replay_every_s`` once Redis answers again. Any record type with ``to_json()``
+    and a ``from_json()`` class method works (the feedback log uses the same writer).
     """
 
     def __init__(
@@ -222,13 +226,17 @@ class InferenceLogWriter:
         *,
         batch_size: int = 256,
         replay_every_s: float = 5.0,
+        spool_name: str = SPOOL_NAME,
+        record_type: type[Any] = InferenceRecord,
     ):
         self._redis_client = redis_client
         self.stream = stream
         self.spool_dir = spool_dir
+        self.spool_name = spool_name
+        self.record_type = record_type
         self.batch_size = batch_size
         self.replay_every_s = replay_every_s
-        self._queue: queue.Queue[InferenceRecord | None] = queue.Queue()
+        self._queue: queue.Queue[Any] = queue.Queue()
         self._thread: threading.Thread | None = None
         self._last_replay = 0.0
         self.appended = 0
@@ -238,10 +246,11 @@ class InferenceLogWriter:
 
     def start(self) -> None:
         if self._thread is None:
-            self._thread = threading.Thread(target=self._run, name="llmfti-inference-log", daemon=True)
+            name = f"llmfti-{self.spool_name.removesuffix('.jsonl')}"
+            self._thread = threading.Thread(target=self._run, name=name, daemon=True)
             self._thread.start()
 
-    def submit(self, record: InferenceRecord) -> None:
+    def submit(self, record: Any) -> None:
         """Hand a record to the writer; never blocks, never raises on Redis trouble."""
         self._queue.put(record)
 
@@ -282,7 +291,7 @@ class InferenceLogWriter:
             except queue.Empty:
                 self._maybe_replay()
                 continue
-            batch: list[InferenceRecord] = []
+            batch: list[Any] = []
             taken = 1
             if first is None:
                 stop = True
@@ -303,20 +312,20 @@ class InferenceLogWriter:
                     self._write(batch)
                 self._maybe_replay()
             except Exception:  # noqa: BLE001 - e.g. the spool disk is full: report, keep the writer alive
-                log.exception("inference log: %d records could be neither appended nor spooled", len(batch))
+                log.exception("%s: %d records could be neither appended nor spooled", self.stream, len(batch))
                 self.lost += len(batch)
             finally:
                 for _ in range(taken):
                     self._queue.task_done()
 
-    def _write(self, batch: list[InferenceRecord]) -> None:
+    def _write(self, batch: list[Any]) -> None:
         lines = [r.to_json() for r in batch]
         try:
             self._xadd(lines)
             self.appended += len(lines)
         except Exception as exc:  # noqa: BLE001 - any Redis failure means: spool, never lose
-            log.warning("inference log: Redis unavailable (%s); spooling %d records", exc, len(lines))
-            spool_append(self.spool_dir, lines)
+            log.warning("%s: Redis unavailable (%s); spooling %d records", self.stream, exc, len(lines))
+            spool_append(self.spool_dir, lines, self.spool_name)
             self.spooled += len(lines)
 
     def _xadd(self, lines: list[str]) -> None:
@@ -328,7 +337,7 @@ class InferenceLogWriter:
 
     def _maybe_replay(self) -> None:
         now = time.monotonic()
-        if now - self._last_replay < self.replay_every_s or not (self.spool_dir / SPOOL_NAME).exists():
+        if now - self._last_replay < self.replay_every_s or not (self.spool_dir / self.spool_name).exists():
             return
         self._last_replay = now
         self.replay_spool()
@@ -336,16 +345,16 @@ class InferenceLogWriter:
     def replay_spool(self) -> int:
         """Move spooled records into the stream; returns how many. Safe to call from any process."""
         moved = 0
-        for path in claim_spool(self.spool_dir):
-            lines = [r.to_json() for r in read_spool(path)]
+        for path in claim_spool(self.spool_dir, self.spool_name):
+            lines = [r.to_json() for r in read_spool(path, self.record_type)]
             try:
                 for start in range(0, len(lines), self.batch_size):
                     self._xadd(lines[start : start + self.batch_size])
                     moved += len(lines[start : start + self.batch_size])
             except Exception as exc:  # noqa: BLE001 - still down: put the rest back
-                log.warning("inference log: replay failed (%s); keeping %d records spooled", exc,
+                log.warning("%s: replay failed (%s); keeping %d records spooled", self.stream, exc,
                             len(lines) - moved)
-                spool_append(self.spool_dir, lines[moved:])
+                spool_append(self.spool_dir, lines[moved:], self.spool_name)
                 path.unlink()
                 break
             path.unlink()
@@ -356,15 +365,16 @@ class InferenceLogWriter:
 # -- reading the stream (used by the drain pipeline) -------------------------------------------------
 
 
-def read_stream(client: Any, stream: str, count: int) -> list[tuple[bytes, InferenceRecord | None]]:
+def read_stream(client: Any, stream: str, count: int,
+                record_type: type[Any] = InferenceRecord) -> list[tuple[bytes, Any]]:
     """Up to ``count`` oldest entries as (entry id, record or None when unreadable)."""
-    out: list[tuple[bytes, InferenceRecord | None]] = []
+    out: list[tuple[bytes, Any]] = []
     for entry_id, values in client.xrange(stream, min="-", max="+", count=count):
         raw = values.get(STREAM_FIELD) or values.get(STREAM_FIELD.decode())
         try:
-            out.append((entry_id, InferenceRecord.from_json(raw)))
+            out.append((entry_id, record_type.from_json(raw)))
         except (ValueError, TypeError, KeyError) as exc:
-            log.warning("unreadable inference log entry %r: %s", entry_id, exc)
+            log.warning("unreadable entry %r of %s: %s", entry_id, stream, exc)
             out.append((entry_id, None))
     return out
 

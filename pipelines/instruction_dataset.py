@@ -1,17 +1,24 @@
-"""Instruction datasets as a feature pipeline: a golden QA set becomes a versioned feature group,
-and a frozen TrainingDataset pins exactly which rows (and data versions) a fine-tuning run used.
+"""Instruction datasets as a feature pipeline: examples from several sources become a versioned
+feature group, and a frozen TrainingDataset pins exactly which rows (and data versions) a
+fine-tuning run used.
 
 Feature group rows (model-independent: raw text, no prompt formatting)::
 
-    example_id (key) | event_time | question | context | doc_id | answer | source | ingested_at
+    example_id (key) | event_time | question | context | doc_id | passages | answer | source | ingested_at
 
-``doc_id`` is the id the index gives the same paragraph (``{title}#{paragraph}``), so a training
-example points at the passage retrieval would return. The prompt is rendered at training time with
-the agent's own prompt template (``configs/prompts/<agent.prompt>.yaml``) and then the model's pinned
+``passages`` is the JSON list of passages ({chunk_id, doc_id, text, score}) the prompt shows, in
+order; ``context`` is their text, for reading. The prompt is rendered at training time with the
+agent's own prompt template (``configs/prompts/<agent.prompt>.yaml``) and then the model's pinned
 chat template, so a model is trained on exactly the prompt format it is served with.
 
-Sources: SQuAD-format JSON (question + gold paragraph -> first gold answer). Inference-log records
-with positive feedback and document templates are not built yet.
+Sources (any combination in one build; example ids are distinct per source):
+
+- SQuAD-format JSON: question + gold paragraph -> first gold answer (``source = squad:<file>``,
+  event time: the file's modification time; ``doc_id`` is the id the index gives the paragraph);
+- served requests rated good via ``POST /v1/feedback`` (``pipelines/instruction_feedback.py``);
+- indexed documents through templates (``pipelines/instruction_templates.py``).
+
+Schema version 2 added ``passages``; datasets frozen on version 1 groups still read (one passage).
 """
 
 from __future__ import annotations
@@ -25,6 +32,7 @@ from llmfti.config import Settings
 from llmfti.errors import InvalidInputError, NotFoundError
 
 INSTRUCTION_KEY = "example_id"
+SCHEMA_VERSION = 2
 
 
 def instruction_group_spec(name: str):  # noqa: ANN201 - FeatureGroupSpec, imported lazily
@@ -32,14 +40,16 @@ def instruction_group_spec(name: str):  # noqa: ANN201 - FeatureGroupSpec, impor
 
     return FeatureGroupSpec(
         name=name,
-        version=1,
-        description="Instruction examples: a question, its gold context and the answer to learn.",
+        version=SCHEMA_VERSION,
+        description="Instruction examples: a question, the passages shown with it and the answer to learn.",
         key=INSTRUCTION_KEY,
         key_type="string",
         features=[
             Feature(name="question", type="string", not_null=True, description="The user's question."),
-            Feature(name="context", type="string", not_null=True, description="The gold passage text."),
-            Feature(name="doc_id", type="string", description="Id of the passage's document in the index."),
+            Feature(name="context", type="string", not_null=True, description="The passages' text."),
+            Feature(name="doc_id", type="string", description="Id of the first passage's document in the index."),
+            Feature(name="passages", type="string", not_null=True,
+                    description="JSON list of the prompt's passages: chunk_id, doc_id, text, score."),
             Feature(name="answer", type="string", not_null=True, description="The answer to learn."),
             Feature(name="source", type="string", not_null=True, description="Where the example came from."),
         ],
@@ -71,9 +81,11 @@ def squad_rows(path: Path, *, limit: int | None = None) -> tuple[list[dict[str, 
                 if answer is None:  # SQuAD 2.0 unanswerable, or a broken record: kept as a rejection
                     rejected.append({"example_id": str(qa.get("id")), "reason": "no gold answer text"})
                     continue
+                doc_id, context = squad_doc_id(title, index), paragraph.get("context")
+                passage = {"chunk_id": doc_id, "doc_id": doc_id, "text": context, "score": 1.0}
                 rows.append({INSTRUCTION_KEY: str(qa["id"]), "event_time": event_time,
-                             "question": qa.get("question"), "context": paragraph.get("context"),
-                             "doc_id": squad_doc_id(title, index), "answer": answer, "source": source})
+                             "question": qa.get("question"), "context": context, "doc_id": doc_id,
+                             "passages": json.dumps([passage], sort_keys=True), "answer": answer, "source": source})
                 if limit is not None and len(rows) >= limit:
                     return rows, rejected
     return rows, rejected
@@ -81,23 +93,58 @@ def squad_rows(path: Path, *, limit: int | None = None) -> tuple[list[dict[str, 
 
 def build_instruction_dataset(
     settings: Settings,
-    squad_path: Path,
+    squad_path: Path | None = None,
     *,
-    group: str = "squad_qa",
+    feedback: bool = False,
+    templates: list[str] | None = None,
+    index: str | None = None,
+    index_version: int | None = None,
+    tenant: str | None = None,
+    group: str | None = None,
     dataset: str | None = None,
     limit: int | None = None,
 ) -> dict[str, Any]:
-    """Upsert the examples into feature group ``group`` and freeze them as TrainingDataset ``dataset``."""
+    """Upsert examples into feature group ``group`` and freeze them as TrainingDataset ``dataset``.
+
+    Sources: ``squad_path``; ``feedback`` (positively rated requests); ``templates`` over the chunks
+    of ``index`` at ``index_version``. ``tenant`` keeps only that tenant's feedback and chunks
+    (default: feedback of keys without a tenant and the default tenant's chunks; ``"*"``: all).
+    ``limit`` caps the SQuAD questions and the chunks. ``group`` defaults to ``squad_qa`` for a
+    SQuAD-only build, else ``instructions``.
+    """
     import pyarrow as pa
 
     from llmfti.features.feature_group import FeatureGroup
     from llmfti.features.training_data import TrainingDataset
 
-    rows, rejected = squad_rows(Path(squad_path), limit=limit)
+    if squad_path is None and not feedback and not templates:
+        raise InvalidInputError("no source to build from", expected="a SQuAD file, --feedback and/or --template",
+                                fix="pass at least one source")
+    rows, rejected, sources = [], [], {}
+    if squad_path is not None:
+        squad, unanswerable = squad_rows(Path(squad_path), limit=limit)
+        rows += squad
+        rejected += unanswerable
+        sources["squad"] = {"path": str(squad_path), "rows": len(squad), "rejected": len(unanswerable)}
+    if feedback:
+        from pipelines.instruction_feedback import feedback_rows
+
+        found, skipped, info = feedback_rows(settings, tenant=tenant)
+        rows, rejected = rows + found, rejected + skipped
+        sources["feedback"] = {**info, "rows": len(found), "rejected": len(skipped)}
+    if templates:
+        from pipelines.instruction_templates import document_rows
+
+        found, skipped, info = document_rows(settings, templates=templates, index=index, version=index_version,
+                                             tenant=tenant, limit=limit)
+        rows, rejected = rows + found, rejected + skipped
+        sources["documents"] = {**info, "rows": len(found), "rejected": len(skipped)}
     if not rows:
-        raise InvalidInputError(f"{squad_path} holds no answerable questions", fix="check the file")
+        raise InvalidInputError("the sources hold no usable examples", expected="at least one example",
+                                fix=f"check the sources; skipped: {rejected[:3]}")
+    group = group or ("squad_qa" if set(sources) == {"squad"} else "instructions")
     fg = FeatureGroup.create(settings, instruction_group_spec(group))
-    written = fg.write(rows, mode="upsert", policy="quarantine", source=str(squad_path))
+    written = fg.write(rows, mode="upsert", policy="quarantine", source=",".join(sorted(sources)))
     name = dataset or f"{group}-d{written.data_version}"
     keys = sorted({r[INSTRUCTION_KEY] for r in rows})
     spine = pa.table({INSTRUCTION_KEY: keys, "ts": pa.array([datetime.now(UTC)] * len(keys),
@@ -106,7 +153,9 @@ def build_instruction_dataset(
     return {
         "group": group, "group_version": fg.version, "data_version": written.data_version,
         "rows_received": written.rows_received, "rows_written": written.rows_written,
-        "rows_quarantined": written.rows_quarantined, "rejected_unanswerable": len(rejected),
+        "rows_quarantined": written.rows_quarantined,
+        "rejected_unanswerable": sources.get("squad", {}).get("rejected", 0), "rejected_total": len(rejected),
+        "rejected_sample": rejected[:20], "sources": sources,
         "training_dataset": td.name, "num_rows": td.spec.num_rows, "rows_sha256": td.spec.rows_sha256,
     }
 
@@ -115,8 +164,9 @@ def training_dataset_rows(settings: Settings, name: str, *, prompt: str | None =
         list[dict[str, Any]], dict[str, Any]]:
     """(instruction rows, lineage) of a frozen TrainingDataset built by :func:`build_instruction_dataset`.
 
-    Each row's ``messages`` are the agent's prompt template rendered with the question and the gold
-    passage (as passage [1]); ``answer`` is the gold answer.
+    Each row's ``messages`` are the agent's prompt template rendered with the question and the
+    example's passages (on a version 1 group: the gold context as passage [1]); ``answer`` is the
+    answer to learn.
     """
     from llmfti.features.training_data import TrainingDataset
     from llmfti.prompts import load_prompt
@@ -132,13 +182,18 @@ def training_dataset_rows(settings: Settings, name: str, *, prompt: str | None =
                             fix="build it with `llmfti dataset build`")
     template = load_prompt(prompt or settings.agent.prompt, settings.agent.prompts_dir)
     data = {k: table.column(v).to_pylist() for k, v in columns.items()}
+    stored = f"{join.prefix}passages"
+    data["passages"] = table.column(stored).to_pylist() if stored in table.column_names else [None] * table.num_rows
     rows = []
     for i in range(table.num_rows):
         if data["answer"][i] is None or data["question"][i] is None:
             continue  # the spine row found no feature row at its timestamp
-        passage = {"chunk_id": data["doc_id"][i], "doc_id": data["doc_id"][i] or "gold",
-                   "text": data["context"][i] or "", "score": 1.0}
-        rows.append({"messages": template.render(question=data["question"][i], passages=[passage]),
+        if data["passages"][i] is not None:
+            passages = json.loads(data["passages"][i])
+        else:
+            passages = [{"chunk_id": data["doc_id"][i], "doc_id": data["doc_id"][i] or "gold",
+                         "text": data["context"][i] or "", "score": 1.0}]
+        rows.append({"messages": template.render(question=data["question"][i], passages=passages),
                      "answer": data["answer"][i]})
     lineage = {"training_dataset": name, "rows_sha256": td.spec.rows_sha256, "prompt_id": template.id,
                "spine": {"table": td.spec.spine_table, "data_version": td.spec.spine_data_version},

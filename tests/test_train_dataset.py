@@ -30,7 +30,7 @@ def test_squad_to_frozen_training_dataset_to_model_version(settings, tmp_path: P
     assert first["messages"][-1]["content"] == "Which NFL team represented the AFC at Super Bowl 50?"
     assert "[1] (Super_Bowl_50#0) Super Bowl 50 was an American football game" in first["messages"][0]["content"]
     assert lineage["prompt_id"].startswith("rag_answer@")
-    assert lineage["feature_groups"] == {"squad_qa@v1": summary["data_version"]}
+    assert lineage["feature_groups"] == {"squad_qa@v2": summary["data_version"]}
 
     # more data arriving later does not change the frozen dataset
     build_instruction_dataset(settings, SQUAD_DEV, limit=60, dataset="squad_more")

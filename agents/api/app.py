@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -9,7 +10,7 @@ from fastapi import FastAPI
 
 from agents.api.errors import install_error_handlers
 from agents.api.middleware import RequestContextMiddleware
-from agents.api.routers import health, openai
+from agents.api.routers import feedback, health, openai
 from agents.api.state import AgentState
 from agents.pipeline import AgentPipeline
 from llmfti.config import Settings, load_settings
@@ -24,9 +25,11 @@ def create_app(settings: Settings | None = None, *, pipeline: AgentPipeline | No
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await pipeline.start()
+        state.feedback.start()
         try:
             yield
         finally:
+            await asyncio.to_thread(state.feedback.close)
             await pipeline.close()
 
     app = FastAPI(
@@ -38,6 +41,7 @@ def create_app(settings: Settings | None = None, *, pipeline: AgentPipeline | No
     app.state.agent = state
     install_error_handlers(app)
     app.include_router(openai.router)
+    app.include_router(feedback.router)
     app.include_router(health.router)
     app.add_middleware(RequestContextMiddleware, max_body_bytes=settings.agent.max_request_bytes,
                        metrics=state.metrics)

@@ -282,6 +282,27 @@ class ModelList(BaseModel):
     data: list[ModelCard]
 
 
+class FeedbackRequest(BaseModel):
+    """``POST /v1/feedback``: a rating of one served answer (limits are checked by the service)."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    request_id: str = Field(description="The request's id: the x-request-id header, or the response id "
+                            "(chatcmpl-... / cmpl-...).")
+    rating: int = Field(description="-1: bad, 0: neutral, 1: good. Only 1 makes a training example.")
+    correction: str | None = Field(None, description="The answer that should have been given.")
+    comment: str | None = Field(None, description="Free text for whoever reviews the feedback.")
+
+
+class FeedbackResponse(BaseModel):
+    id: str
+    object: Literal["feedback"] = "feedback"
+    created: int
+    request_id: str
+    rating: int
+    status: Literal["accepted"] = "accepted"
+
+
 class ErrorInfo(BaseModel):
     message: str
     type: str

@@ -9,6 +9,7 @@ from agents.api.metrics import AgentMetrics
 from agents.api.rate_limit import RateLimiter
 from agents.api.serving_chat import ChatCompletionService
 from agents.api.serving_completion import CompletionService
+from agents.api.serving_feedback import FeedbackService
 from agents.api.serving_models import ModelsService
 from agents.pipeline import AgentPipeline
 from llmfti.config import Settings
@@ -24,6 +25,7 @@ class AgentState:
     models: ModelsService
     chat: ChatCompletionService
     completions: CompletionService
+    feedback: FeedbackService
 
     @classmethod
     def build(cls, settings: Settings, pipeline: AgentPipeline) -> AgentState:
@@ -38,4 +40,5 @@ class AgentState:
             models=models,
             chat=ChatCompletionService(pipeline, models, metrics),
             completions=CompletionService(pipeline, models, metrics),
+            feedback=FeedbackService(settings, pipeline.redis),
         )

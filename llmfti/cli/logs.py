@@ -6,7 +6,7 @@ import typer
 
 from llmfti.cli.output import JsonOption, emit, reporting_errors
 
-app = typer.Typer(help="The inference log: drain it from Redis (and spool files) into LanceDB.",
+app = typer.Typer(help="The inference and feedback logs: drain them from Redis (and spool files) into LanceDB.",
                   no_args_is_help=True)
 
 
@@ -15,7 +15,7 @@ def drain(
     batch_size: int = typer.Option(5000, min=1, max=100_000, help="Records per LanceDB commit."),
     as_json: bool = JsonOption,
 ) -> None:
-    """Store every pending record in the inference_log table, idempotently by request id."""
+    """Store pending records in the inference_log (by request id) and feedback (by feedback id) tables."""
     with reporting_errors(as_json):
         from llmfti.config import load_settings
         from pipelines.drain_logs import drain_logs
@@ -25,23 +25,26 @@ def drain(
 
 @app.command("status")
 def status(as_json: bool = JsonOption) -> None:
-    """Records waiting in the Redis stream and in spool files, and rows already stored."""
+    """Records waiting in the Redis streams and in spool files, and rows already stored."""
     with reporting_errors(as_json):
         from llmfti.config import load_settings
         from llmfti.inference_log import spool_size
-        from pipelines.drain_logs import open_log_table
+        from pipelines.drain_logs import feedback_kind, inference_log_kind, open_table
 
         settings = load_settings()
-        result = {
-            "stream": settings.agent.log_stream,
-            "spool_bytes": spool_size(settings.data_dir / "spool"),
-            "table_rows": open_log_table(settings).count_rows(),
-        }
-        try:
-            from llmfti.features.embedded_redis import redis_client
+        result = {}
+        for label, kind in (("inference_log", inference_log_kind(settings)), ("feedback", feedback_kind(settings))):
+            part = {
+                "stream": kind.stream,
+                "spool_bytes": spool_size(settings.data_dir / "spool", kind.spool_name),
+                "table_rows": open_table(settings, kind).count_rows(),
+            }
+            try:
+                from llmfti.features.embedded_redis import redis_client
 
-            result["stream_pending"] = int(redis_client(settings).xlen(settings.agent.log_stream))
-        except Exception as exc:  # noqa: BLE001 - report, do not fail: the point is to see what is pending
-            result["stream_pending"] = None
-            result["stream_error"] = f"{type(exc).__name__}: {exc}"
-        emit(result, as_json)
+                part["stream_pending"] = int(redis_client(settings).xlen(kind.stream))
+            except Exception as exc:  # noqa: BLE001 - report, do not fail: the point is to see what is pending
+                part["stream_pending"] = None
+                part["stream_error"] = f"{type(exc).__name__}: {exc}"
+            result[label] = part
+        emit({**result["inference_log"], "feedback": result["feedback"]}, as_json)

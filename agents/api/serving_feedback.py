@@ -1,0 +1,78 @@
+"""``POST /v1/feedback`` without routing: check the rating, hand a record to the feedback writer.
+
+The record goes the inference log's way (Redis stream, spool file when Redis is down) and never
+blocks the event loop. Whether the request id exists, and belongs to the caller's tenant, is not
+checked here (the request may not be drained yet); the dataset build resolves it against the
+``inference_log`` table and skips feedback it cannot match.
+"""
+
+from __future__ import annotations
+
+import re
+
+from agents.api.auth import Caller
+from agents.api.protocol import FeedbackRequest, FeedbackResponse
+from agents.redis_link import RedisLink
+from llmfti.config import Settings
+from llmfti.errors import RequestLimitError
+from llmfti.feedback import FEEDBACK_SPOOL, RATINGS, FeedbackRecord, new_feedback_id, request_id_of
+from llmfti.inference_log import InferenceLogWriter, now_utc
+
+REQUEST_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")
+
+
+class FeedbackService:
+    def __init__(self, settings: Settings, redis: RedisLink):
+        self.max_chars = settings.agent.max_feedback_chars
+        self.writer = InferenceLogWriter(redis.client, settings.agent.feedback_stream, settings.data_dir / "spool",
+                                         spool_name=FEEDBACK_SPOOL, record_type=FeedbackRecord)
+
+    def start(self) -> None:
+        self.writer.start()
+
+    def close(self) -> None:
+        self.writer.close()
+
+    def check(self, body: FeedbackRequest) -> str:
+        """The request id the feedback is about; raises a 400 naming the field, the limit and the fix."""
+        request_id = request_id_of(body.request_id)
+        if not REQUEST_ID.match(request_id):
+            raise RequestLimitError(
+                f"request_id {body.request_id[:80]!r} is not a request id",
+                param="request_id", code="invalid_value",
+                expected="1-128 letters, digits or ._:- (e.g. req-3f2a...)",
+                fix="send the x-request-id header or the id of the response you are rating",
+            )
+        if body.rating not in RATINGS:
+            raise RequestLimitError(
+                f"rating {body.rating} is not allowed", param="rating", code="invalid_value",
+                expected="-1 (bad), 0 (neutral) or 1 (good)", fix="send one of -1, 0, 1",
+            )
+        for name, text in (("correction", body.correction), ("comment", body.comment)):
+            if text is not None and len(text) > self.max_chars:
+                raise RequestLimitError(
+                    f"{name} is {len(text)} characters, over the limit of {self.max_chars}",
+                    param=name, code="invalid_value", fix=f"shorten the {name}",
+                )
+            if name == "correction" and text is not None and not text.strip():
+                raise RequestLimitError("correction is empty", param="correction", code="invalid_value",
+                                        fix="leave it out, or send the answer that should have been given")
+        return request_id
+
+    def submit(self, body: FeedbackRequest, caller: Caller) -> FeedbackResponse:
+        request_id = self.check(body)
+        created = now_utc()
+        record = FeedbackRecord(
+            feedback_id=new_feedback_id(),
+            request_id=request_id,
+            created_at=created,
+            rating=body.rating,
+            correction=body.correction,
+            comment=body.comment,
+            api_key_name=caller.principal.name,
+            tenant=caller.principal.tenant,
+            user_id=caller.user_header,
+        )
+        self.writer.submit(record)
+        return FeedbackResponse(id=record.feedback_id, created=int(created.timestamp()), request_id=request_id,
+                                rating=body.rating)
