@@ -65,7 +65,13 @@ class IndexSettings(BaseModel):
     default_mode: SearchMode = "hybrid"
     default_k: int = Field(10, ge=1, le=1000)
     max_k: int = Field(200, ge=1, description="Largest k a search may ask for.")
-    rrf_k: int = Field(60, ge=1, description="The k constant of reciprocal-rank fusion.")
+    rrf_k: int = Field(
+        5,
+        ge=1,
+        description="The k constant of reciprocal-rank fusion (hybrid = sum of 1/(k + rank)). Smaller k trusts "
+        "the top ranks more. 5 was chosen on 2,000 SQuAD dev questions and checked on 3,000 others: hybrid hit@5 "
+        "0.950 vs 0.927 with the textbook k=60 (benchmarks/retrieval_quality.py).",
+    )
 
     @field_validator("name")
     @classmethod
