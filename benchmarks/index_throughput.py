@@ -114,8 +114,10 @@ def main() -> None:
     corpus.parent.mkdir()
     write_corpus(corpus, docs, {})
 
+    loaded = load_settings(data_dir=tmp / "warmup")  # once: the shared configs/ may change during a long run
+
     def settings_for(run: str) -> Any:
-        return load_settings(data_dir=tmp / run)
+        return loaded.model_copy(update={"data_dir": tmp / run})
 
     base = settings_for("warmup")
     t0 = time.perf_counter()

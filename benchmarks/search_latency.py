@@ -18,8 +18,6 @@ the tenant prefilter, and ``VectorIndex.search(mode="dense", vector=...)``, the 
 from __future__ import annotations
 
 import argparse
-import hashlib
-import json
 import random
 import re
 import shutil
@@ -32,10 +30,12 @@ from typing import Any
 import numpy as np
 
 from benchmarks import squad
+from benchmarks.embedding_cache import embed_cached
 from benchmarks.reporting import RESULTS_DIR, percentiles_ms, print_table, save
 
 K = 10
 _SENTENCE = re.compile(r"(?<=[.!?])\s+")
+HELD_OUT = 200
 VARIANTS = ("flat", "ann", "ann_no_filter", "api_dense")
 
 
@@ -44,25 +44,11 @@ def texts_and_queries(n_queries: int, seed: int) -> tuple[list[str], list[str]]:
     sentences = [s.strip() for p in squad.paragraphs() for s in _SENTENCE.split(p.context) if len(s.split()) >= 4]
     questions = list(dict.fromkeys(q.text.strip() for q in squad.questions()))
     rng = random.Random(seed)
-    held = set(rng.sample(range(len(questions)), n_queries))
-    queries = [questions[i] for i in sorted(held)]
+    # The held-out pool does not shrink below HELD_OUT, so smaller --queries keep the same corpus (and cache).
+    held = set(rng.sample(range(len(questions)), max(HELD_OUT, n_queries)))
+    queries = [questions[i] for i in sorted(held)][:n_queries]
     corpus = list(dict.fromkeys(sentences + [q for i, q in enumerate(questions) if i not in held]))
     return corpus, queries
-
-
-def embed_cached(embedder: Any, texts: list[str], cache_dir: Path) -> np.ndarray:
-    """Embeddings of ``texts``, cached on disk by (model, texts) so reruns skip the slow part."""
-    key = hashlib.sha256(json.dumps([embedder.info.to_dict(), texts]).encode()).hexdigest()[:16]
-    path = cache_dir / f"embeddings-{key}.npy"
-    if path.is_file():
-        print(f"reusing {len(texts):,} cached embeddings from {path}")
-        return np.load(path)
-    start = time.perf_counter()
-    vectors = embedder.encode(texts)
-    print(f"embedded {len(texts):,} texts in {time.perf_counter() - start:.0f}s")
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    np.save(path, vectors)
-    return vectors
 
 
 def grow(real: np.ndarray, size: int, noise: float, seed: int) -> tuple[np.ndarray, np.ndarray, float | None]:
@@ -147,7 +133,7 @@ def main() -> None:
     tmp = Path(tempfile.mkdtemp(prefix="llmfti-bench-latency-"))
     settings = load_settings(data_dir=tmp, index={"ann_min_rows": min(1000, *sizes)})
     embedder = load_embedder(settings.embedder)
-    real = embed_cached(embedder, corpus, args.cache_dir)
+    real, _ = embed_cached(embedder, corpus, args.cache_dir)
     query_vectors = embedder.encode(queries)
 
     results: dict[str, Any] = {}

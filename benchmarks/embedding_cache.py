@@ -1,0 +1,27 @@
+"""Embeddings cached on disk by (embedder identity, texts), so a rerun skips the slow encode."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+
+def embed_cached(embedder: Any, texts: list[str], cache_dir: Path) -> tuple[np.ndarray, float | None]:
+    """``(vectors, encode seconds)``; seconds is None when the vectors came from the cache."""
+    key = hashlib.sha256(json.dumps([embedder.info.to_dict(), texts]).encode()).hexdigest()[:16]
+    path = cache_dir / f"embeddings-{key}.npy"
+    if path.is_file():
+        print(f"reusing {len(texts):,} cached embeddings from {path}")
+        return np.load(path), None
+    start = time.perf_counter()
+    vectors = embedder.encode(texts)
+    seconds = time.perf_counter() - start
+    print(f"embedded {len(texts):,} texts in {seconds:.0f}s ({len(texts) / seconds:.0f}/s)")
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    np.save(path, vectors)
+    return vectors, seconds
