@@ -20,7 +20,8 @@ def _discover(*paths: Path, max_file_bytes: int = 10_000_000) -> tuple[dict[str,
 def test_every_supported_format_loads(tmp_path: Path) -> None:
     docs, bad = _discover(write_corpus(tmp_path / "corpus"))
     assert bad == []
-    assert set(docs) == {"corpus/bees.md", "corpus/volcano.txt", "corpus/chess.html", "corpus/tides.pdf", "kb-1", "kb-2"}
+    assert set(docs) == {"corpus/bees.md", "corpus/volcano.txt", "corpus/chess.html", "corpus/tides.pdf",
+                         "kb-1", "kb-2"}
     assert docs["corpus/bees.md"].title == "Honey bees"
     assert "gravity of the Moon" in docs["corpus/tides.pdf"].text
     html = docs["corpus/chess.html"]
