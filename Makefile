@@ -16,5 +16,5 @@ test: install ## the fast, offline test suite
 lint:
 	$(BIN)/ruff check llmfti pipelines agents evals tests benchmarks
 
-bench:
-	$(BIN)/python benchmarks/index_pipeline.py
+bench: ## every CPU benchmark (tens of minutes on 2 cores); each prints a table and writes benchmarks/results/*.json
+	for b in index_throughput retrieval_quality search_latency online_store serve; do $(BIN)/python -m benchmarks.$$b || exit 1; done
