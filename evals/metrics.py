@@ -8,6 +8,8 @@ averaged in. Ragas is imported lazily (it is heavy) and telemetry is always off.
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import json
 import math
 import os
 import re
@@ -15,6 +17,7 @@ import string
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from evals.datasets import EvalRow
@@ -84,7 +87,7 @@ def squad_f1(r: RowResult) -> float:
 class RagasScorers:
     """Ragas metric objects, built once per run (embeddings load once)."""
 
-    def __init__(self, embedder: Any, judge: dict[str, Any] | None = None):
+    def __init__(self, embedder: Any, judge: dict[str, Any] | None = None, judge_cache: Path | None = None):
         os.environ.setdefault("RAGAS_DO_NOT_TRACK", "true")
         from ragas.metrics._context_precision import IDBasedContextPrecision
         from ragas.metrics._context_recall import IDBasedContextRecall
@@ -107,6 +110,7 @@ class RagasScorers:
         self._semantic: Any = None
         self._judge_config = judge
         self._judged: dict[str, Any] | None = None
+        self._judge_cache = JudgeCache(judge_cache) if judge_cache else None
 
     def semantic(self) -> Any:
         if self._semantic is None:
@@ -149,14 +153,53 @@ class RagasScorers:
             return float(max(values))
         if name == "semantic_similarity":
             return float((await self.semantic().ascore(reference=r.row.answers[0], response=r.clean_answer)).value)
-        if name == "faithfulness":
-            result = await self.judged()["faithfulness"].ascore(
-                user_input=r.row.question, response=r.clean_answer, retrieved_contexts=r.contexts)
-            return _as_float(result.value)
-        if name == "answer_relevancy":
-            result = await self.judged()["answer_relevancy"].ascore(user_input=r.row.question, response=r.clean_answer)
-            return _as_float(result.value)
+        if name in JUDGED:
+            return await self._judge(name, r)
         raise KeyError(name)
+
+
+    async def _judge(self, name: str, r: RowResult) -> float:
+        """An LLM-judged score, from the on-disk cache when this exact judgement was made before."""
+        judge = self._judge_config or {}
+        key = _digest([name, judge.get("base_url"), judge.get("model"), r.row.question, r.clean_answer, r.contexts])
+        if self._judge_cache is not None and (cached := self._judge_cache.get(key)) is not None:
+            return cached
+        metric = self.judged()[name]
+        if name == "faithfulness":
+            result = await metric.ascore(user_input=r.row.question, response=r.clean_answer,
+                                         retrieved_contexts=r.contexts)
+        else:
+            result = await metric.ascore(user_input=r.row.question, response=r.clean_answer)
+        value = _as_float(result.value)
+        if self._judge_cache is not None and not math.isnan(value):  # a NaN may be transient: ask again next run
+            self._judge_cache.put(key, value)
+        return value
+
+
+class JudgeCache:
+    """Append-only JSON-lines file of judged scores, keyed by a digest of everything the judge saw."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self._values: dict[str, float] = {}
+        if path.is_file():
+            for line in path.read_text(encoding="utf-8").splitlines():
+                if line.strip():
+                    entry = json.loads(line)
+                    self._values[entry["key"]] = float(entry["value"])
+
+    def get(self, key: str) -> float | None:
+        return self._values.get(key)
+
+    def put(self, key: str, value: float) -> None:
+        self._values[key] = value
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with self.path.open("a", encoding="utf-8") as out:
+            out.write(json.dumps({"key": key, "value": value}) + "\n")
+
+
+def _digest(parts: list[Any]) -> str:
+    return hashlib.sha256(json.dumps(parts, ensure_ascii=False, default=str).encode("utf-8")).hexdigest()
 
 
 def _embeddings_for_ragas(embedder: Any) -> Any:

@@ -83,7 +83,8 @@ def run_suite(settings: Settings, suite: Suite, *, full: bool = False, mode: str
         for row, answer in zip(rows, answers, strict=True)
     ]
     needs_ragas = any(m not in ("hit@1", "hit@5", "hit@10", "mrr@10", "squad_em", "squad_f1") for m in metrics)
-    scorers = RagasScorers(index.embedder(), judge) if needs_ragas else None
+    cache = settings.data_dir / "evals" / "judge_cache.jsonl"
+    scorers = RagasScorers(index.embedder(), judge, cache) if needs_ragas else None
     report("score", 0, len(results))
     score_rows(results, metrics, scorers)
     report("score", len(results), len(results))

@@ -129,3 +129,28 @@ def test_suite_yaml_rejects_unknown_metrics(tmp_path: Path) -> None:
     path.write_text(yaml.safe_dump(data))
     with pytest.raises(ConfigError, match="vibes"):
         load_suite(str(path))
+
+
+def test_judge_failures_are_unmeasured_and_judgements_are_cached(tmp_path: Path) -> None:
+    """An unreachable judge gives NaN (counted as unmeasured); a cached judgement is reused offline."""
+    from evals.datasets import EvalRow
+    from evals.metrics import RagasScorers, RowResult, _digest, aggregate, score_rows
+    from llmfti.config import load_settings
+    from llmfti.embedders import load_embedder
+
+    judge = {"base_url": "http://127.0.0.1:9/v1", "model": "judge", "api_key": "x"}  # nothing listens on port 9
+    row = RowResult(EvalRow("r1", "Who rules the hive?", ["the queen"], ["d"]), "The queen rules. [1]", [], [], [],
+                    contexts=["The queen rules the hive."])
+    cache = tmp_path / "judge_cache.jsonl"
+    scorers = RagasScorers(load_embedder(load_settings().embedder), judge, cache)
+    score_rows([row], ["faithfulness"], scorers)
+    means, unmeasured = aggregate([row], ["faithfulness"])
+    assert math.isnan(row.scores["faithfulness"]) and unmeasured["faithfulness"] == 1
+    assert math.isnan(means["faithfulness"])
+    assert not cache.exists()  # failures are not cached: the next run asks again
+
+    key = _digest(["faithfulness", judge["base_url"], judge["model"], row.row.question, row.clean_answer, row.contexts])
+    cache.write_text(json.dumps({"key": key, "value": 0.75}) + "\n")
+    cached = RowResult(row.row, row.answer, [], [], [], contexts=row.contexts)
+    score_rows([cached], ["faithfulness"], RagasScorers(load_embedder(load_settings().embedder), judge, cache))
+    assert cached.scores["faithfulness"] == 0.75  # served from the cache: the unreachable judge was not needed
