@@ -31,6 +31,7 @@ from typing import Any
 
 from agents.query_batcher import QueryBatcher
 from agents.redis_link import RedisLink
+from agents.served_model import follows_alias, served_model
 from agents.turn import AgentAnswer, AgentRequest, Turn, citations, elapsed_ms
 from llmfti.config import Settings
 from llmfti.errors import (
@@ -75,13 +76,12 @@ class AgentPipeline:
         self._batcher: QueryBatcher | None = None
         self._index_lock = threading.Lock()
         self._store: Any = None
+        self._background: set[asyncio.Task[Any]] = set()
         self.started = False
 
     @classmethod
     def from_settings(cls, settings: Settings, *, generator: Generator | None = None) -> AgentPipeline:
         """Everything configured but nothing loaded yet (that is :meth:`start`)."""
-        from agents.served_model import served_model
-
         config = settings.agent
         served = served_model(settings) if generator is None else None
         generator = generator or served.generator  # type: ignore[union-attr]
@@ -104,7 +104,43 @@ class AgentPipeline:
             await self.fallback.start()
         await asyncio.to_thread(self._connect_redis)
         self.log_writer.start()
+        if follows_alias(self.settings) and self.config.registry_poll_s > 0:
+            self._spawn(self._follow_alias())
         self.started = True
+
+    async def refresh_served_model(self) -> bool:
+        """Re-resolve a ``registry:<alias>`` model; if the alias moved, load that version and switch the
+        model and its coupled index version together. Requests already running finish on the old model."""
+        served = await asyncio.to_thread(served_model, self.settings)
+        current = self.generator
+        if served.generator.model_version == current.model_version:
+            current.aliases = getattr(served.generator, "aliases", [])  # type: ignore[attr-defined]
+            return False
+        await served.generator.start()
+        self.generator, self.index_version = served.generator, served.index_version
+        log.info("alias %s moved: now serving %s (index version %s)", self.config.generator.model,
+                 served.generator.model_version, served.index_version)
+        self._spawn(self._close_later(current, self.config.generator.timeout_s))
+        return True
+
+    async def _follow_alias(self) -> None:
+        while True:
+            await asyncio.sleep(self.config.registry_poll_s)
+            try:
+                await self.refresh_served_model()
+            except Exception as exc:  # noqa: BLE001 - keep serving the loaded version
+                log.warning("could not follow %s (%s); still serving %s", self.config.generator.model, exc,
+                            self.generator.model_version)
+
+    @staticmethod
+    async def _close_later(generator: Generator, delay_s: float) -> None:
+        await asyncio.sleep(delay_s)  # the longest a request may still be generating with it
+        await generator.close()
+
+    def _spawn(self, coroutine: Any) -> None:
+        task = asyncio.create_task(coroutine)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
 
     def _open_index(self) -> Any:
         from llmfti.index import VectorIndex
@@ -133,6 +169,8 @@ class AgentPipeline:
             log.warning("Redis unavailable at start-up (%s); serving without user features", exc)
 
     async def close(self) -> None:
+        for task in list(self._background):
+            task.cancel()
         await asyncio.to_thread(self.log_writer.close)
         if self._batcher is not None:
             self._batcher.close()

@@ -26,6 +26,12 @@ class ServedModel:
     """The index version to search (None: the latest)."""
 
 
+def follows_alias(settings: Settings) -> bool:
+    """True when the model is ``registry:[name@]alias``: it may move (a ``registry:vN`` never does)."""
+    model = settings.agent.generator.model or ""
+    return model.startswith(PREFIX) and not re.fullmatch(r"v\d+", model[len(PREFIX):].rpartition("@")[2])
+
+
 def served_model(settings: Settings) -> ServedModel:
     config = settings.agent.generator
     if not (config.model or "").startswith(PREFIX):

@@ -180,6 +180,9 @@ class AgentSettings(BaseModel):
     max_completion_tokens: int = Field(1024, ge=1, description="Largest max_tokens a request may ask for.")
     default_max_tokens: int = Field(256, ge=1, description="max_tokens when a request sets none.")
     retrieval_k: int = Field(5, ge=0, le=100, description="Passages retrieved per request (0: no RAG).")
+    registry_poll_s: float = Field(
+        10.0, ge=0, description="With generator.model registry:<alias>, how often the agent re-resolves the "
+        "alias and switches model + coupled index version when it moved (promote/rollback); 0: at start-up only.")
     retrieval_mode: SearchMode | None = Field(None, description="Search mode; null: index.default_mode.")
     prompt: str = Field("rag_answer", description="Prompt template name (a file in prompts_dir).")
     prompts_dir: Path = Field(Path("configs/prompts"), description="Folder of prompt template files.")

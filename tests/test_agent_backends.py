@@ -190,3 +190,45 @@ def test_the_agent_serves_the_production_alias_from_the_registry_with_its_index_
         assert answer["index_version"] == first and answer["fallback"] is False
         acme = client.post("/v1/chat/completions", headers={"Authorization": "Bearer key-acme"}, json=body).json()
         assert acme["citations"] == []  # acme's documents came after the pinned index version
+
+
+def test_the_agent_follows_a_registry_rollback_without_a_restart(tiny_model, tmp_path):
+    """promote v2 while serving v1, then roll back: model and coupled index version move together, live."""
+    import time
+
+    from agents.api.app import create_app
+    from llmfti.index import VectorIndex
+    from llmfti.llm.tokenization import load_tokenizer
+    from llmfti.registry.model_registry import ModelRegistry
+
+    model_dir, adapter_dir = tiny_model
+    settings = agent_settings(data_dir_with_index(tmp_path / "data"), retrieval_k=2, registry_poll_s=0.2,
+                              generator={"backend": "transformers", "model": "registry:production"})
+    builds = [v["version"] for v in VectorIndex.open(settings).versions() if v["rows"] > 0]
+    first, latest = builds[0], builds[-1]
+    assert first != latest
+    registry = ModelRegistry(settings)
+    for index_version in (first, latest):
+        mv = registry.register(adapter_dir=adapter_dir, tokenizer=load_tokenizer(model_dir), base_model=str(model_dir),
+                               training_dataset_id="ds-test", index_name="docs", index_version=index_version)
+        registry.record_eval(mv.version, f"run-{mv.version}", passed=True)
+    registry.promote(1, "production")
+
+    body = {"model": "assistant", "messages": [{"role": "user", "content": "How do I roll back?"}], "max_tokens": 4}
+
+    def served(client):
+        answer = client.post("/v1/chat/completions", headers=AUTH, json=body).json()
+        return answer["model_version"], answer["index_version"]
+
+    def wait_for(client, expected):
+        deadline = time.monotonic() + 30
+        while served(client) != expected and time.monotonic() < deadline:
+            time.sleep(0.2)
+        return served(client)
+
+    with TestClient(create_app(settings)) as client:
+        assert served(client) == ("assistant:v1", first)
+        registry.promote(2, "production")
+        assert wait_for(client, ("assistant:v2", latest)) == ("assistant:v2", latest)
+        registry.rollback("production")
+        assert wait_for(client, ("assistant:v1", first)) == ("assistant:v1", first)
