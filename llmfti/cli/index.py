@@ -76,6 +76,19 @@ def rollback(
         emit({"index": idx.name, "restored_version": restored, "version": idx.rollback(restored)}, as_json)
 
 
+@app.command("quarantine")
+def quarantine(index: str | None = IndexOption, as_json: bool = JsonOption) -> None:
+    """Inputs that could not be indexed, with path, reason and time (newest last)."""
+    with reporting_errors(as_json):
+        from llmfti.index import history
+        from llmfti.lance import connect
+
+        settings = _settings()
+        name = index or settings.index.name
+        rows = sorted(history.quarantined(connect(settings), name), key=lambda r: r["at"])
+        emit({"index": name, "quarantined": rows}, as_json, _print_quarantine)
+
+
 def search(
     query: str = typer.Argument(..., help="What to search for."),
     index: str | None = IndexOption,
@@ -126,6 +139,17 @@ def _print_versions(payload: dict[str, Any]) -> None:
                  f"{s['chunks_embedded']} embedded, {s['quarantined']} quarantined")
         table.add_row(str(v["version"]), v["kind"], f"{v['time']:%Y-%m-%d %H:%M:%S}", str(v["rows"]),
                       ",".join(v["tags"]), brief)
+    console().print(table)
+
+
+def _print_quarantine(payload: dict[str, Any]) -> None:
+    from rich.table import Table
+
+    table = Table(title=f"quarantine of index {payload['index']}")
+    for column in ("time", "path", "doc_id", "reason"):
+        table.add_column(column, overflow="fold")
+    for row in payload["quarantined"]:
+        table.add_row(f"{row['at']:%Y-%m-%d %H:%M:%S}", row["path"], row["doc_id"] or "", row["reason"])
     console().print(table)
 
 

@@ -26,6 +26,8 @@ def test_index_commands_end_to_end(data_dir: Path, tmp_path: Path) -> None:
     (corpus / "junk.bin").write_bytes(b"\x00\x01")
     built = _json("index", "build", str(corpus), "--index", "kb")
     assert set(built) == BUILD_KEYS and built["docs_added"] == 6 and built["quarantined"] == 1
+    (bad,) = _json("index", "quarantine", "--index", "kb")["quarantined"]
+    assert bad["path"].endswith("junk.bin") and "unsupported file type" in bad["reason"] and bad["at"]
 
     found = _json("search", "queen of the colony", "--index", "kb", "--k", "2", "--mode", "hybrid")
     assert set(found) >= {"version", "results"} and found["version"] == built["version"]
