@@ -13,7 +13,7 @@ from typing import Any
 
 from agents.pipeline import AgentPipeline, AgentRequest
 from evals.datasets import EvalRow, dataset_hash, load_rows
-from evals.metrics import JUDGED, RagasScorers, RowResult, aggregate, score_rows
+from evals.metrics import JUDGED, LOCAL, RagasScorers, RowResult, aggregate, score_rows
 from evals.suite import REPO_ROOT, Suite
 from llmfti.config import Settings
 from llmfti.errors import ConfigError
@@ -82,7 +82,7 @@ def run_suite(settings: Settings, suite: Suite, *, full: bool = False, mode: str
         )
         for row, answer in zip(rows, answers, strict=True)
     ]
-    needs_ragas = any(m not in ("hit@1", "hit@5", "hit@10", "mrr@10", "squad_em", "squad_f1") for m in metrics)
+    needs_ragas = any(m not in LOCAL for m in metrics)
     cache = settings.data_dir / "evals" / "judge_cache.jsonl"
     scorers = RagasScorers(index.embedder(), judge, cache) if needs_ragas else None
     report("score", 0, len(results))

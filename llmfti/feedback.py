@@ -13,13 +13,14 @@ unknown request ids and feedback given by a key of another tenant than the reque
 
 from __future__ import annotations
 
-import json
 import uuid
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from datetime import datetime
 from typing import Any
 
 import pyarrow as pa
+
+from llmfti.inference_log import JsonLineRecord
 
 FEEDBACK_SPOOL = "feedback.jsonl"
 RATINGS = (-1, 0, 1)
@@ -28,7 +29,7 @@ RESPONSE_ID_PREFIXES = ("chatcmpl-", "cmpl-")
 
 
 @dataclass
-class FeedbackRecord:
+class FeedbackRecord(JsonLineRecord):
     """One rating of one served request, with who gave it."""
 
     feedback_id: str
@@ -40,18 +41,6 @@ class FeedbackRecord:
     api_key_name: str | None = None
     tenant: str | None = None
     user_id: str | None = None
-
-    def to_json(self) -> str:
-        data = asdict(self)
-        data["created_at"] = self.created_at.isoformat()
-        return json.dumps(data, separators=(",", ":"))
-
-    @classmethod
-    def from_json(cls, text: str | bytes) -> FeedbackRecord:
-        data = json.loads(text)
-        data["created_at"] = datetime.fromisoformat(data["created_at"])
-        known = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in data.items() if k in known})
 
     @property
     def key(self) -> str:

@@ -36,8 +36,29 @@ SPOOL_NAME = "inference_log.jsonl"
 STREAM_FIELD = b"r"
 
 
+class JsonLineRecord:
+    """A dataclass record that travels as one JSON line (Redis stream entry, spool file line).
+
+    ``created_at`` is an ISO timestamp on the wire; unknown keys from newer writers are ignored.
+    """
+
+    created_at: datetime
+
+    def to_json(self) -> str:
+        data = asdict(self)  # type: ignore[call-overload]
+        data["created_at"] = self.created_at.isoformat()
+        return json.dumps(data, separators=(",", ":"), default=str)
+
+    @classmethod
+    def from_json(cls, text: str | bytes) -> Any:
+        data = json.loads(text)
+        data["created_at"] = datetime.fromisoformat(data["created_at"])
+        known = {f.name for f in fields(cls)}  # type: ignore[arg-type]
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+
 @dataclass
-class InferenceRecord:
+class InferenceRecord(JsonLineRecord):
     """Everything about one request, with the features exactly as they were looked up."""
 
     request_id: str
@@ -71,18 +92,6 @@ class InferenceRecord:
     degraded: list[str] = field(default_factory=list)
     error: str | None = None
     status: int = 200
-
-    def to_json(self) -> str:
-        data = asdict(self)
-        data["created_at"] = self.created_at.isoformat()
-        return json.dumps(data, separators=(",", ":"), default=str)
-
-    @classmethod
-    def from_json(cls, text: str | bytes) -> InferenceRecord:
-        data = json.loads(text)
-        data["created_at"] = datetime.fromisoformat(data["created_at"])
-        known = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in data.items() if k in known})
 
     def to_row(self) -> dict[str, Any]:
         """The record as a row of :data:`SCHEMA` (dicts as JSON text, lists as lists)."""

@@ -84,16 +84,3 @@ def stage_progress(enabled: bool) -> Iterator[Callable[[str, int, int], None]]:
 
         yield update
 
-
-@contextmanager
-def progress(description: str, total: int | None, enabled: bool) -> Iterator[Callable[[int], None]]:
-    """A single rich progress bar on stderr; ``advance(n)`` is a no-op when disabled."""
-    with stage_progress(enabled) as update:
-        done = 0
-
-        def advance(n: int) -> None:
-            nonlocal done
-            done += n
-            update(description, done, total or 0)
-
-        yield advance

@@ -144,25 +144,24 @@ class VectorIndex:
 
     def embeddings_of(self, doc_ids: Iterable[str]) -> dict[str, list[float]]:
         """``chunk_id -> embedding`` of the existing chunks of ``doc_ids`` (reused when unchanged)."""
-        out: dict[str, list[float]] = {}
-        ids = sorted(set(doc_ids))
-        for start in range(0, len(ids), 500):
-            where = f"doc_id IN ({', '.join(escape_literal(d) for d in ids[start:start + 500])})"
-            rows = self._table.search().where(where).select(["chunk_id", "embedding"]).limit(None).to_arrow()
-            out.update(zip(rows.column("chunk_id").to_pylist(), rows.column("embedding").to_pylist(), strict=True))
-        return out
+        return {row["chunk_id"]: row["embedding"] for row in self._rows_of(doc_ids, ["chunk_id", "embedding"])}
 
     def chunk_ids_of(self, doc_ids: Iterable[str], version: int | str | None = None) -> dict[str, list[str]]:
         """``doc_id -> [chunk_id, ...]`` (in document order) for the given documents."""
         out: dict[str, list[tuple[int, str]]] = {}
-        ids = sorted(set(doc_ids))
+        for row in self._rows_of(doc_ids, ["doc_id", "chunk_id", "metadata"], version):
+            position = json.loads(row["metadata"] or "{}").get("chunk_index", 0)
+            out.setdefault(row["doc_id"], []).append((position, row["chunk_id"]))
+        return {doc: [cid for _, cid in sorted(chunks)] for doc, chunks in out.items()}
+
+    def _rows_of(self, doc_ids: Iterable[str], columns: list[str], version: int | str | None = None,
+                 ) -> list[dict[str, Any]]:
+        """``columns`` of every chunk of ``doc_ids``, queried 500 documents at a time."""
+        ids, rows = sorted(set(doc_ids)), []
         for start in range(0, len(ids), 500):
             where = f"doc_id IN ({', '.join(escape_literal(d) for d in ids[start:start + 500])})"
-            rows = self._at(version).search().where(where).select(["doc_id", "chunk_id", "metadata"]).limit(None)
-            for row in rows.to_list():
-                position = json.loads(row["metadata"] or "{}").get("chunk_index", 0)
-                out.setdefault(row["doc_id"], []).append((position, row["chunk_id"]))
-        return {doc: [cid for _, cid in sorted(chunks)] for doc, chunks in out.items()}
+            rows.extend(self._at(version).search().where(where).select(columns).limit(None).to_list())
+        return rows
 
     def apply(self, rows: pa.Table | None, replace_doc_ids: Sequence[str]) -> int:
         """In ONE commit: upsert ``rows`` and delete every other chunk of ``replace_doc_ids``.
