@@ -126,28 +126,43 @@ def discover(
 ) -> Iterator[Item]:
     """Yield every document under ``paths``, and every input that failed with its reason."""
     loaders = _loaders()
+    for item in walk(paths):
+        if isinstance(item, Quarantined):
+            yield item
+            continue
+        path, source, default_id = item
+        yield from load_file(path, LoadContext(source, default_id, tenant, max_file_bytes, max_doc_chars), loaders)
+
+
+def walk(paths: list[Path]) -> Iterator[tuple[Path, str, str] | Quarantined]:
+    """``(file, source, default doc id)`` of every file :func:`discover` would load, in its order."""
     for root in paths:
         if not root.exists():
             yield Quarantined(str(root), "path does not exist; fix: check the path given to the build")
             continue
         source = str(root.resolve())
         for path, default_id in _files(root):
-            ctx = LoadContext(source, default_id, tenant, max_file_bytes, max_doc_chars)
-            loader = loaders.get(path.suffix.lower())
-            if loader is None:
-                yield Quarantined(
-                    str(path),
-                    f"unsupported file type {path.suffix or '(none)'!r}; supported: "
-                    f"{', '.join(sorted(loaders))}; fix: convert it or move it out of the folder",
-                    size_bytes=_size(path),
-                )
-                continue
-            try:
-                yield from loader(path, ctx)
-            except DocumentError as exc:
-                yield Quarantined(str(path), str(exc), default_id, _size(path))
-            except OSError as exc:
-                yield Quarantined(str(path), f"unreadable: {exc.strerror or exc}", default_id, _size(path))
+            yield path, source, default_id
+
+
+def load_file(path: Path, ctx: LoadContext, loaders: dict[str, Loader] | None = None) -> Iterator[Item]:
+    """The documents of one file, or the file quarantined with its reason (one file of a build)."""
+    loaders = loaders or _loaders()
+    loader = loaders.get(path.suffix.lower())
+    if loader is None:
+        yield Quarantined(
+            str(path),
+            f"unsupported file type {path.suffix or '(none)'!r}; supported: "
+            f"{', '.join(sorted(loaders))}; fix: convert it or move it out of the folder",
+            size_bytes=_size(path),
+        )
+        return
+    try:
+        yield from loader(path, ctx)
+    except DocumentError as exc:
+        yield Quarantined(str(path), str(exc), ctx.default_doc_id, _size(path))
+    except OSError as exc:
+        yield Quarantined(str(path), f"unreadable: {exc.strerror or exc}", ctx.default_doc_id, _size(path))
 
 
 def _size(path: Path) -> int | None:
