@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from llmfti.config import Settings
+from llmfti.embedders.base import EmbedderInfo
 from llmfti.errors import ConfigError
 from llmfti.index import VectorIndex, history
 from llmfti.lance import connect
@@ -36,13 +37,19 @@ def build_index(
     *,
     tenant: str | None = None,
     on_progress: Progress | None = None,
+    engine: BuildEngine | None = None,
 ) -> dict[str, Any]:
-    """Build or incrementally rebuild ``index`` from ``paths``; returns the build summary."""
+    """Build or incrementally rebuild ``index`` from ``paths``; returns the build summary.
+
+    ``engine`` runs the per-document steps (load, chunk, embed): this process by default, or
+    e.g. Ray workers (``pipelines.index_build_ray``); planning and the one commit stay here.
+    """
     started = time.perf_counter()
+    engine = engine or LocalEngine()
     name = index or settings.index.name
     report = on_progress or (lambda stage, done, total: None)
     roots = [Path(p) for p in paths]
-    docs, rejected = _load(settings, roots, tenant or settings.ingest.default_tenant)
+    docs, rejected = engine.load(settings, roots, tenant or settings.ingest.default_tenant)
     idx = VectorIndex.open(settings, name) if VectorIndex.exists(settings, name) else None
     state = idx.doc_state() if idx else {}
     salt = _chunking_salt(settings)
@@ -60,19 +67,13 @@ def build_index(
     chunks_embedded, version_before = 0, idx.version if idx else None
     changed = added + updated
     if changed:
-        embedder = idx.embedder() if idx else _load_embedder(settings)
-        chunker = Chunker(embedder.token_spans, _max_tokens(settings, embedder.info.max_tokens),
-                          settings.chunking.overlap_tokens)
-        report("chunk", 0, len(changed))
-        chunked = chunker.chunk_many([(d.doc_id, d.text) for d in changed])
-        report("chunk", len(changed), len(changed))
         reuse = idx.embeddings_of([d.doc_id for d in updated]) if idx else {}
-        pending = [c for chunks in chunked for c in chunks if c.chunk_id not in reuse]
-        vectors = {**reuse, **_encode(embedder, pending, report)}
-        chunks_embedded = len(pending)
-        rows = _rows(changed, chunked, vectors, hashes, embedder.info.dimension)
+        info, chunked, fresh = engine.chunk_and_embed(settings, idx, changed, set(reuse), report)
+        vectors = {**reuse, **fresh}
+        chunks_embedded = len(fresh)
+        rows = _rows(changed, chunked, vectors, hashes, info.dimension)
         if idx is None:
-            idx = VectorIndex.create(settings, name, embedder.info)
+            idx = VectorIndex.create(settings, name, info)
     if idx is not None and (changed or deleted):
         report("commit", 0, 1)
         idx.apply(rows if changed else None, [d.doc_id for d in updated] + deleted)
@@ -97,11 +98,51 @@ def build_index(
     return summary
 
 
+class BuildEngine(Protocol):
+    """Where the per-document steps run; the driver (``build_index``) plans and commits."""
+
+    def load(self, settings: Settings, roots: list[Path], tenant: str) -> tuple[list[Document], list[Quarantined]]:
+        """Every document under ``roots`` (as :func:`_load` returns them, in the same order)."""
+        ...
+
+    def chunk_and_embed(self, settings: Settings, idx: VectorIndex | None, docs: list[Document], reuse: set[str],
+                        report: Progress) -> tuple[EmbedderInfo, list[list[Chunk]], dict[str, Any]]:
+        """Chunks of each document, and vectors of every chunk whose id is not in ``reuse``."""
+        ...
+
+
+class LocalEngine:
+    """Every step in this process."""
+
+    def load(self, settings: Settings, roots: list[Path], tenant: str) -> tuple[list[Document], list[Quarantined]]:
+        return _load(settings, roots, tenant)
+
+    def chunk_and_embed(self, settings: Settings, idx: VectorIndex | None, docs: list[Document], reuse: set[str],
+                        report: Progress) -> tuple[EmbedderInfo, list[list[Chunk]], dict[str, Any]]:
+        embedder = idx.embedder() if idx else _load_embedder(settings)
+        report("chunk", 0, len(docs))
+        chunked = make_chunker(settings, embedder).chunk_many([(d.doc_id, d.text) for d in docs])
+        report("chunk", len(docs), len(docs))
+        pending = [c for chunks in chunked for c in chunks if c.chunk_id not in reuse]
+        return embedder.info, chunked, _encode(embedder, pending, report)
+
+
+def make_chunker(settings: Settings, embedder: Any) -> Chunker:
+    """The chunker of a build: the embedder's tokenizer, its token limit, the configured overlap."""
+    return Chunker(embedder.token_spans, _max_tokens(settings, embedder.info.max_tokens),
+                   settings.chunking.overlap_tokens)
+
+
 def _load(settings: Settings, roots: list[Path], tenant: str) -> tuple[list[Document], list[Quarantined]]:
+    return collect(discover(roots, tenant=tenant, max_file_bytes=settings.ingest.max_file_bytes,
+                            max_doc_chars=settings.ingest.max_doc_chars))
+
+
+def collect(items: Iterable[Document | Quarantined]) -> tuple[list[Document], list[Quarantined]]:
+    """Loaded items in load order -> documents and rejected inputs (a repeated doc id is rejected)."""
     docs: dict[str, Document] = {}
     rejected: list[Quarantined] = []
-    for item in discover(roots, tenant=tenant, max_file_bytes=settings.ingest.max_file_bytes,
-                         max_doc_chars=settings.ingest.max_doc_chars):
+    for item in items:
         if isinstance(item, Quarantined):
             rejected.append(item)
         elif item.doc_id in docs:
