@@ -264,9 +264,10 @@ def redis_client(settings: Settings, *, decode_responses: bool = False) -> redis
             return client
         common = dict(socket_timeout=timeout, socket_connect_timeout=timeout, decode_responses=decode_responses)
         if config.url and config.cluster:
-            from redis.cluster import RedisCluster
+            from llmfti.features.redis_cluster import cluster_client
 
-            client = RedisCluster.from_url(config.url, **common)
+            client = cluster_client(config.url, timeout_s=timeout, decode_responses=decode_responses,
+                                    client_name=client_name())
         elif config.url:
             client = redis.Redis.from_url(config.url, retry=Retry(NoBackoff(), 1), client_name=client_name(), **common)
         else:
@@ -279,6 +280,10 @@ def redis_client(settings: Settings, *, decode_responses: bool = False) -> redis
 
 def describe(settings: Settings) -> str:
     """Where Redis is, for messages (never includes a password)."""
+    if settings.redis.url and settings.redis.cluster:
+        from llmfti.features.redis_cluster import describe_cluster
+
+        return describe_cluster(settings.redis.url)
     if settings.redis.url:
         from urllib.parse import urlsplit
 
