@@ -158,6 +158,7 @@ class ApiKeySettings(BaseModel):
     sha256: str = Field(pattern=r"^[0-9a-f]{64}$", description="hashlib.sha256(key.encode()).hexdigest().")
     tenant: str | None = Field(None, description="Retrieval sees only this tenant's chunks; null: all.")
     requests_per_minute: int | None = Field(None, ge=1, description="Override of agent.requests_per_minute.")
+    admin: bool = Field(False, description="May read operator pages (GET /dashboard); never implied by dev mode.")
 
 
 class AgentSettings(BaseModel):
@@ -235,6 +236,44 @@ class EvalsSettings(BaseModel):
     judge: JudgeSettings = JudgeSettings()
 
 
+class MonitoringSettings(BaseModel):
+    """``llmfti monitor``: the monitoring feature group, drift tests and alert thresholds."""
+
+    model_config = {"extra": "forbid"}
+
+    group: str = Field("monitoring", description="Feature group the monitor writes (one row per window).")
+    window: Literal["1h", "1d"] = Field("1h", description="Window length when the command names none.")
+    reference: str = Field(
+        "first",
+        description="Drift reference for traffic statistics: 'first' (the earliest window with enough requests) "
+        "or an ISO time inside the chosen window. User features use the served model's training dataset when "
+        "its lineage holds them, else this window.")
+    min_requests: int = Field(30, ge=2, description="Windows with fewer requests get no drift tests (too noisy).")
+    max_embedded_queries: int = Field(
+        400, ge=10, le=100_000,
+        description="Queries per window re-embedded for drift (a seeded uniform sample; the log holds no vectors).")
+    permutations: int = Field(300, ge=20, le=10_000, description="Permutations of the MMD two-sample test.")
+    seed: int = Field(0, description="Seed of sampling and permutations: the same log gives the same row.")
+    coverage_quantile: float = Field(
+        0.05, gt=0, lt=0.5,
+        description="A query is out of coverage when its best cosine score to the index is below this quantile "
+        "of the reference window's best scores (the index's usual range).")
+    psi_bins: int = Field(10, ge=2, le=100, description="Quantile bins of numeric user features for PSI.")
+    # alert thresholds: an alert fires when the window's value passes it
+    drift_p_value: float = Field(0.01, gt=0, lt=1, description="Alert when an embedding (MMD) or top-score (KS) "
+                                 "test's p-value is below this.")
+    psi_max: float = Field(0.25, gt=0, description="Alert when a user feature's PSI exceeds this (0.25: major shift).")
+    out_of_coverage_max: float = Field(0.25, gt=0, le=1, description="Alert above this share of uncovered queries.")
+    error_rate_max: float = Field(0.05, ge=0, le=1, description="Alert above this share of failed requests.")
+    fallback_rate_max: float = Field(0.2, ge=0, le=1, description="Alert above this share of fallback answers.")
+    degraded_rate_max: float = Field(0.2, ge=0, le=1, description="Alert above this share of degraded requests.")
+    no_answer_rate_max: float = Field(0.5, ge=0, le=1, description="Alert above this share of 'no answer' replies.")
+    negative_feedback_max: float = Field(0.5, ge=0, le=1, description="Alert above this share of negative ratings.")
+    latency_p95_ms_max: float = Field(10_000, gt=0, description="Alert when total latency p95 exceeds this (ms).")
+    metrics_refresh_s: float = Field(60.0, ge=1, description="How often the agent re-reads the latest monitoring "
+                                     "row for its /metrics gauges.")
+
+
 class Settings(BaseSettings):
     """All of llmfti's settings. Build with :func:`load_settings`."""
 
@@ -255,6 +294,7 @@ class Settings(BaseSettings):
     agent: AgentSettings = AgentSettings()
     evals: EvalsSettings = EvalsSettings()
     registry: RegistrySettings = RegistrySettings()
+    monitoring: MonitoringSettings = MonitoringSettings()
 
     @classmethod
     def settings_customise_sources(

@@ -9,9 +9,11 @@ from llmfti.cli import eval as eval_cmd
 from llmfti.cli import features as features_cmd
 from llmfti.cli import index as index_cmd
 from llmfti.cli import logs as logs_cmd
+from llmfti.cli import monitor as monitor_cmd
 from llmfti.cli import registry as registry_cmd
 from llmfti.cli import serve as serve_cmd
 from llmfti.cli import train as train_cmd
+from llmfti.cli import users as users_cmd
 
 app = typer.Typer(
     name="llmfti",
@@ -29,6 +31,8 @@ app.add_typer(registry_cmd.app, name="registry")
 app.command("serve")(serve_cmd.serve)
 app.add_typer(logs_cmd.app, name="logs")
 app.add_typer(eval_cmd.app, name="eval")
+app.command("monitor")(monitor_cmd.monitor)
+app.add_typer(users_cmd.app, name="users")
 
 
 def run() -> None:

@@ -358,6 +358,15 @@ class TrainingDataset:
 
     def read(self, *, verify: bool = True) -> pa.Table:
         """Recreate the rows from the pinned versions; with ``verify``, prove they are identical."""
+        from llmfti.features.erasures import unrecreatable_reason
+
+        erased = unrecreatable_reason(self.settings, self.name)
+        if erased is not None:
+            raise NotReproducibleError(
+                f"training dataset {self.name!r} can no longer be recreated: {erased}",
+                expected="a dataset built from data that still exists",
+                fix="build a new dataset (under a new name) from the current data",
+            )
         spine = connect(self.settings).open_table(self.spec.spine_table, version=self.spec.spine_data_version)
         rows = join_features(self.settings, spine.to_arrow(), self.spec)
         if verify and rows_digest(rows) != self.spec.rows_sha256:

@@ -1,0 +1,133 @@
+"""Two-sample drift statistics on plain numpy arrays (numpy + scipy only).
+
+- :func:`mmd_test`: maximum mean discrepancy with an RBF kernel (median-heuristic bandwidth) and a
+  permutation p-value: for sets of embedding vectors (Gretton et al., 2012).
+- :func:`ks_test`: Kolmogorov-Smirnov on one numeric variable (scipy).
+- :func:`psi`: population stability index of a numeric, categorical or multi-valued variable
+  (0.1: minor shift, 0.25: major shift, by the usual convention).
+
+Why not Evidently: it would bring pandas, plotly and its own report model for three statistics
+that are a few lines each here, and its embedding drift runs a classifier per call; these functions
+work on what the monitor already holds (Arrow columns, numpy vectors) and are seeded.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+_EPS = 1e-4  # floor of a bin's share in PSI, so an empty bin does not make the index infinite
+
+
+@dataclass(frozen=True)
+class TestResult:
+    statistic: float
+    p_value: float
+    n_reference: int
+    n_current: int
+
+
+def mmd_test(reference: np.ndarray, current: np.ndarray, *, permutations: int = 300,
+             seed: int = 0) -> TestResult:
+    """Unbiased MMD² between two sets of vectors and its permutation p-value."""
+    x = np.asarray(reference, dtype=np.float64)
+    y = np.asarray(current, dtype=np.float64)
+    if x.ndim != 2 or y.ndim != 2 or x.shape[1] != y.shape[1]:
+        raise ValueError(f"mmd_test needs two 2-D arrays of equal width, got {x.shape} and {y.shape}")
+    n, m = len(x), len(y)
+    if n < 2 or m < 2:
+        raise ValueError(f"mmd_test needs at least 2 vectors per side, got {n} and {m}")
+    z = np.vstack([x, y])
+    sq = np.einsum("ij,ij->i", z, z)
+    d2 = np.maximum(sq[:, None] + sq[None, :] - 2.0 * (z @ z.T), 0.0)
+    off_diagonal = d2[np.triu_indices(len(z), k=1)]
+    bandwidth = float(np.median(off_diagonal)) or 1.0
+    kernel = np.exp(-d2 / bandwidth)
+    np.fill_diagonal(kernel, 0.0)
+    observed = _mmd2(kernel, np.arange(n), np.arange(n, n + m))
+    rng = np.random.default_rng(seed)
+    exceed = 0
+    for _ in range(permutations):
+        order = rng.permutation(n + m)
+        if _mmd2(kernel, order[:n], order[n:]) >= observed:
+            exceed += 1
+    return TestResult(float(observed), (exceed + 1) / (permutations + 1), n, m)
+
+
+def _mmd2(kernel: np.ndarray, a: np.ndarray, b: np.ndarray) -> float:
+    n, m = len(a), len(b)
+    kxx = kernel[np.ix_(a, a)].sum() / (n * (n - 1))
+    kyy = kernel[np.ix_(b, b)].sum() / (m * (m - 1))
+    kxy = kernel[np.ix_(a, b)].sum() / (n * m)
+    return float(kxx + kyy - 2.0 * kxy)
+
+
+def ks_test(reference: Sequence[float], current: Sequence[float]) -> TestResult:
+    """Two-sample Kolmogorov-Smirnov test (scipy.stats.ks_2samp)."""
+    from scipy.stats import ks_2samp
+
+    x = np.asarray(reference, dtype=np.float64)
+    y = np.asarray(current, dtype=np.float64)
+    if len(x) < 2 or len(y) < 2:
+        raise ValueError(f"ks_test needs at least 2 values per side, got {len(x)} and {len(y)}")
+    result = ks_2samp(x, y)
+    return TestResult(float(result.statistic), float(result.pvalue), len(x), len(y))
+
+
+def psi(reference: Sequence[Any], current: Sequence[Any], *, kind: str, bins: int = 10) -> float | None:
+    """Population stability index. ``kind``: 'numeric' (quantile bins of the reference),
+    'categorical', or 'multi' (each value a list; the distribution of its elements). Nulls are a
+    category of their own. None when either side has no values."""
+    if kind == "numeric":
+        ref_counts, cur_counts = _numeric_counts(reference, current, bins)
+    elif kind == "categorical":
+        ref_counts, cur_counts = _category_counts(reference, current)
+    elif kind == "multi":
+        ref_counts, cur_counts = _category_counts(_flatten(reference), _flatten(current))
+    else:
+        raise ValueError(f"unknown PSI kind {kind!r}; expected numeric, categorical or multi")
+    if ref_counts.sum() == 0 or cur_counts.sum() == 0:
+        return None
+    p = np.maximum(ref_counts / ref_counts.sum(), _EPS)
+    q = np.maximum(cur_counts / cur_counts.sum(), _EPS)
+    return float(np.sum((q - p) * np.log(q / p)))
+
+
+def _flatten(values: Iterable[Any]) -> list[Any]:
+    out: list[Any] = []
+    for value in values:
+        if value is None:
+            out.append(None)
+        else:
+            out.extend(value or ["<empty>"])
+    return out
+
+
+def _category_counts(reference: Sequence[Any], current: Sequence[Any]) -> tuple[np.ndarray, np.ndarray]:
+    ref, cur = Counter(map(_category, reference)), Counter(map(_category, current))
+    labels = sorted(set(ref) | set(cur))
+    return np.array([ref[c] for c in labels], float), np.array([cur[c] for c in labels], float)
+
+
+def _category(value: Any) -> str:
+    return "<null>" if value is None else str(value)
+
+
+def _numeric_counts(reference: Sequence[Any], current: Sequence[Any], bins: int) -> tuple[np.ndarray, np.ndarray]:
+    ref = np.array([math.nan if v is None else float(v) for v in reference], dtype=np.float64)
+    cur = np.array([math.nan if v is None else float(v) for v in current], dtype=np.float64)
+    finite = ref[~np.isnan(ref)]
+    edges = np.unique(np.quantile(finite, np.linspace(0, 1, bins + 1))) if len(finite) else np.array([0.0])
+    inner = edges[1:-1]
+
+    def counts(values: np.ndarray) -> np.ndarray:
+        present = values[~np.isnan(values)]
+        binned = np.bincount(np.searchsorted(inner, present, side="right"), minlength=len(inner) + 1)
+        return np.append(binned, np.isnan(values).sum()).astype(float)
+
+    return counts(ref), counts(cur)
