@@ -93,6 +93,15 @@ class RedisSettings(BaseModel):
     cluster: bool = Field(
         False, description="Treat url as a Redis Cluster node (redis-py RedisCluster); ignored when url is unset."
     )
+    appendfsync: Literal["always", "everysec"] = Field(
+        "always",
+        description="fsync policy of the embedded redis-server's append-only file (it always runs with "
+        "appendonly yes). always: every acknowledged write is on disk before Redis replies, so an acknowledged "
+        "log record survives kill -9 and power loss; everysec: fewer fsyncs, but up to ~1 s (~2 s when the disk "
+        "stalls) of acknowledged writes can be lost on a crash. An external server (url) keeps its own "
+        "settings; the agent warns when they are not durable.",
+    )
+
 
 
 class FeaturesSettings(BaseModel):
@@ -161,6 +170,30 @@ class ApiKeySettings(BaseModel):
     admin: bool = Field(False, description="May read operator pages (GET /dashboard); never implied by dev mode.")
 
 
+class LogsSettings(BaseModel):
+    """Durability of the inference and feedback logs (llmfti.inference_log, pipelines/drain_logs.py)."""
+
+    model_config = {"extra": "forbid"}
+
+    durable_ack: bool = Field(
+        True, description="A response (or the first streamed byte) is sent only after its log record was "
+        "appended durably (Redis stream with AOF fsync, or an fsync'd spool file when Redis is down). "
+        "false: records are queued and written a moment later (faster; a kill -9 loses the queued ones).",
+    )
+    accept_timeout_s: float = Field(
+        10.0, gt=0, description="Longest a request waits for its log record to be accepted; then it fails "
+        "with 503 rather than answer without a log record.",
+    )
+    batch_size: int = Field(512, ge=1, le=100_000, description="Most records the log writer commits at once.")
+    replay_every_s: float = Field(
+        1.0, gt=0, description="How often the log writer tries to move spooled records back into Redis."
+    )
+    dead_letter_table: str = Field(
+        "log_dead_letter", description="LanceDB table keeping every unreadable stream entry or spool line "
+        "(raw bytes, where it came from, the reason); never deleted by llmfti.",
+    )
+
+
 class AgentSettings(BaseModel):
     """The OpenAI-compatible RAG service (agents/)."""
 
@@ -196,7 +229,8 @@ class AgentSettings(BaseModel):
         8000, ge=1, le=1_000_000, description="Longest correction or comment POST /v1/feedback accepts."
     )
     redis_retry_s: float = Field(
-        5.0, gt=0, description="After a Redis failure, skip Redis for this long before trying again."
+        0.5, gt=0, description="While Redis is down, requests skip it and a background thread retries this "
+        "often (restarting the embedded redis-server if needed, then replaying the log spool)."
     )
     generator: GeneratorSettings = GeneratorSettings()
 
@@ -292,6 +326,7 @@ class Settings(BaseSettings):
     redis: RedisSettings = RedisSettings()
     features: FeaturesSettings = FeaturesSettings()
     agent: AgentSettings = AgentSettings()
+    logs: LogsSettings = LogsSettings()
     evals: EvalsSettings = EvalsSettings()
     registry: RegistrySettings = RegistrySettings()
     monitoring: MonitoringSettings = MonitoringSettings()

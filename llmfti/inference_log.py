@@ -1,28 +1,41 @@
-"""The inference log: one record per request, appended to a Redis stream on the hot path.
+"""The inference log: one record per request, durable before the response is sent.
 
-:class:`InferenceLogWriter` takes records from the request path without blocking it (a queue and
-one writer thread that appends them in batches with ``XADD``). When Redis cannot be reached, the
-batch is **spooled** as JSON lines to ``<data_dir>/spool/inference_log.jsonl`` and replayed into the
-stream once Redis is back. ``pipelines/drain_logs.py`` moves records from the stream (and any spool
-file) into the LanceDB table :data:`SCHEMA`, idempotently by ``request_id``; nothing is lost and
-nothing is stored twice.
+**The guarantee.** Once a response (or the first byte of a streamed one) has been sent, its record
+survives ``kill -9`` of redis-server and of the API process. The request path hands its record to
+:class:`InferenceLogWriter` and awaits the returned future before answering; the future resolves
+only when the record is durable:
 
-Spool files are shared safely between processes: appends hold an exclusive ``flock`` and check the
-file was not renamed under them; a reader *claims* the file by renaming it, then takes the lock once
-so any append already in flight finishes first.
+* appended to the Redis stream with ``XADD``; the embedded redis-server runs ``appendonly yes`` with
+  ``appendfsync always`` (setting ``redis.appendfsync``), so Redis writes *and fsyncs* its AOF before
+  it replies. An external server (``redis.url``) is checked at start-up (``CONFIG GET appendonly
+  appendfsync``) and a warning says what to set when it is not durable; or
+* when Redis fails, appended to the spool file ``<data_dir>/spool/inference_log.jsonl`` and
+  ``fsync``'d (:mod:`llmfti.log_spool`); the writer replays it into the stream once Redis is back.
+
+Group commit: one writer thread takes every queued record (up to ``logs.batch_size``) and appends
+them in one pipelined round trip, so concurrent requests share one fsync. With ``appendfsync
+always`` no window remains for process kills or power loss (given a disk that honours fsync);
+with ``everysec`` power loss may cost the last ~1 s. Measured cost: see the README ("Durable
+logs"). Setting ``logs.durable_ack: false`` answers without waiting (the old behaviour).
+
+A streamed request writes two records with the same ``request_id``: a *started* one (request,
+prompt, retrieval; ``error`` = :data:`INCOMPLETE`) before its first byte, and the final one at the
+end. ``pipelines/drain_logs.py`` moves records from the stream and spool files into the LanceDB table
+:data:`SCHEMA` idempotently by ``request_id``: a final record replaces a started one, never the other
+way round, so a stream cut by a crash still leaves its (incomplete) record. Unreadable entries go to a
+dead-letter table, never away.
 """
 
 from __future__ import annotations
 
-import fcntl
 import json
 import logging
-import os
 import queue
 import threading
 import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future
 from dataclasses import asdict, dataclass, field, fields
 from datetime import UTC, datetime
 from pathlib import Path
@@ -30,10 +43,15 @@ from typing import Any
 
 import pyarrow as pa
 
+from llmfti import log_spool
+from llmfti.errors import StoreUnavailableError
+
 log = logging.getLogger(__name__)
 
 SPOOL_NAME = "inference_log.jsonl"
 STREAM_FIELD = b"r"
+INCOMPLETE = "incomplete"
+"""``error`` of a streamed request's *started* record; the final record replaces it."""
 
 
 class JsonLineRecord:
@@ -148,83 +166,68 @@ def now_utc() -> datetime:
     return datetime.now(UTC)
 
 
-# -- spool files -------------------------------------------------------------------------------------
+# -- spool files (re-exported with the inference log's default name) -----------------------------------
 
 
-def spool_append(spool_dir: Path, lines: Iterable[str], name: str = SPOOL_NAME) -> None:
-    """Append JSON lines to the spool file ``name`` under an exclusive lock, fsync'd."""
-    data = "".join(line + "\n" for line in lines).encode()
-    if not data:
-        return
-    spool_dir.mkdir(parents=True, exist_ok=True)
-    path = spool_dir / name
-    while True:
-        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
-            try:
-                same = os.fstat(fd).st_ino == os.stat(path).st_ino
-            except FileNotFoundError:
-                same = False
-            if not same:  # a reader claimed (renamed) the file between our open and lock: reopen
-                continue
-            os.write(fd, data)
-            os.fsync(fd)
-            return
-        finally:
-            os.close(fd)
+def spool_append(spool_dir: Path, lines: Iterable[str | bytes], name: str = SPOOL_NAME) -> None:
+    """Append lines to a spool file, fsync'd (see :mod:`llmfti.log_spool`)."""
+    log_spool.spool_append(spool_dir, lines, name)
 
 
 def claim_spool(spool_dir: Path, name: str = SPOOL_NAME) -> list[Path]:
-    """Take the current spool file ``name`` (and any left by an interrupted reader) for reading."""
-    if not spool_dir.is_dir():
-        return []
-    path = spool_dir / name
-    stem = name.removesuffix(".jsonl")
-    if path.exists():
-        claimed = spool_dir / f"{stem}.{uuid.uuid4().hex}.claimed.jsonl"
-        try:
-            os.rename(path, claimed)
-        except FileNotFoundError:
-            pass
-    files = sorted(spool_dir.glob(f"{stem}.*.claimed.jsonl"))
-    for file in files:  # wait for appends that opened the file before the rename
-        with open(file, "rb") as handle:
-            fcntl.flock(handle, fcntl.LOCK_EX)
-    return files
-
-
-def read_spool(path: Path, record_type: type[Any] = InferenceRecord) -> Iterator[Any]:
-    """Records (of ``record_type``) of a claimed spool file; a torn last line (crash mid-write) is
-    skipped with a warning."""
-    with open(path, encoding="utf-8") as handle:
-        for number, line in enumerate(handle, 1):
-            if not line.strip():
-                continue
-            try:
-                yield record_type.from_json(line)
-            except (ValueError, TypeError, KeyError) as exc:
-                log.warning("skipping unreadable line %d of %s: %s", number, path, exc)
+    """Take the spool file ``name`` (and any left by an interrupted reader) for reading."""
+    return log_spool.claim_spool(spool_dir, name)
 
 
 def spool_size(spool_dir: Path, name: str = SPOOL_NAME) -> int:
-    """Bytes waiting in the spool files of ``name``."""
-    if not spool_dir.is_dir():
-        return 0
-    stem = name.removesuffix(".jsonl")
-    return sum(p.stat().st_size for p in spool_dir.glob(f"{stem}*.jsonl") if p.is_file())
+    return log_spool.spool_size(spool_dir, name)
+
+
+@dataclass
+class LogEntry:
+    """One raw entry of a stream or spool file, parsed when readable (``reason`` says why not)."""
+
+    entry_id: str
+    raw: bytes
+    record: Any = None
+    reason: str | None = None
+
+
+def parse_entry(entry_id: str, raw: bytes | None, record_type: type[Any]) -> LogEntry:
+    if raw is None:
+        return LogEntry(entry_id, b"", None, f"no {STREAM_FIELD.decode()!r} field in the entry")
+    try:
+        return LogEntry(entry_id, raw, record_type.from_json(raw))
+    except (ValueError, TypeError, KeyError, AttributeError) as exc:
+        return LogEntry(entry_id, raw, None, f"unreadable as {record_type.__name__}: {type(exc).__name__}: {exc}")
+
+
+def read_spool(path: Path, record_type: type[Any] = InferenceRecord) -> Iterator[LogEntry]:
+    """Entries of a claimed spool file (``entry_id`` is ``<file name>:<line number>``); unreadable
+    lines (e.g. a torn write) come back with their ``reason``, for the dead-letter table."""
+    for number, raw in log_spool.spool_lines(path):
+        yield parse_entry(f"{path.name}:{number}", raw, record_type)
 
 
 # -- the hot-path writer ------------------------------------------------------------------------------
 
+_STOP = object()
+_REPLAY = object()
+
 
 class InferenceLogWriter:
-    """Queues records and appends them to a Redis stream from one background thread.
+    """Group-commit writer: appends records to a Redis stream (``XADD``) or, when that fails, to an
+    fsync'd spool file, and resolves each record's future only then.
 
-    ``redis_client`` is a zero-argument callable returning a ``redis.Redis`` (or raising when no
-    server can be reached). Failures spool to ``spool_dir / spool_name``; the spool is replayed into
-    the stream every ``replay_every_s`` once Redis answers again. Any record type with ``to_json()``
-    and a ``from_json()`` class method works (the feedback log uses the same writer).
+    ``redis_client`` is a zero-argument callable returning a ``redis.Redis`` (or raising when Redis is
+    down); ``on_redis_error(exc)`` is told of every Redis failure (the agent opens its breaker).
+    :meth:`submit` returns a :class:`concurrent.futures.Future` that resolves to ``"stream"`` or
+    ``"spool"`` once the record is durable, or fails when it could be neither appended nor spooled.
+    One thread takes *everything* queued (up to ``batch_size``) per round trip, so concurrent
+    requests share one XADD pipeline (and one AOF fsync in Redis) instead of queueing behind
+    each other. The spool is replayed into the stream every ``replay_every_s`` and on
+    :meth:`replay_soon`. Any record type with ``to_json()`` and ``from_json()`` works (the
+    feedback log uses the same writer).
     """
 
     def __init__(
@@ -233,10 +236,11 @@ class InferenceLogWriter:
         stream: str,
         spool_dir: Path,
         *,
-        batch_size: int = 256,
-        replay_every_s: float = 5.0,
+        batch_size: int = 512,
+        replay_every_s: float = 1.0,
         spool_name: str = SPOOL_NAME,
         record_type: type[Any] = InferenceRecord,
+        on_redis_error: Callable[[BaseException], None] | None = None,
     ):
         self._redis_client = redis_client
         self.stream = stream
@@ -245,52 +249,55 @@ class InferenceLogWriter:
         self.record_type = record_type
         self.batch_size = batch_size
         self.replay_every_s = replay_every_s
+        self.on_redis_error = on_redis_error
         self._queue: queue.Queue[Any] = queue.Queue()
         self._thread: threading.Thread | None = None
+        self._start_lock = threading.Lock()
         self._last_replay = 0.0
         self.appended = 0
         self.spooled = 0
         self.replayed = 0
         self.lost = 0
+        self.commits = 0
+        self._down = False
 
     def start(self) -> None:
-        if self._thread is None:
-            name = f"llmfti-{self.spool_name.removesuffix('.jsonl')}"
-            self._thread = threading.Thread(target=self._run, name=name, daemon=True)
-            self._thread.start()
+        with self._start_lock:
+            if self._thread is None:
+                name = f"llmfti-{self.spool_name.removesuffix('.jsonl')}"
+                self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+                self._thread.start()
 
-    def submit(self, record: Any) -> None:
-        """Hand a record to the writer; never blocks, never raises on Redis trouble."""
-        self._queue.put(record)
+    def submit(self, record: Any) -> Future[str]:
+        """Queue a record; the future resolves once it is durable. Never blocks."""
+        future: Future[str] = Future()
+        self._queue.put((record, future))
+        if self._thread is None:
+            self.start()
+        return future
+
+    def write(self, record: Any, timeout_s: float | None = None) -> str:
+        """Submit and wait until the record is durable; returns where it went (stream or spool)."""
+        return self.submit(record).result(timeout_s)
+
+    def replay_soon(self) -> None:
+        """Ask the writer thread to replay the spool now (e.g. Redis just came back)."""
+        self._queue.put(_REPLAY)
 
     def flush(self) -> None:
         """Block until every submitted record is in the stream or the spool."""
         self._queue.join()
 
     def close(self) -> None:
-        if self._thread is not None:
-            self._queue.put(None)
-            self._thread.join()
-            self._thread = None
-        else:  # never started: write what was queued synchronously
-            self._drain_queue_now()
+        with self._start_lock:
+            thread, self._thread = self._thread, None
+        if thread is not None:
+            self._queue.put(_STOP)
+            thread.join()
 
     @property
     def pending(self) -> int:
         return self._queue.qsize()
-
-    def _drain_queue_now(self) -> None:
-        batch = []
-        while True:
-            try:
-                item = self._queue.get_nowait()
-            except queue.Empty:
-                break
-            if item is not None:
-                batch.append(item)
-            self._queue.task_done()
-        if batch:
-            self._write(batch)
 
     def _run(self) -> None:
         stop = False
@@ -298,94 +305,145 @@ class InferenceLogWriter:
             try:
                 first = self._queue.get(timeout=self.replay_every_s)
             except queue.Empty:
-                self._maybe_replay()
+                self._maybe_replay(force=False)
                 continue
-            batch: list[Any] = []
-            taken = 1
-            if first is None:
-                stop = True
-            else:
-                batch.append(first)
-            while len(batch) < self.batch_size and not stop:
+            items = [first]
+            batch: list[tuple[Any, Future[str]]] = []
+            while True:
+                item = items[-1]
+                if item is _STOP:
+                    stop = True
+                elif item is not _REPLAY:
+                    batch.append(item)
+                if len(batch) >= self.batch_size:
+                    break
                 try:
-                    item = self._queue.get_nowait()
+                    items.append(self._queue.get_nowait())
                 except queue.Empty:
                     break
-                taken += 1
-                if item is None:
-                    stop = True
-                else:
-                    batch.append(item)
             try:
                 if batch:
-                    self._write(batch)
-                self._maybe_replay()
-            except Exception:  # noqa: BLE001 - e.g. the spool disk is full: report, keep the writer alive
-                log.exception("%s: %d records could be neither appended nor spooled", self.stream, len(batch))
-                self.lost += len(batch)
+                    self._commit(batch)
+                self._maybe_replay(force=any(i is _REPLAY for i in items))
+            except Exception:  # noqa: BLE001 - keep the writer alive whatever happens
+                log.exception("%s: the log writer failed", self.stream)
             finally:
-                for _ in range(taken):
+                for _ in items:
                     self._queue.task_done()
 
-    def _write(self, batch: list[Any]) -> None:
-        lines = [r.to_json() for r in batch]
+    def _commit(self, batch: list[tuple[Any, Future[str]]]) -> None:
+        lines: list[str] = []
+        futures: list[Future[str]] = []
+        for record, future in batch:
+            try:
+                lines.append(record.to_json())
+                futures.append(future)
+            except Exception as exc:  # noqa: BLE001 - one bad record fails only its own request
+                future.set_exception(exc)
+        where = "stream"
         try:
             self._xadd(lines)
             self.appended += len(lines)
         except Exception as exc:  # noqa: BLE001 - any Redis failure means: spool, never lose
-            log.warning("%s: Redis unavailable (%s); spooling %d records", self.stream, exc, len(lines))
-            spool_append(self.spool_dir, lines, self.spool_name)
+            if self.on_redis_error is not None:
+                self.on_redis_error(exc)
+            self._report_down(exc)
+            try:
+                log_spool.spool_append(self.spool_dir, lines, self.spool_name)
+            except Exception as spool_exc:  # noqa: BLE001 - e.g. the disk is full: fail these requests
+                self.lost += len(lines)
+                log.exception("%s: %d records could be neither appended nor spooled", self.stream, len(lines))
+                error = StoreUnavailableError(
+                    f"the log record could be neither appended to {self.stream} ({exc}) nor spooled to "
+                    f"{self.spool_dir / self.spool_name} ({spool_exc})",
+                    fix="bring Redis back or free disk space under data_dir/spool",
+                )
+                for future in futures:
+                    if not future.done():  # a cancelled future (caller gave up) takes no result
+                        future.set_exception(error)
+                return
             self.spooled += len(lines)
+            where = "spool"
+        else:
+            self._down = False
+        self.commits += 1
+        for future in futures:
+            if not future.done():
+                future.set_result(where)
 
-    def _xadd(self, lines: list[str]) -> None:
+    def _report_down(self, exc: BaseException) -> None:
+        """Warn once per outage (not per batch) that records go to the spool."""
+        if not self._down:
+            log.warning("%s: Redis unavailable (%s); spooling records to %s until it is back", self.stream, exc,
+                        self.spool_dir / self.spool_name)
+        self._down = True
+
+    def _xadd(self, lines: list[str] | list[bytes]) -> None:
+        if not lines:
+            return
         client = self._redis_client()
         pipe = client.pipeline(transaction=False)
         for line in lines:
-            pipe.xadd(self.stream, {STREAM_FIELD: line.encode()})
+            pipe.xadd(self.stream, {STREAM_FIELD: line if isinstance(line, bytes) else line.encode()})
         pipe.execute()
 
-    def _maybe_replay(self) -> None:
+    def _maybe_replay(self, *, force: bool) -> None:
         now = time.monotonic()
-        if now - self._last_replay < self.replay_every_s or not (self.spool_dir / self.spool_name).exists():
+        if not force and now - self._last_replay < self.replay_every_s:
             return
         self._last_replay = now
-        self.replay_spool()
+        if log_spool.spool_pending(self.spool_dir, self.spool_name):
+            try:
+                self.replay_spool()
+            except Exception as exc:  # noqa: BLE001 - still down: the records stay spooled
+                log.debug("%s: replay failed: %s", self.stream, exc)
 
     def replay_spool(self) -> int:
-        """Move spooled records into the stream; returns how many. Safe to call from any process."""
+        """Move spooled lines (raw, readable or not) into the stream; returns how many.
+
+        A claimed file is deleted only after all its lines were appended; on failure the rest is
+        spooled again first. Safe to call from any process (a drain may read the spool meanwhile).
+        """
         moved = 0
-        for path in claim_spool(self.spool_dir, self.spool_name):
-            lines = [r.to_json() for r in read_spool(path, self.record_type)]
+        for path in log_spool.claim_spool(self.spool_dir, self.spool_name):
+            lines = [raw for _, raw in log_spool.spool_lines(path)]
+            done = 0
             try:
                 for start in range(0, len(lines), self.batch_size):
                     self._xadd(lines[start : start + self.batch_size])
-                    moved += len(lines[start : start + self.batch_size])
+                    done = min(start + self.batch_size, len(lines))
             except Exception as exc:  # noqa: BLE001 - still down: put the rest back
-                log.warning("%s: replay failed (%s); keeping %d records spooled", self.stream, exc,
-                            len(lines) - moved)
-                spool_append(self.spool_dir, lines[moved:], self.spool_name)
+                if self.on_redis_error is not None:
+                    self.on_redis_error(exc)
+                self._report_down(exc)
+                log_spool.spool_append(self.spool_dir, lines[done:], self.spool_name)
                 path.unlink()
+                moved += done
                 break
             path.unlink()
+            moved += done
         self.replayed += moved
         return moved
-
 
 # -- reading the stream (used by the drain pipeline) -------------------------------------------------
 
 
-def read_stream(client: Any, stream: str, count: int,
-                record_type: type[Any] = InferenceRecord) -> list[tuple[bytes, Any]]:
-    """Up to ``count`` oldest entries as (entry id, record or None when unreadable)."""
-    out: list[tuple[bytes, Any]] = []
+def read_stream(client: Any, stream: str, count: int, record_type: type[Any] = InferenceRecord) -> list[LogEntry]:
+    """Up to ``count`` oldest entries; unreadable ones carry their raw bytes and the reason."""
+    out: list[LogEntry] = []
     for entry_id, values in client.xrange(stream, min="-", max="+", count=count):
-        raw = values.get(STREAM_FIELD) or values.get(STREAM_FIELD.decode())
-        try:
-            out.append((entry_id, record_type.from_json(raw)))
-        except (ValueError, TypeError, KeyError) as exc:
-            log.warning("unreadable entry %r of %s: %s", entry_id, stream, exc)
-            out.append((entry_id, None))
+        raw = values.get(STREAM_FIELD, values.get(STREAM_FIELD.decode()))
+        entry_id = entry_id.decode() if isinstance(entry_id, bytes) else str(entry_id)
+        entry = parse_entry(entry_id, raw.encode() if isinstance(raw, str) else raw, record_type)
+        if entry.record is None:
+            entry.raw = entry.raw or json.dumps({_text(k): _text(v) for k, v in values.items()}).encode()
+            log.warning("unreadable entry %s of %s: %s", entry_id, stream, entry.reason)
+        out.append(entry)
     return out
+
+
+def _text(value: Any) -> str:
+    return value.decode("utf-8", "backslashreplace") if isinstance(value, bytes) else str(value)
 
 
 def new_request_id() -> str:

@@ -3,12 +3,20 @@ files) into LanceDB.
 
 Idempotent by primary key (``request_id`` for the inference log, ``feedback_id`` for feedback):
 records already in the table are skipped, so a drain interrupted between writing and deleting its
-stream entries, a record both spooled and replayed, or two drains at once never store a record
-twice. Stream entries are deleted only after the batch holding them is committed to LanceDB.
+stream entries, a record both spooled and replayed, a Redis that came back with entries already
+drained, or two drains at once never store a record twice. One exception, by design: a streamed
+request's *started* record (``error`` = ``incomplete``) is replaced by its final record whenever that
+arrives, and never replaces one. Stream entries and spool files are deleted only after the LanceDB
+commit of the batch holding them.
+
+Unreadable entries (bad JSON, a torn spool line, a record of an unknown shape) are never dropped: each
+goes to the dead-letter table (``logs.dead_letter_table``) with its raw bytes, where it came from
+(stream or spool file, entry id or line), the reason and the time, before its entry is deleted.
 """
 
 from __future__ import annotations
 
+import hashlib
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -20,10 +28,13 @@ from llmfti.config import Settings
 from llmfti.errors import StoreUnavailableError
 from llmfti.feedback import FEEDBACK_SCHEMA, FEEDBACK_SPOOL, FeedbackRecord, feedback_to_table
 from llmfti.inference_log import (
+    INCOMPLETE,
     SCHEMA,
     SPOOL_NAME,
     InferenceRecord,
+    LogEntry,
     claim_spool,
+    now_utc,
     read_spool,
     read_stream,
     records_to_table,
@@ -43,12 +54,31 @@ class LogKind:
     key: str
     schema: pa.Schema
     to_table: Callable[[list[Any]], pa.Table]
+    incomplete: Callable[[Any], bool] | None = None
+    """Records that a later record with the same key replaces (a stream's started record)."""
+
+
+DEAD_LETTER_SCHEMA = pa.schema(
+    [
+        pa.field("dead_letter_id", pa.string(), nullable=False),
+        pa.field("log_table", pa.string(), nullable=False),
+        pa.field("source", pa.string(), nullable=False),
+        pa.field("location", pa.string(), nullable=False),
+        pa.field("entry_id", pa.string(), nullable=False),
+        pa.field("raw", pa.binary(), nullable=False),
+        pa.field("reason", pa.string(), nullable=False),
+        pa.field("dead_at", pa.timestamp("us", tz="UTC"), nullable=False),
+    ],
+    metadata={b"llmfti.table": b"log_dead_letter", b"llmfti.primary_key": b"dead_letter_id"},
+)
+"""Unreadable log entries: ``source`` is stream or spool, ``location`` the stream name or spool file,
+``entry_id`` the stream entry id or the line number, ``raw`` the bytes exactly as found."""
 
 
 def inference_log_kind(settings: Settings) -> LogKind:
     agent = settings.agent
     return LogKind(agent.log_table, agent.log_stream, SPOOL_NAME, InferenceRecord, "request_id", SCHEMA,
-                   records_to_table)
+                   records_to_table, incomplete=lambda r: r.error == INCOMPLETE)
 
 
 def feedback_kind(settings: Settings) -> LogKind:
@@ -76,13 +106,55 @@ def open_feedback_table(settings: Settings) -> Any:
     return open_table(settings, feedback_kind(settings))
 
 
-def _store(table: Any, kind: LogKind, records: list[Any]) -> int:
-    """Insert records whose key is new; returns how many were inserted."""
-    unique = list({getattr(r, kind.key): r for r in records}.values())
-    if not unique:
+def open_dead_letter_table(settings: Settings) -> Any:
+    """The LanceDB dead-letter table of unreadable log entries (created if new)."""
+    name = check_name(settings.logs.dead_letter_table, what="dead-letter table name")
+    db = connect(settings)
+    if name in table_names(db):
+        return db.open_table(name)
+    return db.create_table(name, schema=DEAD_LETTER_SCHEMA, exist_ok=True)
+
+
+def _dead_letter(settings: Settings, kind: LogKind, source: str, location: str, entries: list[LogEntry]) -> int:
+    """Keep unreadable entries (idempotently: the same entry twice is one row); returns how many."""
+    if not entries:
         return 0
-    result = table.merge_insert(kind.key).when_not_matched_insert_all().execute(kind.to_table(unique))
-    return int(result.num_inserted_rows)
+    at = now_utc()
+    rows = []
+    for entry in entries:
+        digest = hashlib.sha256(b"\0".join([kind.table.encode(), source.encode(), location.encode(),
+                                             entry.entry_id.encode(), entry.raw])).hexdigest()[:32]
+        rows.append({"dead_letter_id": digest, "log_table": kind.table, "source": source, "location": location,
+                     "entry_id": entry.entry_id, "raw": entry.raw, "reason": entry.reason or "unreadable",
+                     "dead_at": at})
+    table = open_dead_letter_table(settings)
+    data = pa.Table.from_pylist(rows, schema=DEAD_LETTER_SCHEMA)
+    table.merge_insert("dead_letter_id").when_not_matched_insert_all().execute(data)
+    return len(rows)
+
+
+def _store(table: Any, kind: LogKind, records: list[Any]) -> tuple[int, int]:
+    """Insert records whose key is new, complete started ones; returns (inserted, completed)."""
+    latest: dict[str, Any] = {}
+    for record in records:  # per key, a final record wins over a started one
+        key = getattr(record, kind.key)
+        if key not in latest or kind.incomplete is None or not kind.incomplete(record):
+            latest[key] = record
+    if not latest:
+        return 0, 0
+    inserted = completed = 0
+    final = [r for r in latest.values() if kind.incomplete is None or not kind.incomplete(r)]
+    started = [r for r in latest.values() if kind.incomplete is not None and kind.incomplete(r)]
+    if final:
+        builder = table.merge_insert(kind.key)
+        if kind.incomplete is not None:
+            builder = builder.when_matched_update_all(where=f"target.error = '{INCOMPLETE}'")
+        result = builder.when_not_matched_insert_all().execute(kind.to_table(final))
+        inserted, completed = int(result.num_inserted_rows), int(result.num_updated_rows)
+    if started:
+        result = table.merge_insert(kind.key).when_not_matched_insert_all().execute(kind.to_table(started))
+        inserted += int(result.num_inserted_rows)
+    return inserted, completed
 
 
 def _ensure_key_index(table: Any, key: str) -> None:
@@ -97,14 +169,21 @@ def drain_kind(settings: Settings, kind: LogKind, *, batch_size: int = 5000,
     """Move every pending record of ``kind`` into its table; returns counts (read, inserted, ...)."""
     start = time.perf_counter()
     table = open_table(settings, kind)
-    read = inserted = unreadable = 0
+    read = inserted = completed = unreadable = 0
     stream_error = None
 
+    def store(records: list[Any]) -> None:
+        nonlocal inserted, completed
+        new, done = _store(table, kind, records)
+        inserted, completed = inserted + new, completed + done
+
     for path in claim_spool(settings.data_dir / "spool", kind.spool_name):
-        records = list(read_spool(path, kind.record_type))
+        entries = list(read_spool(path, kind.record_type))
+        records = [e.record for e in entries if e.record is not None]
+        unreadable += _dead_letter(settings, kind, "spool", path.name, [e for e in entries if e.record is None])
         read += len(records)
         for first in range(0, len(records), batch_size):
-            inserted += _store(table, kind, records[first : first + batch_size])
+            store(records[first : first + batch_size])
         path.unlink()
     spooled = read
 
@@ -117,11 +196,12 @@ def drain_kind(settings: Settings, kind: LogKind, *, batch_size: int = 5000,
                 entries = read_stream(client, kind.stream, batch_size, kind.record_type)
                 if not entries:
                     break
-                records = [r for _, r in entries if r is not None]
-                unreadable += len(entries) - len(records)
+                records = [e.record for e in entries if e.record is not None]
+                unreadable += _dead_letter(settings, kind, "stream", kind.stream,
+                                           [e for e in entries if e.record is None])
                 read += len(records)
-                inserted += _store(table, kind, records)
-                client.xdel(kind.stream, *[entry_id for entry_id, _ in entries])
+                store(records)
+                client.xdel(kind.stream, *[e.entry_id for e in entries])  # only after the commits
         except StoreUnavailableError as exc:
             stream_error = str(exc)
         except Exception as exc:
@@ -139,8 +219,9 @@ def drain_kind(settings: Settings, kind: LogKind, *, batch_size: int = 5000,
         "from_spool": spooled,
         "from_stream": read - spooled,
         "inserted": inserted,
-        "duplicates_skipped": read - inserted,
-        "unreadable_skipped": unreadable,
+        "completed": completed,
+        "duplicates_skipped": read - inserted - completed,
+        "dead_lettered": unreadable,
         "table_rows": table.count_rows(),
         "table_version": int(table.version),
         "stream_error": stream_error,

@@ -121,10 +121,30 @@ def test_feedback_spools_when_redis_is_down_and_drains_exactly_once(settings):
 
     result = drain_logs(settings)
     fb = result["feedback"]
-    assert (fb["read"], fb["inserted"], fb["from_spool"], fb["unreadable_skipped"]) == (11, 9, 6, 1)
+    assert (fb["read"], fb["inserted"], fb["from_spool"], fb["dead_lettered"]) == (11, 9, 6, 1)
     assert result["inserted"] == 0 and open_log_table(settings).count_rows() == 0  # the inference log is apart
     assert client.xlen(settings.agent.feedback_stream) == 0
     assert drain_logs(settings)["feedback"]["inserted"] == 0
     table = open_feedback_table(settings)
     assert sorted(table.to_arrow().column("feedback_id").to_pylist()) == [f"fb-{i}" for i in range(9)]
     assert any(idx.columns == ["feedback_id"] for idx in table.list_indices())
+
+
+def test_feedback_redelivered_by_a_redis_restored_from_an_old_snapshot_is_not_stored_twice(settings):
+    from llmfti.features.embedded_redis import redis_client
+    from llmfti.inference_log import STREAM_FIELD
+    from pipelines.drain_logs import drain_logs, open_feedback_table
+
+    client = redis_client(settings)
+    stream = settings.agent.feedback_stream
+    entries = [record(i).to_json().encode() for i in range(4)]
+    for raw in entries:
+        client.xadd(stream, {STREAM_FIELD: raw})
+    assert drain_logs(settings)["feedback"]["inserted"] == 4
+    before = open_feedback_table(settings).to_arrow().sort_by("feedback_id")
+    for raw in entries[1:3]:  # what a stale RDB snapshot held: entries drained since
+        client.xadd(stream, {STREAM_FIELD: raw})
+    again = drain_logs(settings)["feedback"]
+    assert (again["read"], again["inserted"], again["duplicates_skipped"]) == (2, 0, 2)
+    assert open_feedback_table(settings).to_arrow().sort_by("feedback_id").equals(before)
+    assert client.xlen(stream) == 0

@@ -26,7 +26,7 @@ def test_spool_survives_concurrent_appends_and_claims(tmp_path):
     def reader():
         while not stop.is_set():
             for path in claim_spool(spool):
-                seen.extend(r.request_id for r in read_spool(path))
+                seen.extend(e.record.request_id for e in read_spool(path))
                 path.unlink()
 
     def writer(w: int):
@@ -43,20 +43,30 @@ def test_spool_survives_concurrent_appends_and_claims(tmp_path):
     stop.set()
     reading.join()
     for path in claim_spool(spool):
-        seen.extend(r.request_id for r in read_spool(path))
+        seen.extend(e.record.request_id for e in read_spool(path))
     assert len(seen) == 800 and len(set(seen)) == 800  # nothing lost, nothing read twice
 
 
-def test_a_torn_last_line_is_skipped_not_fatal(tmp_path, caplog):
+def test_a_torn_spool_line_goes_to_the_dead_letter_table_with_its_bytes(settings):
     from llmfti.inference_log import claim_spool, read_spool, spool_append
+    from pipelines.drain_logs import drain_logs, open_dead_letter_table, open_log_table
 
-    spool = tmp_path / "spool"
+    spool = settings.data_dir / "spool"
     spool_append(spool, [record(1).to_json(), record(2).to_json()])
+    torn = record(3).to_json()[:40]
     with open(spool / "inference_log.jsonl", "a") as handle:
-        handle.write(record(3).to_json()[:40])
+        handle.write(torn)
     [path] = claim_spool(spool)
-    assert [r.request_id for r in read_spool(path)] == ["req-1", "req-2"]
-    assert "unreadable line 3" in caplog.text
+    entries = list(read_spool(path))
+    assert [e.record.request_id for e in entries[:2]] == ["req-1", "req-2"]
+    assert entries[2].record is None and entries[2].entry_id == f"{path.name}:3" and "JSON" in entries[2].reason
+
+    result = drain_logs(settings)
+    assert (result["inserted"], result["dead_lettered"]) == (2, 1)
+    [dead] = open_dead_letter_table(settings).to_arrow().to_pylist()
+    assert (dead["source"], dead["location"], dead["entry_id"]) == ("spool", path.name, f"{path.name}:3")
+    assert dead["raw"] == torn.encode() and dead["log_table"] == "inference_log" and dead["dead_at"]
+    assert open_log_table(settings).count_rows() == 2 and not list(spool.glob("*.jsonl"))
 
 
 def test_writer_spools_when_redis_fails_and_replays_into_the_stream(settings):
@@ -73,39 +83,69 @@ def test_writer_spools_when_redis_fails_and_replays_into_the_stream(settings):
 
     writer = InferenceLogWriter(factory, "test:log", settings.data_dir / "spool", replay_every_s=3600)
     writer.start()
-    for i in range(10):
-        writer.submit(record(i, user_features={"plan": "pro", "score": 0.5}))
-    writer.flush()
+    futures = [writer.submit(record(i, user_features={"plan": "pro", "score": 0.5})) for i in range(10)]
+    assert [f.result(10) for f in futures] == ["spool"] * 10  # resolved only once fsync'd in the spool
     assert (writer.spooled, writer.appended) == (10, 0)
     up["ok"] = True
-    writer.submit(record(10))
-    writer.flush()
+    assert writer.write(record(10), timeout_s=10) == "stream"
     assert writer.appended == 1
     assert writer.replay_spool() == 10
     writer.close()
     entries = read_stream(client, "test:log", 100)
-    assert sorted(r.request_id for _, r in entries) == sorted(f"req-{i}" for i in range(11))
-    assert next(r for _, r in entries if r.request_id == "req-0").user_features == {"plan": "pro", "score": 0.5}
+    assert sorted(e.record.request_id for e in entries) == sorted(f"req-{i}" for i in range(11))
+    first = next(e.record for e in entries if e.record.request_id == "req-0")
+    assert first.user_features == {"plan": "pro", "score": 0.5}
 
 
 def test_drain_is_idempotent_when_a_record_is_both_spooled_and_streamed(settings):
     from llmfti.features.embedded_redis import redis_client
     from llmfti.inference_log import STREAM_FIELD, spool_append
-    from pipelines.drain_logs import drain_logs, open_log_table
+    from pipelines.drain_logs import drain_logs, open_dead_letter_table, open_log_table
 
     client = redis_client(settings)
     stream = settings.agent.log_stream
     for i in range(5):
         client.xadd(stream, {STREAM_FIELD: record(i).to_json().encode()})
-    client.xadd(stream, {STREAM_FIELD: b"{broken"})
+    broken_id = client.xadd(stream, {STREAM_FIELD: b"{broken"}).decode()
+    other_id = client.xadd(stream, {b"unexpected": b"\xff\xfe"}).decode()
     spool_append(settings.data_dir / "spool", [record(i).to_json() for i in range(3, 8)])
     result = drain_logs(settings)
-    assert result["inserted"] == 8 and result["read"] == 10 and result["unreadable_skipped"] == 1
-    assert client.xlen(stream) == 0
+    assert result["inserted"] == 8 and result["read"] == 10 and result["dead_lettered"] == 2
+    assert client.xlen(stream) == 0  # deleted from the stream only once kept in LanceDB
+    dead = {r["entry_id"]: r for r in open_dead_letter_table(settings).to_arrow().to_pylist()}
+    assert dead[broken_id]["raw"] == b"{broken" and dead[broken_id]["source"] == "stream"
+    assert dead[broken_id]["location"] == stream and "JSON" in dead[broken_id]["reason"]
+    assert "no 'r' field" in dead[other_id]["reason"] and b"unexpected" in dead[other_id]["raw"]
     assert drain_logs(settings)["inserted"] == 0
     table = open_log_table(settings)
     assert table.count_rows() == 8
     assert any(idx.columns == ["request_id"] for idx in table.list_indices())
+
+
+def test_a_final_record_completes_a_started_one_never_the_reverse(settings):
+    from llmfti.features.embedded_redis import redis_client
+    from llmfti.inference_log import INCOMPLETE, STREAM_FIELD
+    from pipelines.drain_logs import drain_logs, open_log_table
+
+    client = redis_client(settings)
+    stream = settings.agent.log_stream
+
+    def add(*records):
+        for r in records:
+            client.xadd(stream, {STREAM_FIELD: r.to_json().encode()})
+
+    add(record(1, error=INCOMPLETE, streamed=True), record(2, error=INCOMPLETE, streamed=True))
+    assert drain_logs(settings)["inserted"] == 2
+    add(record(1, answer="done", streamed=True), record(3, answer="x", streamed=True),
+        record(3, error=INCOMPLETE, streamed=True))  # a started record after its final one (replay order)
+    result = drain_logs(settings)
+    assert (result["inserted"], result["completed"]) == (1, 1)
+    add(record(1, error=INCOMPLETE, streamed=True))  # re-delivered: must not undo the final record
+    assert drain_logs(settings)["completed"] == 0
+    rows = {r["request_id"]: r for r in open_log_table(settings).to_arrow().to_pylist()}
+    assert (rows["req-1"]["answer"], rows["req-1"]["error"]) == ("done", None)
+    assert rows["req-2"]["error"] == INCOMPLETE  # the stream that never finished stays, marked incomplete
+    assert (rows["req-3"]["answer"], rows["req-3"]["error"]) == ("x", None)
 
 
 def test_on_demand_features_are_the_same_online_and_in_a_backfill():

