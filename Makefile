@@ -1,14 +1,16 @@
 # The two commands of the README, plus the usual helpers. Everything runs in .venv.
 VENV ?= .venv
 BIN := $(VENV)/bin
+HOST ?= 127.0.0.1
+PORT ?= 8000
 
 .PHONY: install demo test lint bench
 
 install:
 	bash scripts/install.sh
 
-demo: install ## index the sample documents and serve the chat API on 127.0.0.1:8000
-	$(BIN)/llmfti serve --dev
+demo: install ## index the sample documents and serve the chat API on $(HOST):$(PORT) (make demo PORT=8001)
+	$(BIN)/llmfti serve --dev --host $(HOST) --port $(PORT)
 
 test: install ## the fast, offline test suite
 	$(BIN)/pytest

@@ -1,10 +1,17 @@
 """Feature pipeline: documents -> clean -> chunk -> embed -> one commit to the versioned index.
 
-A build *syncs* the index with the paths it is given: documents are added or updated (by
-content hash), and documents that came from one of these paths before but are gone now are
-deleted. Documents from other paths are untouched. Unchanged documents are not re-embedded,
-nor are unchanged chunks of changed documents. A file that fails to load is quarantined with
-its reason and its previously indexed version is kept.
+A build *syncs* the index with the paths it is given, for one tenant: documents are added or
+updated (by content hash), and documents that this tenant's builds of these paths wrote before
+but that are gone now are deleted. A document's identity is ``(tenant, doc_id)``: a build never
+deletes rows written by a build for another tenant, and a build given ``tenant`` rejects
+documents that name another one. Documents from other paths are untouched. Unchanged documents
+are not re-embedded, nor are unchanged chunks of changed documents.
+
+Faults lose nothing: a path that does not exist is an error before anything is written; a file
+that fails to load, or loads only in part (a bad JSONL line, a bad SQuAD article), is
+quarantined with its reason (and line number), and every document it held before that this load
+did not read is kept. A document is deleted only when its file is gone or a clean load of its
+file no longer contains it.
 """
 
 from __future__ import annotations
@@ -18,16 +25,16 @@ from typing import Any, Protocol
 
 from llmfti.config import Settings
 from llmfti.embedders.base import EmbedderInfo
-from llmfti.errors import ConfigError
+from llmfti.errors import ConfigError, NotFoundError
 from llmfti.index import VectorIndex, history
 from llmfti.lance import connect
 from llmfti.text.chunking import Chunk, Chunker
 from llmfti.text.document import Document, Quarantined
 from llmfti.text.loaders import discover
+from llmfti.text.loaders.base import missing_paths
 
 # on_progress(stage, done, total)
 Progress = Callable[[str, int, int], None]
-ENCODE_GROUP = 1024  # chunks per encode call: large enough for length-sorted batching
 
 
 def build_index(
@@ -49,41 +56,41 @@ def build_index(
     name = index or settings.index.name
     report = on_progress or (lambda stage, done, total: None)
     roots = [Path(p) for p in paths]
+    _check_paths(roots)
+    build_tenant = tenant or settings.ingest.default_tenant
     docs, rejected = engine.load(settings, roots, tenant or settings.ingest.default_tenant)
+    if tenant is not None:
+        docs, rejected = _only_tenant(docs, rejected, tenant)
     idx = VectorIndex.open(settings, name) if VectorIndex.exists(settings, name) else None
     state = idx.doc_state() if idx else {}
     salt = _chunking_salt(settings)
-    hashes = {d.doc_id: d.fingerprint(salt) for d in docs}
+    hashes = {d.identity: d.fingerprint(salt) for d in docs}
 
-    added = [d for d in docs if d.doc_id not in state]
-    updated = [d for d in docs if d.doc_id in state and state[d.doc_id][0] != hashes[d.doc_id]]
-    kept = {q.doc_id for q in rejected if q.doc_id}  # failed to load now: keep the last good version
+    added = [d for d in docs if d.identity not in state]
+    updated = [d for d in docs if d.identity in state and state[d.identity].doc_hash != hashes[d.identity]]
     sources = {str(r.resolve()) for r in roots}
-    present = {d.doc_id for d in docs}
-    deleted = sorted(
-        doc_id for doc_id, (_, src) in state.items() if src in sources and doc_id not in present | kept
-    )
+    deleted = _gone(state, docs, rejected, sources, build_tenant)
 
-    chunks_embedded, version_before = 0, idx.version if idx else None
+    chunks_embedded = 0
     changed = added + updated
     if changed:
-        reuse = idx.embeddings_of([d.doc_id for d in updated]) if idx else {}
+        reuse = idx.embeddings_of([d.identity for d in updated]) if idx else {}
         info, chunked, fresh = engine.chunk_and_embed(settings, idx, changed, set(reuse), report)
         vectors = {**reuse, **fresh}
         chunks_embedded = len(fresh)
-        rows = _rows(changed, chunked, vectors, hashes, info.dimension)
+        rows = _rows(changed, chunked, vectors, hashes, info.dimension, build_tenant)
         if idx is None:
             idx = VectorIndex.create(settings, name, info)
     if idx is not None and (changed or deleted):
         report("commit", 0, 1)
-        idx.apply(rows if changed else None, [d.doc_id for d in updated] + deleted)
+        idx.apply(rows if changed else None, [d.identity for d in updated] + deleted)
         idx.refresh_search_indices()
         report("commit", 1, 1)
 
     db = connect(settings)
     summary = {
         "index": name,
-        "version": idx.version if idx else None,
+        "version": idx.head_version if idx else None,
         "docs_added": len(added),
         "docs_updated": len(updated),
         "docs_deleted": len(deleted),
@@ -92,8 +99,8 @@ def build_index(
         "quarantined": len(rejected),
         "seconds": round(time.perf_counter() - started, 3),
     }
-    if idx is not None and idx.version != version_before:
-        history.record_build(db, name, idx.version, "build", {**summary, "paths": sorted(sources)})
+    if idx is not None and idx.head_version not in idx.published_versions():
+        idx.record_build("build", {**summary, "paths": sorted(sources)})  # publish: readers switch to it
     history.quarantine(db, name, rejected)
     return summary
 
@@ -121,10 +128,11 @@ class LocalEngine:
                         report: Progress) -> tuple[EmbedderInfo, list[list[Chunk]], dict[str, Any]]:
         embedder = idx.embedder() if idx else _load_embedder(settings)
         report("chunk", 0, len(docs))
-        chunked = make_chunker(settings, embedder).chunk_many([(d.doc_id, d.text) for d in docs])
+        chunked = make_chunker(settings, embedder).chunk_many([(d.key, d.text) for d in docs])
         report("chunk", len(docs), len(docs))
         pending = [c for chunks in chunked for c in chunks if c.chunk_id not in reuse]
-        return embedder.info, chunked, _encode(embedder, pending, report)
+        batch_size = settings.embedder.batch_size
+        return embedder.info, chunked, _encode(embedder, pending, report, batch_size)
 
 
 def make_chunker(settings: Settings, embedder: Any) -> Chunker:
@@ -139,19 +147,64 @@ def _load(settings: Settings, roots: list[Path], tenant: str) -> tuple[list[Docu
 
 
 def collect(items: Iterable[Document | Quarantined]) -> tuple[list[Document], list[Quarantined]]:
-    """Loaded items in load order -> documents and rejected inputs (a repeated doc id is rejected)."""
-    docs: dict[str, Document] = {}
+    """Loaded items in load order -> documents and rejected inputs (a repeated (tenant, doc id) is rejected)."""
+    docs: dict[tuple[str, str], Document] = {}
     rejected: list[Quarantined] = []
     for item in items:
         if isinstance(item, Quarantined):
             rejected.append(item)
-        elif item.doc_id in docs:
+        elif item.identity in docs:
+            first = docs[item.identity]
             rejected.append(Quarantined(
-                item.source, f"duplicate doc_id {item.doc_id!r} (already loaded from {docs[item.doc_id].source}); "
-                "fix: give the documents distinct ids or build them into separate indexes", doc_id=None))
+                item.origin or item.source,
+                f"duplicate doc_id {item.doc_id!r} of tenant {item.tenant!r} (already loaded from "
+                f"{first.origin or first.source}); fix: give the documents distinct ids or build them into "
+                "separate indexes", doc_id=item.doc_id, origin=item.origin))
         else:
-            docs[item.doc_id] = item
+            docs[item.identity] = item
     return list(docs.values()), rejected
+
+
+def _check_paths(roots: list[Path]) -> None:
+    """A path that does not exist is a mistake (a typo, an unmounted disk): stop before writing anything."""
+    missing = missing_paths(roots)
+    if missing:
+        raise NotFoundError(
+            f"{', '.join(map(str, missing))}: no such file or folder (nothing was built)",
+            expected="existing files or folders: .md .txt .html .pdf .jsonl, SQuAD .json",
+            fix="check the path (relative paths start at the current folder "
+                f"{Path.cwd()}); to remove documents from the index, build their folder without them",
+        )
+
+
+def _only_tenant(docs: list[Document], rejected: list[Quarantined], tenant: str,
+                 ) -> tuple[list[Document], list[Quarantined]]:
+    """A build for ``tenant`` never writes another tenant's documents: those that name one are quarantined."""
+    own = [d for d in docs if d.tenant == tenant]
+    for d in docs:
+        if d.tenant != tenant:
+            rejected.append(Quarantined(
+                d.origin or d.source,
+                f"{d.doc_id}: names tenant {d.tenant!r} but this build is for tenant {tenant!r} (a build for one "
+                f"tenant never writes another tenant's documents); fix: build it with --tenant {d.tenant}, or "
+                "without --tenant to use each document's own tenant", doc_id=d.doc_id, origin=d.origin))
+    return own, rejected
+
+
+def _gone(state: dict[tuple[str, str], Any], docs: list[Document], rejected: list[Quarantined],
+          sources: set[str], build_tenant: str) -> list[tuple[str, str]]:
+    """Documents to delete: written by this tenant's builds of these paths, and not in this load.
+
+    Never deleted: another tenant's builds' rows, and documents of a file that failed to load or
+    loaded only in part (its bad lines may be exactly those documents: they wait for a clean load).
+    """
+    present = {d.identity for d in docs}
+    unread = {q.origin for q in rejected if q.origin}
+    return sorted(
+        identity for identity, row in state.items()
+        if row.source in sources and row.build_tenant == build_tenant and identity not in present
+        and row.origin not in unread
+    )
 
 
 def _chunking_salt(settings: Settings) -> str:
@@ -177,26 +230,33 @@ def _max_tokens(settings: Settings, limit: int) -> int:
     return wanted
 
 
-def _encode(embedder: Any, chunks: list[Chunk], report: Progress) -> dict[str, list[float]]:
+def _encode(embedder: Any, chunks: list[Chunk], report: Progress, batch_size: int = 32) -> dict[str, list[float]]:
+    """Vectors of ``chunks``, one encode call per batch (progress after each one).
+
+    Chunks are sorted by token count first, so every batch holds chunks of similar length (the
+    padding saving that one big length-sorted encode call would give) and progress moves steadily.
+    """
     vectors: dict[str, Any] = {}
-    report("embed", 0, len(chunks))
-    for start in range(0, len(chunks), ENCODE_GROUP):
-        group = chunks[start:start + ENCODE_GROUP]
-        for chunk, vector in zip(group, embedder.encode([c.text for c in group]), strict=True):
+    ordered = sorted(chunks, key=lambda c: c.n_tokens)
+    report("embed", 0, len(ordered))
+    for start in range(0, len(ordered), batch_size):
+        group = ordered[start:start + batch_size]
+        for chunk, vector in zip(group, embedder.encode([c.text for c in group], batch_size=batch_size),
+                                 strict=True):
             vectors[chunk.chunk_id] = vector
-        report("embed", start + len(group), len(chunks))
+        report("embed", start + len(group), len(ordered))
     return vectors
 
 
-def _rows(docs: list[Document], chunked: list[list[Chunk]], vectors: dict[str, Any], hashes: dict[str, str],
-          dimension: int) -> Any:
+def _rows(docs: list[Document], chunked: list[list[Chunk]], vectors: dict[str, Any],
+          hashes: dict[tuple[str, str], str], dimension: int, build_tenant: str) -> Any:
     import numpy as np
     import pyarrow as pa
 
     now = datetime.now(UTC)
     columns: dict[str, list[Any]] = {name: [] for name in (
-        "chunk_id", "doc_id", "text", "metadata", "tenant", "source", "title", "content_hash", "doc_hash",
-        "event_time", "ingested_at")}
+        "chunk_id", "doc_id", "text", "metadata", "tenant", "source", "origin", "build_tenant", "title",
+        "content_hash", "doc_hash", "event_time", "ingested_at")}
     embeddings = []
     for doc, chunks in zip(docs, chunked, strict=True):
         for chunk in chunks:
@@ -204,8 +264,9 @@ def _rows(docs: list[Document], chunked: list[list[Chunk]], vectors: dict[str, A
                     "n_tokens": chunk.n_tokens}
             for key, value in (("chunk_id", chunk.chunk_id), ("doc_id", doc.doc_id), ("text", chunk.text),
                                ("metadata", json.dumps(meta, ensure_ascii=False, default=str)),
-                               ("tenant", doc.tenant), ("source", doc.source), ("title", doc.title),
-                               ("content_hash", chunk.content_hash), ("doc_hash", hashes[doc.doc_id]),
+                               ("tenant", doc.tenant), ("source", doc.source), ("origin", doc.origin),
+                               ("build_tenant", build_tenant), ("title", doc.title),
+                               ("content_hash", chunk.content_hash), ("doc_hash", hashes[doc.identity]),
                                ("event_time", doc.event_time), ("ingested_at", now)):
                 columns[key].append(value)
             embeddings.append(np.asarray(vectors[chunk.chunk_id], dtype=np.float32))

@@ -23,7 +23,9 @@ def _settings():  # noqa: ANN202
 def build(
     paths: list[Path] = typer.Argument(..., help="Files or folders: .md .txt .html .pdf .jsonl, SQuAD .json"),
     index: str | None = IndexOption,
-    tenant: str | None = typer.Option(None, help="Tenant of documents that do not name one."),
+    tenant: str | None = typer.Option(
+        None, help="Build for this tenant only (documents naming another tenant are quarantined). Default: "
+                   "ingest.default_tenant for documents that name no tenant, their own for those that do."),
     as_json: bool = JsonOption,
 ) -> None:
     """Build the index, or rebuild it incrementally: only added or changed documents are embedded."""
@@ -58,7 +60,8 @@ def tag(
         from llmfti.index import VectorIndex
 
         idx = VectorIndex.open(_settings(), index)
-        emit({"index": idx.name, "tag": name, "version": idx.tag(name, version)}, as_json)
+        emit({"index": idx.name, "tag": name, "version": idx.tag(name, version)}, as_json,
+             lambda r: console().print(f"index [bold]{r['index']}[/]: tag {r['tag']} -> version {r['version']}"))
 
 
 @app.command("rollback")
@@ -73,7 +76,9 @@ def rollback(
 
         idx = VectorIndex.open(_settings(), index)
         restored = idx.resolve_version(version)
-        emit({"index": idx.name, "restored_version": restored, "version": idx.rollback(restored)}, as_json)
+        emit({"index": idx.name, "restored_version": restored, "version": idx.rollback(restored)}, as_json,
+             lambda r: console().print(f"index [bold]{r['index']}[/]: the content of version {r['restored_version']} "
+                                       f"is now the latest, as version {r['version']} (nothing was deleted)"))
 
 
 @app.command("quarantine")
@@ -119,17 +124,22 @@ def search(
 
 
 def _print_summary(s: dict[str, Any]) -> None:
+    where = f"version {s['version']}" if s["version"] is not None else "nothing indexed yet"
     console().print(
-        f"[bold]{s['index']}[/] v{s['version']}: +{s['docs_added']} added, ~{s['docs_updated']} updated, "
+        f"[bold]{s['index']}[/] {where}: +{s['docs_added']} added, ~{s['docs_updated']} updated, "
         f"-{s['docs_deleted']} deleted, {s['docs_unchanged']} unchanged; {s['chunks_embedded']} chunks embedded; "
-        f"{s['quarantined']} quarantined; {s['seconds']:.1f}s"
+        f"{s['quarantined']} quarantined{' (see: llmfti index quarantine)' if s['quarantined'] else ''}; "
+        f"{s['seconds']:.1f}s"
     )
 
 
 def _print_versions(payload: dict[str, Any]) -> None:
     from rich.table import Table
 
-    table = Table(title=f"index {payload['index']} (current v{payload['current_version']})")
+    table = Table(title=f"index {payload['index']} (current version {payload['current_version']})",
+                  caption="One version per build or rollback; use them with --version, index tag and index "
+                          "rollback. The numbers are commit numbers, and a build makes several commits (its rows, "
+                          "then the search indices), so they are not consecutive.")
     for column in ("version", "kind", "time", "rows", "tags", "summary"):
         table.add_column(column)
     for v in payload["versions"]:
@@ -156,6 +166,8 @@ def _print_quarantine(payload: dict[str, Any]) -> None:
 def _print_results(payload: dict[str, Any]) -> None:
     out = console()
     out.print(f"[dim]{payload['mode']} search, index version {payload['version']}[/]")
+    if not payload["results"]:
+        out.print("no results (try other words, --mode hybrid, or another --tenant)")
     for rank, hit in enumerate(payload["results"], start=1):
         snippet = " ".join(hit["text"].split())[:200]
         out.print(f"[bold]{rank}.[/] {hit['doc_id']} [dim](score {hit['score']:.4f})[/]\n   {snippet}", highlight=False)

@@ -71,16 +71,27 @@ def stage_progress(enabled: bool) -> Iterator[Callable[[str, int, int], None]]:
     if not enabled:
         yield lambda stage, done, total: None
         return
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
 
     tasks: dict[str, Any] = {}
-    with Progress(TextColumn("{task.description:>10}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                  console=err_console(), transient=True) as bars:
+    rate = TextColumn("{task.fields[rate]}")
+    with Progress(TextColumn("{task.description:>10}"), BarColumn(), MofNCompleteColumn(), rate, TimeElapsedColumn(),
+                  TextColumn("eta"), TimeRemainingColumn(), console=err_console(), transient=True,
+                  speed_estimate_period=30) as bars:
 
         def update(stage: str, done: int, total: int) -> None:
             if stage not in tasks:
-                tasks[stage] = bars.add_task(stage, total=total)
+                tasks[stage] = bars.add_task(stage, total=total, rate="")
             bars.update(tasks[stage], completed=done, total=total)
+            speed = next(t.speed for t in bars.tasks if t.id == tasks[stage])  # items/s, last 30 s
+            bars.update(tasks[stage], rate=f"{speed:,.1f}/s" if speed else "")
 
         yield update
 

@@ -28,6 +28,7 @@ def serve(
         from agents.api.app import create_app
         from llmfti.config import load_settings
 
+        _check_port_free(host, port)  # before anything is printed or started
         settings = load_settings(agent={"auth_mode": "dev"}) if dev else load_settings()
         app = create_app(settings)  # refuses to start without keys unless --dev; loads nothing yet
         indexed = _index_samples_if_empty(settings) if samples else None
@@ -59,3 +60,32 @@ def _index_samples_if_empty(settings) -> dict | None:  # noqa: ANN001
     docs = Path(index_build.__file__).resolve().parent / "samples" / "docs"
     err_console().print(f"index {settings.index.name!r} is empty: indexing the sample documents in {docs}")
     return index_build.build_index(settings, [docs])
+
+
+def _check_port_free(host: str, port: int) -> None:
+    """Fail with the fix when ``host:port`` cannot be listened on (taken, or not an address of this machine)."""
+    import errno
+    import socket
+
+    from llmfti.errors import ConfigError
+
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except socket.gaierror as exc:
+        raise ConfigError(f"--host {host!r} is not an address this machine can listen on ({exc.strerror})",
+                          expected="e.g. 127.0.0.1, 0.0.0.0 or ::1", fix="pass another --host") from None
+    family, kind, proto, _, address = infos[0]
+    with socket.socket(family, kind, proto) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn does: only a live listener blocks
+        try:
+            probe.bind(address)
+        except OSError as exc:
+            taken = exc.errno == errno.EADDRINUSE
+            raise ConfigError(
+                f"cannot listen on {host}:{port}: "
+                + ("the port is already in use (another llmfti serve, or another program)" if taken
+                   else str(exc.strerror or exc)),
+                fix=(f"stop what listens there (see: ss -ltnp 'sport = :{port}'), or use another port: "
+                     f"llmfti serve --port {port + 1} (make demo PORT={port + 1})") if taken
+                else "pass another --host/--port",
+            ) from None

@@ -1,17 +1,27 @@
 """VectorIndex: the ``chunks`` feature group of one index, with versions, tags and search.
 
-Every write is one Lance commit (a new version); older versions stay searchable (time travel)
-and can be restored (rollback). The table's schema metadata records the embedder that built
-it; opening with another embedder is refused.
+Every write is one Lance commit; a build makes several (its rows, then the search indices).
+The versions a user sees are the *published* ones: the last commit of each build or rollback,
+recorded in the build log. Searches without a version read the newest published version, so a
+reader never sees a build half-done, and every version a response names can be searched again
+(time travel) or restored (rollback). The numbers are Lance's commit numbers, so they are not
+consecutive (a new index's first version is typically 4).
+
+A document's identity is ``(tenant, doc_id)`` (chunk schema v2; v1 keyed documents by id alone,
+so two tenants' documents with the same id replaced each other). A v1 table is not migrated: it
+is left in place and opening the index asks for a rebuild. The table's schema metadata records
+the embedder that built it; opening with another embedder is refused.
 """
 
 from __future__ import annotations
 
 import json
 import threading
+import time
+from collections import OrderedDict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from llmfti.errors import EmbedderMismatchError, InvalidInputError, NotFoundError
 from llmfti.filters import Filter, where_clause
@@ -26,7 +36,8 @@ if TYPE_CHECKING:
     from llmfti.config import SearchMode, Settings
     from llmfti.embedders import Embedder, EmbedderInfo
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # v2: identity (tenant, doc_id), tenant-qualified chunk ids, origin + build_tenant columns
+PUBLISHED_TTL_S = 1.0  # how long a reader trusts its list of published versions (= the connection's consistency)
 EMBEDDER_KEY = b"llmfti.embedder"
 FILTERABLE = {
     "doc_id": "string",
@@ -37,6 +48,15 @@ FILTERABLE = {
     "ingested_at": "timestamp",
 }
 _RESULT_COLUMNS = ["chunk_id", "doc_id", "text", "metadata"]
+
+
+class DocState(NamedTuple):
+    """What the index holds about one document (identity ``(tenant, doc_id)``) in its latest commit."""
+
+    doc_hash: str
+    source: str  # the path the build was given
+    origin: str  # the file the document was read from
+    build_tenant: str  # the tenant of the build that wrote it: a build syncs only its own rows
 
 
 @dataclass(frozen=True)
@@ -55,8 +75,8 @@ class SearchResult:
     hits: list[SearchHit]
 
 
-def table_name(index: str) -> str:
-    return f"{check_name(index, what='index name')}__chunks_v{SCHEMA_VERSION}"
+def table_name(index: str, schema_version: int = SCHEMA_VERSION) -> str:
+    return f"{check_name(index, what='index name')}__chunks_v{schema_version}"
 
 
 def chunks_schema(info: EmbedderInfo) -> pa.Schema:
@@ -72,6 +92,8 @@ def chunks_schema(info: EmbedderInfo) -> pa.Schema:
             ("metadata", pa.string()),  # JSON object: document metadata + chunk position
             ("tenant", pa.string()),
             ("source", pa.string()),
+            ("origin", pa.string()),  # the file the document was read from
+            ("build_tenant", pa.string()),  # the tenant of the build that wrote the row
             ("title", pa.string()),
             ("content_hash", pa.string()),  # of the chunk text
             ("doc_hash", pa.string()),  # of the document + chunking config: drives incremental builds
@@ -92,7 +114,8 @@ class VectorIndex:
         self._table = table
         self.info = _recorded_embedder(table)
         self._embedder: Embedder | None = None
-        self._versions: dict[int, Any] = {}
+        self._versions: OrderedDict[int, Any] = OrderedDict()
+        self._published: tuple[float, list[int]] = (float("-inf"), [])
         self._lock = threading.Lock()
         if self.info["name"] != settings.embedder.model:
             raise _mismatch(name, self.info, settings.embedder.model)
@@ -105,6 +128,14 @@ class VectorIndex:
     @classmethod
     def open(cls, settings: Settings, name: str | None = None) -> VectorIndex:
         name = name or settings.index.name
+        if not cls.exists(settings, name) and table_name(name, 1) in table_names(connect(settings)):
+            raise NotFoundError(
+                f"index {name!r} under {settings.data_dir} has chunk schema v1 (documents identified without "
+                f"their tenant), which this version no longer reads",
+                expected=f"chunk schema v{SCHEMA_VERSION}",
+                fix=f"rebuild it from its documents: llmfti index build PATH --index {name} [--tenant T] "
+                    f"(the old table {table_name(name, 1)} is left in place; delete it when done)",
+            )
         if not cls.exists(settings, name):
             raise NotFoundError(
                 f"index {name!r} does not exist under {settings.data_dir}",
@@ -119,7 +150,39 @@ class VectorIndex:
 
     @property
     def version(self) -> int:
+        """The newest published version: what a search without ``version`` reads."""
+        published = self.published_versions()
+        return published[-1] if published else self.head_version
+
+    @property
+    def head_version(self) -> int:
+        """The newest commit, published or not (builds write here)."""
         return int(self._table.version)
+
+    def published_versions(self) -> list[int]:
+        """Versions recorded in the build log (one per build or rollback), oldest first."""
+        now = time.monotonic()
+        with self._lock:
+            at, versions = self._published
+            if now - at < PUBLISHED_TTL_S:
+                return versions
+        versions = sorted({int(e["version"]) for e in history.builds(self._db, self.log_key)})
+        with self._lock:
+            self._published = (now, versions)
+        return versions
+
+    @property
+    def log_key(self) -> str:
+        """This index's entries in the build log: its chunks table (a schema bump starts a new history)."""
+        return table_name(self.name)
+
+    def record_build(self, kind: str, summary: dict[str, Any]) -> int:
+        """Publish the head commit: log it as a build or rollback; returns its version."""
+        version = self.head_version
+        history.record_build(self._db, self.log_key, version, kind, summary)
+        with self._lock:
+            self._published = (float("-inf"), [])
+        return version
 
     def count_rows(self, version: int | str | None = None) -> int:
         return int(self._at(version).count_rows())
@@ -136,48 +199,54 @@ class VectorIndex:
         return self._embedder
 
     # ----------------------------------------------------------------- writing
-    def doc_state(self) -> dict[str, tuple[str, str]]:
-        """``doc_id -> (doc_hash, source)`` of the latest version."""
-        table = self._table.search().select(["doc_id", "doc_hash", "source"]).limit(None).to_arrow()
-        ids, hashes, sources = (table.column(c).to_pylist() for c in ("doc_id", "doc_hash", "source"))
-        return {d: (h, s) for d, h, s in zip(ids, hashes, sources, strict=True)}
+    def doc_state(self) -> dict[tuple[str, str], DocState]:
+        """``(tenant, doc_id) -> DocState`` of the newest commit."""
+        columns = ["tenant", "doc_id", *DocState._fields]
+        table = self._table.search().select(columns).limit(None).to_arrow()
+        values = [table.column(c).to_pylist() for c in columns]
+        return {(t, d): DocState(*rest) for t, d, *rest in zip(*values, strict=True)}
 
-    def embeddings_of(self, doc_ids: Iterable[str]) -> dict[str, list[float]]:
-        """``chunk_id -> embedding`` of the existing chunks of ``doc_ids`` (reused when unchanged)."""
-        return {row["chunk_id"]: row["embedding"] for row in self._rows_of(doc_ids, ["chunk_id", "embedding"])}
+    def embeddings_of(self, identities: Iterable[tuple[str, str]]) -> dict[str, list[float]]:
+        """``chunk_id -> embedding`` of the existing chunks of these ``(tenant, doc_id)`` (reused when unchanged)."""
+        return {row["chunk_id"]: row["embedding"]
+                for row in self._rows_of(identities, ["chunk_id", "embedding"], "head")}
 
-    def chunk_ids_of(self, doc_ids: Iterable[str], version: int | str | None = None) -> dict[str, list[str]]:
-        """``doc_id -> [chunk_id, ...]`` (in document order) for the given documents."""
+    def chunk_ids_of(self, doc_ids: Iterable[str], version: int | str | None = None, *,
+                     tenant: str | None = None) -> dict[str, list[str]]:
+        """``doc_id -> [chunk_id, ...]`` (in document order) for documents of ``tenant`` (default:
+        ``ingest.default_tenant``, the one a search without a tenant reads)."""
+        tenant = tenant or self.settings.ingest.default_tenant
         out: dict[str, list[tuple[int, str]]] = {}
-        for row in self._rows_of(doc_ids, ["doc_id", "chunk_id", "metadata"], version):
+        for row in self._rows_of([(tenant, d) for d in doc_ids], ["doc_id", "chunk_id", "metadata"], version):
             position = json.loads(row["metadata"] or "{}").get("chunk_index", 0)
             out.setdefault(row["doc_id"], []).append((position, row["chunk_id"]))
         return {doc: [cid for _, cid in sorted(chunks)] for doc, chunks in out.items()}
 
-    def _rows_of(self, doc_ids: Iterable[str], columns: list[str], version: int | str | None = None,
-                 ) -> list[dict[str, Any]]:
-        """``columns`` of every chunk of ``doc_ids``, queried 500 documents at a time."""
-        ids, rows = sorted(set(doc_ids)), []
+    def _rows_of(self, identities: Iterable[tuple[str, str]], columns: list[str],
+                 version: int | str | None = None) -> list[dict[str, Any]]:
+        """``columns`` of every chunk of these documents, queried 500 documents at a time."""
+        table = self._table if version == "head" else self._at(version)
+        ids, rows = sorted(set(identities)), []
         for start in range(0, len(ids), 500):
-            where = f"doc_id IN ({', '.join(escape_literal(d) for d in ids[start:start + 500])})"
-            rows.extend(self._at(version).search().where(where).select(columns).limit(None).to_list())
+            rows.extend(table.search().where(_identity_clause(ids[start:start + 500])).select(columns)
+                        .limit(None).to_list())
         return rows
 
-    def apply(self, rows: pa.Table | None, replace_doc_ids: Sequence[str]) -> int:
-        """In ONE commit: upsert ``rows`` and delete every other chunk of ``replace_doc_ids``.
+    def apply(self, rows: pa.Table | None, replace: Sequence[tuple[str, str]]) -> int:
+        """In ONE commit: upsert ``rows`` and delete every other chunk of the ``replace`` documents
+        (``(tenant, doc_id)`` pairs: another tenant's document with the same id is never touched).
 
         Readers see the old version or the new one, never a half-applied build.
         """
         schema = self._table.schema
         rows = schema.empty_table() if rows is None else rows.select(schema.names).cast(schema)
-        if rows.num_rows == 0 and not replace_doc_ids:
-            return self.version
+        if rows.num_rows == 0 and not replace:
+            return self.head_version
         merge = self._table.merge_insert("chunk_id").when_matched_update_all().when_not_matched_insert_all()
-        if replace_doc_ids:
-            ids = ", ".join(escape_literal(d) for d in sorted(set(replace_doc_ids)))
-            merge = merge.when_not_matched_by_source_delete(f"doc_id IN ({ids})")
+        if replace:
+            merge = merge.when_not_matched_by_source_delete(_identity_clause(sorted(set(replace))))
         merge.execute(rows)
-        return self.version
+        return self.head_version
 
     def refresh_search_indices(self) -> None:
         """Create the full-text and tenant indices (and ANN above ``ann_min_rows``), or fold new rows in."""
@@ -234,8 +303,7 @@ class VectorIndex:
         """Make the content of ``version`` the latest version (a new commit; history is kept)."""
         target = self.resolve_version(version)
         self._table.restore(target)
-        history.record_build(self._db, self.name, self.version, "rollback", {"restored_version": target})
-        return self.version
+        return self.record_build("rollback", {"restored_version": target})
 
     def versions(self) -> list[dict[str, Any]]:
         """Every build and rollback: version, time, row count, summary and tags."""
@@ -243,7 +311,7 @@ class VectorIndex:
         for tag, version in self.tags().items():
             by_version.setdefault(version, []).append(tag)
         entries = []
-        for entry in history.builds(self._db, self.name):
+        for entry in history.builds(self._db, self.log_key):
             version = int(entry["version"])
             entries.append(
                 {
@@ -258,23 +326,27 @@ class VectorIndex:
         return entries
 
     def _known_version(self, version: int) -> int:
-        known = {int(v["version"]) for v in self._table.list_versions()}
+        """``version`` if it is published (an index written without the build log: any commit)."""
+        published = self.published_versions()
+        known = published or [int(v["version"]) for v in self._table.list_versions()]
         if version not in known:
             raise NotFoundError(
                 f"index {self.name!r} has no version {version}",
-                expected=f"one of {min(known)}..{max(known)}",
-                fix="list builds with: llmfti index versions",
+                expected=f"one of the versions {_listing(known)} (one per build or rollback; the numbers are "
+                         "commit numbers, and a build makes several commits, so they are not consecutive)",
+                fix="list them with: llmfti index versions",
             )
         return version
 
     def _at(self, version: int | str | None) -> Any:
-        """The table at ``version`` (latest if None); old versions are opened once and cached."""
-        if version is None:
-            return self._table
-        number = self.resolve_version(version)
+        """The table at ``version`` (the newest published if None); versions are opened once and cached."""
+        number = self.version if version is None else self.resolve_version(version)
         with self._lock:
             if number not in self._versions:
                 self._versions[number] = self._db.open_table(table_name(self.name), version=number)
+                while len(self._versions) > 16:
+                    self._versions.popitem(last=False)
+            self._versions.move_to_end(number)
             return self._versions[number]
 
     # ----------------------------------------------------------------- searching
@@ -345,6 +417,21 @@ class VectorIndex:
             .limit(k)
         )
         return [_hit(row, float(row["_score"])) for row in query.to_list()]
+
+
+def _identity_clause(identities: Sequence[tuple[str, str]]) -> str:
+    """SQL matching the chunks of these ``(tenant, doc_id)`` documents, grouped by tenant."""
+    by_tenant: dict[str, list[str]] = {}
+    for tenant, doc_id in identities:
+        by_tenant.setdefault(tenant, []).append(doc_id)
+    return " OR ".join(
+        f"(tenant = {escape_literal(t)} AND doc_id IN ({', '.join(escape_literal(d) for d in ids)}))"
+        for t, ids in sorted(by_tenant.items())
+    ) or "false"
+
+
+def _listing(versions: list[int]) -> str:
+    return ", ".join(map(str, versions)) if len(versions) <= 12 else f"{versions[0]} ... {versions[-1]}"
 
 
 def _hit(row: dict[str, Any], score: float) -> SearchHit:

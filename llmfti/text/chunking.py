@@ -2,8 +2,11 @@
 
 Chunks never exceed ``max_tokens`` (the embedder's limit without special tokens), prefer
 sentence and paragraph boundaries, and overlap by whole trailing sentences up to
-``overlap_tokens``. A sentence longer than the limit is split at token boundaries. Chunk ids
-derive from the document id and the chunk's content hash, so they are stable across builds.
+``overlap_tokens``. A sentence longer than the limit is split at token boundaries into
+parts of equal size (never a one-token tail), and a piece without a word character (e.g. a
+lone ".") never becomes a chunk. Chunk ids derive from the document's key (its tenant and id,
+see :func:`llmfti.text.document.document_key`) and the chunk's content hash, so they are stable
+across builds and never shared by two tenants' documents.
 """
 
 from __future__ import annotations
@@ -18,13 +21,14 @@ from llmfti.errors import ConfigError
 # Character spans (start, end) of each token of a text, without special tokens.
 TokenSpans = Callable[[Sequence[str]], list[list[tuple[int, int]]]]
 
+_WORD = re.compile(r"\w")
 _SENTENCE_END = re.compile(r"(?<=[.!?…])[\"'”’)\]]*\s+|\n\s*\n|\n(?=\s*(?:[#>*\-+|]|\d+[.)]\s))")
 
 
 @dataclass(frozen=True)
 class Chunk:
     chunk_id: str
-    doc_id: str
+    doc_key: str  # the key the document was chunked under: tenant + doc id
     index: int  # position in the document
     text: str
     start: int  # character offsets into the cleaned document text
@@ -40,9 +44,9 @@ def content_hash(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()[:32]
 
 
-def chunk_id(doc_id: str, text: str, occurrence: int = 0) -> str:
-    """Stable id: document id + content hash (+ occurrence, only for repeated identical chunks)."""
-    key = f"{doc_id}\x00{content_hash(text)}" + (f"\x00{occurrence}" if occurrence else "")
+def chunk_id(doc_key: str, text: str, occurrence: int = 0) -> str:
+    """Stable id: document key + content hash (+ occurrence, only for repeated identical chunks)."""
+    key = f"{doc_key}\x00{content_hash(text)}" + (f"\x00{occurrence}" if occurrence else "")
     return hashlib.sha256(key.encode("utf-8")).hexdigest()[:32]
 
 
@@ -61,9 +65,9 @@ class Chunker:
             )
 
     def chunk_many(self, docs: Sequence[tuple[str, str]]) -> list[list[Chunk]]:
-        """Chunk ``(doc_id, text)`` pairs; tokenizes all texts in one batch."""
+        """Chunk ``(doc_key, text)`` pairs (``Document.key``: tenant + id); tokenizes all texts in one batch."""
         spans = self.token_spans([text for _, text in docs])
-        chunked = [self._chunk(doc_id, text, s) for (doc_id, text), s in zip(docs, spans, strict=True)]
+        chunked = [self._chunk(key, text, s) for (key, text), s in zip(docs, spans, strict=True)]
         return [self._enforce_limit(chunks) for chunks in chunked]
 
     def _enforce_limit(self, chunks: list[Chunk]) -> list[Chunk]:
@@ -80,14 +84,14 @@ class Chunker:
             if len(spans) <= self.max_tokens:
                 fixed.append(chunk)
                 continue
-            for k in range(0, len(spans), self.max_tokens):
-                part = spans[k : k + self.max_tokens]
+            for part in _even_parts(spans, self.max_tokens):
                 piece = chunk.text[part[0][0] : part[-1][1]]
-                fixed.append(Chunk(chunk_id(chunk.doc_id, piece), chunk.doc_id, 0, piece,
-                                   chunk.start + part[0][0], chunk.start + part[-1][1], len(part)))
-        return [Chunk(c.chunk_id, c.doc_id, i, c.text, c.start, c.end, c.n_tokens) for i, c in enumerate(fixed)]
+                if _WORD.search(piece):
+                    fixed.append(Chunk(chunk_id(chunk.doc_key, piece), chunk.doc_key, 0, piece,
+                                       chunk.start + part[0][0], chunk.start + part[-1][1], len(part)))
+        return [Chunk(c.chunk_id, c.doc_key, i, c.text, c.start, c.end, c.n_tokens) for i, c in enumerate(fixed)]
 
-    def _chunk(self, doc_id: str, text: str, spans: list[tuple[int, int]]) -> list[Chunk]:
+    def _chunk(self, doc_key: str, text: str, spans: list[tuple[int, int]]) -> list[Chunk]:
         units = _units(text, spans, self.max_tokens)
         windows: list[tuple[int, int]] = []  # [first unit, last unit + 1)
         first, tokens = 0, 0
@@ -103,10 +107,13 @@ class Chunker:
         for lo, hi in windows:
             start, end = units[lo][0], units[hi - 1][1]
             piece = text[start:end].strip()
+            if not _WORD.search(piece):
+                continue  # punctuation only: nothing to retrieve
             n_tokens = sum(u[2] for u in units[lo:hi])
             occurrence = seen.get(piece, 0)
             seen[piece] = occurrence + 1
-            chunks.append(Chunk(chunk_id(doc_id, piece, occurrence), doc_id, len(chunks), piece, start, end, n_tokens))
+            chunks.append(Chunk(chunk_id(doc_key, piece, occurrence), doc_key, len(chunks), piece, start, end,
+                                n_tokens))
         return chunks
 
 
@@ -128,10 +135,23 @@ def _units(text: str, spans: list[tuple[int, int]], max_tokens: int) -> list[tup
         first = t
         while t < len(spans) and spans[t][0] < hi:
             t += 1
-        sentence = spans[first:t]
-        for k in range(0, len(sentence), max_tokens):
-            part = sentence[k : k + max_tokens]
+        parts = _even_parts(spans[first:t], max_tokens)
+        for k, part in enumerate(parts):
             start = lo if k == 0 else part[0][0]
-            end = hi if k + max_tokens >= len(sentence) else part[-1][1]
+            end = hi if k == len(parts) - 1 else part[-1][1]
             units.append((start, end, len(part)))
     return [u for u in units if u[2] > 0]
+
+
+def _even_parts(spans: list[tuple[int, int]], limit: int) -> list[list[tuple[int, int]]]:
+    """``spans`` cut into the fewest parts of at most ``limit`` tokens, of (nearly) equal size."""
+    if len(spans) <= limit:
+        return [spans] if spans else []
+    n = -(-len(spans) // limit)
+    size, extra = divmod(len(spans), n)
+    parts, start = [], 0
+    for i in range(n):
+        stop = start + size + (1 if i < extra else 0)
+        parts.append(spans[start:stop])
+        start = stop
+    return parts

@@ -23,9 +23,10 @@ def corpus(tmp_path: Path) -> Path:
     return write_corpus(tmp_path / "corpus")
 
 
-def _doc_hashes(idx: VectorIndex, version: int) -> dict[str, str]:
-    rows = idx._at(version).to_arrow().select(["doc_id", "doc_hash"]).to_pylist()
-    return {r["doc_id"]: r["doc_hash"] for r in rows}
+def _doc_hashes(settings, version: int) -> dict[str, str]:
+    """Every commit, published or not (a build makes several), read straight from LanceDB."""
+    rows = connect(settings).open_table("docs__chunks_v2", version=version).to_arrow()
+    return {r["doc_id"]: r["doc_hash"] for r in rows.select(["doc_id", "doc_hash"]).to_pylist()}
 
 
 def test_first_build_indexes_everything(settings, corpus: Path) -> None:
@@ -60,9 +61,9 @@ def test_incremental_rebuild_touches_only_what_changed(settings, corpus: Path) -
         "corpus/bees.md", "corpus/volcano.txt", "corpus/tides.pdf", "corpus/new.md", "kb-1", "kb-2"}
 
     # Atomic: every version between the two builds shows either all-old or all-new documents.
-    old, new = _doc_hashes(idx, first["version"]), _doc_hashes(idx, again["version"])
+    old, new = _doc_hashes(settings, first["version"]), _doc_hashes(settings, again["version"])
     for version in range(first["version"], again["version"] + 1):
-        assert _doc_hashes(idx, version) in (old, new), version
+        assert _doc_hashes(settings, version) in (old, new), version
 
     nothing = build_index(settings, [corpus])
     assert nothing["version"] == again["version"] and nothing["docs_unchanged"] == 6 and nothing["chunks_embedded"] == 0
@@ -124,7 +125,7 @@ def test_opening_with_another_embedder_is_refused(settings, corpus: Path) -> Non
         VectorIndex.open(other)
     with pytest.raises(EmbedderMismatchError):
         build_index(other, [corpus])
-    meta = json.loads(connect(settings).open_table("docs__chunks_v1").schema.metadata[b"llmfti.embedder"])
+    meta = json.loads(connect(settings).open_table("docs__chunks_v2").schema.metadata[b"llmfti.embedder"])
     assert meta["dimension"] == 384 and meta["max_tokens"] == 254 and len(meta["tokenizer_fingerprint"]) == 16
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -25,6 +25,7 @@ class LoadContext:
     tenant: str
     max_file_bytes: int
     max_doc_chars: int
+    origin: str = ""  # the file being read (absolute path; load_file fills it in)
 
     def document(self, doc_id: str, raw_text: str, file: Path, metadata: dict[str, object]) -> Document:
         """Clean ``raw_text`` and wrap it; empty or over-long text raises DocumentError."""
@@ -44,7 +45,8 @@ class LoadContext:
         mtime = datetime.fromtimestamp(file.stat().st_mtime, tz=UTC)
         tenant = str(metadata.pop("tenant", None) or self.tenant)
         event_time = metadata.pop("event_time", None) or mtime
-        return Document(doc_id, text, self.source, _as_datetime(event_time, doc_id), tenant, metadata)
+        return Document(doc_id, text, self.source, _as_datetime(event_time, doc_id), tenant, metadata,
+                        origin=self.origin)
 
 
 def _as_datetime(value: object, doc_id: str) -> datetime:
@@ -70,11 +72,16 @@ def read_text(path: Path, ctx: LoadContext) -> str:
             expected=f"a UTF-8 text file for suffix {path.suffix}",
             fix="convert it to text, or give it the right suffix (e.g. .pdf)",
         )
+    return decode_utf8(data, path.name)
+
+
+def decode_utf8(data: bytes, where: str) -> str:
+    """``data`` as UTF-8 (a BOM is dropped); DocumentError names the first bad byte and its offset."""
     try:
         return data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
         raise DocumentError(
-            f"{path.name} is not valid UTF-8 (byte {exc.start}: {data[exc.start:exc.start + 1]!r})",
+            f"{where} is not valid UTF-8 (byte {exc.start}: {data[exc.start:exc.start + 1]!r})",
             expected="UTF-8 encoded text",
             fix="re-save the file as UTF-8 (e.g. iconv -f latin1 -t utf-8)",
         ) from None
@@ -134,11 +141,17 @@ def discover(
         yield from load_file(path, LoadContext(source, default_id, tenant, max_file_bytes, max_doc_chars), loaders)
 
 
+def missing_paths(paths: list[Path]) -> list[Path]:
+    """The given paths that do not exist (a build checks them before it writes anything)."""
+    return [p for p in paths if not p.exists()]
+
+
 def walk(paths: list[Path]) -> Iterator[tuple[Path, str, str] | Quarantined]:
     """``(file, source, default doc id)`` of every file :func:`discover` would load, in its order."""
     for root in paths:
         if not root.exists():
-            yield Quarantined(str(root), "path does not exist; fix: check the path given to the build")
+            yield Quarantined(str(root), "path does not exist; fix: check the path given to the build",
+                              origin=str(root.absolute()))
             continue
         source = str(root.resolve())
         for path, default_id in _files(root):
@@ -148,21 +161,28 @@ def walk(paths: list[Path]) -> Iterator[tuple[Path, str, str] | Quarantined]:
 def load_file(path: Path, ctx: LoadContext, loaders: dict[str, Loader] | None = None) -> Iterator[Item]:
     """The documents of one file, or the file quarantined with its reason (one file of a build)."""
     loaders = loaders or _loaders()
+    origin = str(path.absolute())
+    ctx = replace(ctx, origin=origin)
     loader = loaders.get(path.suffix.lower())
     if loader is None:
         yield Quarantined(
             str(path),
             f"unsupported file type {path.suffix or '(none)'!r}; supported: "
             f"{', '.join(sorted(loaders))}; fix: convert it or move it out of the folder",
-            size_bytes=_size(path),
+            size_bytes=_size(path), origin=origin,
         )
         return
     try:
-        yield from loader(path, ctx)
+        for item in loader(path, ctx):  # a quarantined line or record names the file it came from
+            yield replace(item, origin=origin) if isinstance(item, Quarantined) else item
     except DocumentError as exc:
-        yield Quarantined(str(path), str(exc), ctx.default_doc_id, _size(path))
+        yield Quarantined(str(path), str(exc), ctx.default_doc_id, _size(path), origin)
     except OSError as exc:
-        yield Quarantined(str(path), f"unreadable: {exc.strerror or exc}", ctx.default_doc_id, _size(path))
+        yield Quarantined(str(path), f"unreadable: {exc.strerror or exc}", ctx.default_doc_id, _size(path), origin)
+    except Exception as exc:  # noqa: BLE001 - one file's loader failure never stops the build
+        yield Quarantined(str(path), f"the {path.suffix} loader failed ({type(exc).__name__}: {exc}); its last "
+                          "indexed documents are kept; fix: check or re-export the file", ctx.default_doc_id,
+                          _size(path), origin)
 
 
 def _size(path: Path) -> int | None:

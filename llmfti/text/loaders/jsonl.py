@@ -11,23 +11,30 @@ from pathlib import Path
 
 from llmfti.errors import DocumentError
 from llmfti.text.document import Document, Quarantined
-from llmfti.text.loaders.base import LoadContext, read_text
+from llmfti.text.loaders.base import LoadContext, decode_utf8, read_bytes
 
 _RESERVED = {"id", "text", "metadata"}
 
 
 def load(path: Path, ctx: LoadContext) -> Iterator[Document | Quarantined]:
+    """Each line decoded on its own: a bad byte or bad JSON loses only its line."""
     seen: set[str] = set()
-    for number, line in enumerate(read_text(path, ctx).splitlines(), start=1):
-        if not line.strip():
+    data = read_bytes(path, ctx)
+    if data.startswith(b"\xef\xbb\xbf"):
+        data = data[3:]
+    for number, raw in enumerate(data.split(b"\n"), start=1):
+        if not raw.strip():
             continue
         where = f"{path.name} line {number}"
         try:
+            line = decode_utf8(raw, where)
             yield _document(json.loads(line), where, path, ctx, seen)
         except json.JSONDecodeError as exc:
-            yield Quarantined(str(path), f"{where}: invalid JSON ({exc.msg}); fix: one JSON object per line")
+            yield Quarantined(str(path), f"{where}: invalid JSON ({exc.msg} at column {exc.colno}); "
+                              "fix: one JSON object per line", line=number)
         except DocumentError as exc:
-            yield Quarantined(str(path), f"{where}: {exc}")
+            yield Quarantined(str(path), f"{where}: {exc}" if not str(exc).startswith(where) else str(exc),
+                              line=number)
 
 
 def _document(row: object, where: str, path: Path, ctx: LoadContext, seen: set[str]) -> Document:

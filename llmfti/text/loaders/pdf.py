@@ -24,8 +24,10 @@ def load(path: Path, ctx: LoadContext) -> Iterator[Document]:
             )
         pages = [page.extract_text() or "" for page in reader.pages]
         title = (reader.metadata.title if reader.metadata else None) or path.stem
-    except PyPdfError as exc:
-        raise DocumentError(f"{path.name} is not a readable PDF: {exc}", fix="re-export the PDF") from None
+    except (PyPdfError, ValueError, KeyError, IndexError, TypeError, AttributeError, RecursionError) as exc:
+        # pypdf raises more than its own errors on damaged files
+        raise DocumentError(f"{path.name} is not a readable PDF: {exc or type(exc).__name__}",
+                            fix="re-export the PDF") from None
     yield ctx.document(
         ctx.default_doc_id,
         "\n\n".join(pages),
