@@ -27,10 +27,11 @@ import logging
 import threading
 import time
 from collections.abc import AsyncIterator
+from concurrent.futures import Future
 from typing import Any
 
 from agents.query_batcher import QueryBatcher
-from agents.redis_link import RedisLink
+from agents.redis_link import RedisLink, wait_durable
 from agents.served_model import follows_alias, served_model
 from agents.turn import AgentAnswer, AgentRequest, Turn, citations, elapsed_ms
 from llmfti.config import Settings
@@ -41,7 +42,7 @@ from llmfti.errors import (
     RequestLimitError,
     StoreUnavailableError,
 )
-from llmfti.inference_log import InferenceLogWriter, InferenceRecord, now_utc
+from llmfti.inference_log import INCOMPLETE, InferenceLogWriter, InferenceRecord, now_utc
 from llmfti.llm.backends import GenerationRequest, GenerationResult, Generator, Passage, StopMatcher, create_generator
 from llmfti.on_demand import query_text, request_features
 from llmfti.prompts import PromptTemplate, load_prompt
@@ -89,7 +90,7 @@ class AgentPipeline:
         if generator.backend != "extractive" and config.generator.fallback:
             fallback = create_generator(config.generator, backend="extractive")
         redis = RedisLink(settings)
-        writer = InferenceLogWriter(redis.client, config.log_stream, settings.data_dir / "spool")
+        writer = redis.log_writer(config.log_stream)
         prompt = load_prompt(config.prompt, config.prompts_dir)
         return cls(settings, generator=generator, fallback=fallback, prompt=prompt, redis=redis, log_writer=writer,
                    index_version=served.index_version if served else None)
@@ -162,16 +163,15 @@ class AgentPipeline:
     def _connect_redis(self) -> None:
         from llmfti.features.online_store import OnlineStore
 
-        try:
+        self.redis.start()  # the recovery thread: restarts/reconnects Redis whenever it fails
+        if self.redis.connect():
             self._store = OnlineStore(self.settings, self.redis.client())
-            self.redis.run(lambda c: c.ping())
-        except StoreUnavailableError as exc:
-            log.warning("Redis unavailable at start-up (%s); serving without user features", exc)
 
     async def close(self) -> None:
         for task in list(self._background):
             task.cancel()
         await asyncio.to_thread(self.log_writer.close)
+        await asyncio.to_thread(self.redis.close)
         if self._batcher is not None:
             self._batcher.close()
         await self.generator.close()
@@ -339,9 +339,9 @@ class AgentPipeline:
             if stopped:
                 result.text, result.finish_reason = text, "stop"
                 result.completion_tokens = used.count_tokens(text)
-            return self._finish(turn, result, used, reason)
+            return await self._finish(turn, result, used, reason)
         except BaseException as exc:
-            self._log_failure(request, turn, exc)
+            await self._durably(self._log_failure(request, turn, exc), failing=exc)
             raise
 
     async def _generate(self, turn: Turn) -> tuple[GenerationResult, Generator, str | None]:
@@ -384,6 +384,7 @@ class AgentPipeline:
                 reason = self._fallback_reason(exc, timeout)
                 used, source = self.fallback, self.fallback.stream(turn.generation)  # type: ignore[union-attr]
                 item = await anext(source)
+            await self._durably(self._log_started(turn, used, reason))  # before the first byte is sent
             stopper, parts, result = StopMatcher(request.stop), [], None
             try:
                 while True:
@@ -414,18 +415,18 @@ class AgentPipeline:
                                           cited=result.cited if result else [])
             result.text = text
             request.timings_ms["generation"] = elapsed_ms(start)
-            answer = self._finish(turn, result, used, reason, streamed=True)
+            answer = await self._finish(turn, result, used, reason, streamed=True)
             finished = True
             yield answer
         except BaseException as exc:
             if not finished:
-                self._log_failure(request, turn, exc, streamed=True)
+                await self._durably(self._log_failure(request, turn, exc, streamed=True), failing=exc)
             raise
 
     # -- results and logging --------------------------------------------------------------------
 
-    def _finish(self, turn: Turn, result: GenerationResult, used: Generator, reason: str | None,
-                *, streamed: bool = False) -> AgentAnswer:
+    async def _finish(self, turn: Turn, result: GenerationResult, used: Generator, reason: str | None,
+                      *, streamed: bool = False) -> AgentAnswer:
         request = turn.request
         start = time.perf_counter()
         degraded = list(dict.fromkeys(request.degraded))
@@ -456,7 +457,7 @@ class AgentPipeline:
         request.timings_ms["log"] = elapsed_ms(start)
         record.timings_ms = dict(request.timings_ms)
         request.timings_ms["total"] = record.total_ms = elapsed_ms(request.started)
-        self.log_writer.submit(record)
+        await self._durably(self.log_writer.submit(record))
         return answer
 
     def _record(self, request: AgentRequest, turn: Turn | None, *, streamed: bool) -> InferenceRecord:
@@ -486,10 +487,10 @@ class AgentPipeline:
         return record
 
     def _log_failure(self, request: AgentRequest, turn: Turn | None, exc: BaseException,
-                     *, streamed: bool = False) -> None:
+                     *, streamed: bool = False) -> Future[str] | None:
         """Requests that fail after validation are logged too (with the error), so served = logged."""
         if isinstance(exc, RequestLimitError | InvalidInputError) and turn is None:
-            return  # rejected as invalid before any work: not a served request
+            return None  # rejected as invalid before any work: not a served request
         record = self._record(request, turn, streamed=streamed)
         if isinstance(exc, asyncio.CancelledError | GeneratorExit):
             record.error, record.status = "client_disconnected", 499
@@ -499,4 +500,26 @@ class AgentPipeline:
                              else 503 if isinstance(exc, StoreUnavailableError | GenerationError) else 500)
         record.timings_ms = dict(request.timings_ms)
         record.total_ms = elapsed_ms(request.started)
-        self.log_writer.submit(record)
+        return self.log_writer.submit(record)
+
+    def _log_started(self, turn: Turn, used: Generator, reason: str | None) -> Future[str]:
+        """A streamed request's first record, written before its first byte; the final one replaces it."""
+        record = self._record(turn.request, turn, streamed=True)
+        record.prompt, record.model_version = used.render_prompt(turn.messages), used.model_version
+        record.fallback, record.fallback_reason = reason is not None, reason
+        record.error, record.timings_ms = INCOMPLETE, dict(turn.request.timings_ms)
+        return self.log_writer.submit(record)
+
+    async def _durably(self, accepted: Future[str] | None, *, failing: BaseException | None = None) -> None:
+        """Wait (off the event loop) until a log record is durable, before the response goes out.
+
+        Skipped with ``logs.durable_ack: false`` and for a client that went away (nothing is sent).
+        For a failed request the original error wins over a logging failure."""
+        if accepted is None or isinstance(failing, asyncio.CancelledError | GeneratorExit):
+            return
+        try:
+            await wait_durable(accepted, self.settings)
+        except StoreUnavailableError as error:
+            if failing is None:
+                raise
+            log.error("could not log failed request durably: %s", error)

@@ -10,10 +10,11 @@ from fastapi import FastAPI
 
 from agents.api.errors import install_error_handlers
 from agents.api.middleware import RequestContextMiddleware
-from agents.api.routers import feedback, health, openai
+from agents.api.routers import chat_page, feedback, health, openai
 from agents.api.state import AgentState
 from agents.pipeline import AgentPipeline
 from llmfti.config import Settings, load_settings
+from llmfti.tracing import AsgiRequestTracing
 
 
 def create_app(settings: Settings | None = None, *, pipeline: AgentPipeline | None = None) -> FastAPI:
@@ -43,6 +44,8 @@ def create_app(settings: Settings | None = None, *, pipeline: AgentPipeline | No
     app.include_router(openai.router)
     app.include_router(feedback.router)
     app.include_router(health.router)
+    app.include_router(chat_page.router)
+    app.add_middleware(AsgiRequestTracing)  # inside RequestContextMiddleware: sees the request id
     app.add_middleware(RequestContextMiddleware, max_body_bytes=settings.agent.max_request_bytes,
                        metrics=state.metrics)
     return app

@@ -12,11 +12,11 @@ import re
 
 from agents.api.auth import Caller
 from agents.api.protocol import FeedbackRequest, FeedbackResponse
-from agents.redis_link import RedisLink
+from agents.redis_link import RedisLink, wait_durable
 from llmfti.config import Settings
 from llmfti.errors import RequestLimitError
 from llmfti.feedback import FEEDBACK_SPOOL, RATINGS, FeedbackRecord, new_feedback_id, request_id_of
-from llmfti.inference_log import InferenceLogWriter, now_utc
+from llmfti.inference_log import now_utc
 
 REQUEST_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")
 
@@ -24,8 +24,9 @@ REQUEST_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")
 class FeedbackService:
     def __init__(self, settings: Settings, redis: RedisLink):
         self.max_chars = settings.agent.max_feedback_chars
-        self.writer = InferenceLogWriter(redis.client, settings.agent.feedback_stream, settings.data_dir / "spool",
-                                         spool_name=FEEDBACK_SPOOL, record_type=FeedbackRecord)
+        self.settings = settings
+        self.writer = redis.log_writer(settings.agent.feedback_stream, spool_name=FEEDBACK_SPOOL,
+                                       record_type=FeedbackRecord)
 
     def start(self) -> None:
         self.writer.start()
@@ -59,7 +60,8 @@ class FeedbackService:
                                         fix="leave it out, or send the answer that should have been given")
         return request_id
 
-    def submit(self, body: FeedbackRequest, caller: Caller) -> FeedbackResponse:
+    async def submit(self, body: FeedbackRequest, caller: Caller) -> FeedbackResponse:
+        """Answered only once the record is durable (Redis stream with AOF fsync, or the fsync'd spool)."""
         request_id = self.check(body)
         created = now_utc()
         record = FeedbackRecord(
@@ -73,6 +75,6 @@ class FeedbackService:
             tenant=caller.principal.tenant,
             user_id=caller.user_header,
         )
-        self.writer.submit(record)
+        await wait_durable(self.writer.submit(record), self.settings)
         return FeedbackResponse(id=record.feedback_id, created=int(created.timestamp()), request_id=request_id,
                                 rating=body.rating)

@@ -14,4 +14,4 @@ router = APIRouter(prefix="/v1", responses=ERRORS)
 
 @router.post("/feedback", response_model=FeedbackResponse)
 async def feedback(body: FeedbackRequest, caller: AuthenticatedCaller, state: State) -> FeedbackResponse:
-    return state.feedback.submit(body, caller)
+    return await state.feedback.submit(body, caller)
