@@ -36,23 +36,28 @@ def served_model(settings: Settings) -> ServedModel:
     config = settings.agent.generator
     if not (config.model or "").startswith(PREFIX):
         return ServedModel(create_generator(config))
-    if config.backend != "transformers":
+    if config.backend not in ("transformers", "openai"):
         raise ConfigError(
             f"agent.generator.model {config.model!r} names a registry version, which the "
             f"{config.backend!r} backend cannot load",
-            expected="backend transformers for registry:... models",
-            fix="use backend transformers, or (vllm) serve the adapter as a LoRA module and give its name",
+            expected="backend transformers (in process) or openai (vllm serving the exported adapter)",
+            fix="use backend transformers, or openai after `llmfti registry export N --to DIR` + vllm serve",
         )
+    from llmfti.llm.backends.openai_compat import OpenAICompatGenerator
     from llmfti.llm.backends.transformers_lm import TransformersGenerator
     from llmfti.registry.model_registry import ModelRegistry
 
     name, _, ref = config.model[len(PREFIX):].rpartition("@")
     registry = ModelRegistry(settings, name or None)
     mv = registry.get(int(ref[1:])) if re.fullmatch(r"v\d+", ref) else registry.resolve(ref)
-    generator = TransformersGenerator(
-        mv.base_model, adapter=str(mv.adapter_dir), device=config.device, model_id=config.served_name or mv.name,
-        tokenizer=str(mv.tokenizer_dir), tokenizer_fingerprint=mv.tokenizer_fingerprint, version=mv.ref,
-    )
+    if config.backend == "openai":  # upstream LoRA module of this version; its tokenizer checked at start
+        generator: TransformersGenerator | OpenAICompatGenerator = OpenAICompatGenerator.for_model_version(config, mv)
+    else:
+        generator = TransformersGenerator(
+            mv.base_model, adapter=str(mv.adapter_dir), device=config.device,
+            model_id=config.served_name or mv.name, tokenizer=str(mv.tokenizer_dir),
+            tokenizer_fingerprint=mv.tokenizer_fingerprint, version=mv.ref,
+        )
     generator.aliases = sorted(alias for alias, version in registry.aliases().items() if version == mv.version)
     pinned = mv.index_version if mv.index_name == settings.index.name else None
     return ServedModel(generator, pinned)

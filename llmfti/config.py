@@ -144,6 +144,9 @@ class GeneratorSettings(BaseModel):
         "serves (a LoRA module name for vllm). Unused by extractive.",
     )
     adapter: str | None = Field(None, description="transformers: path of a PEFT adapter to load on top.")
+    tokenizer: str | None = Field(
+        None, description="openai: the pinned tokenizer folder the model was trained with; the upstream's "
+        "POST /tokenize must give the same ids, or the agent refuses to serve (registry:... models: their own).")
     served_name: str | None = Field(
         None, description="The model id clients send and /v1/models lists. Default: derived from backend/model."
     )

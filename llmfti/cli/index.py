@@ -26,14 +26,27 @@ def build(
     tenant: str | None = typer.Option(
         None, help="Build for this tenant only (documents naming another tenant are quarantined). Default: "
                    "ingest.default_tenant for documents that name no tenant, their own for those that do."),
+    engine: str = typer.Option("local", "--engine", help="local (this process) or ray (Ray Data workers)."),
+    ray_address: str | None = typer.Option(None, "--ray-address", help="Ray cluster (default: a local Ray)."),
+    num_gpus: float = typer.Option(0.0, "--num-gpus", help="GPUs per embedding worker (--engine ray)."),
+    workers: int | None = typer.Option(None, "--workers", help="Embedding workers (--engine ray; default: all)."),
     as_json: bool = JsonOption,
 ) -> None:
     """Build the index, or rebuild it incrementally: only added or changed documents are embedded."""
     with reporting_errors(as_json):
         from pipelines.index_build import build_index
 
-        with stage_progress(not as_json) as update:
-            summary = build_index(_settings(), paths, index, tenant=tenant, on_progress=update)
+        if engine != "local" or ray_address or num_gpus or workers is not None:
+            from pipelines.index_build_ray import RayEngine, check_engine_options, check_gpus, ray_session
+
+            check_engine_options(engine, ray_address, num_gpus, workers)
+            with ray_session(ray_address), stage_progress(not as_json) as update:
+                check_gpus(num_gpus, workers)
+                summary = build_index(_settings(), paths, index, tenant=tenant, on_progress=update,
+                                      engine=RayEngine(workers=workers, num_gpus=num_gpus))
+        else:
+            with stage_progress(not as_json) as update:
+                summary = build_index(_settings(), paths, index, tenant=tenant, on_progress=update)
         emit(summary, as_json, _print_summary)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import typer
@@ -91,6 +92,25 @@ def rollback(
         registry = _registry(model)
         event = registry.rollback(alias, reason=reason)
         emit(_moved(registry, event), as_json, _print_move)
+
+
+@app.command("export")
+def export(
+    version: str = typer.Argument(..., help="Version number (3 or v3) or alias (production)."),
+    to: Path = typer.Option(..., "--to", help="Folder to write (new or empty)."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace the folder if it exists."),
+    model: str | None = ModelOption,
+    as_json: bool = JsonOption,
+) -> None:
+    """Write adapter + pinned tokenizer + chat template for vLLM, and print the `vllm serve` command."""
+    with reporting_errors(as_json):
+        from llmfti.registry.export import export_for_vllm
+
+        mv = _registry(model).get(version)
+        result = {"ref": mv.ref, **export_for_vllm(mv, to, overwrite=overwrite).to_dict()}
+        emit(result, as_json, lambda r: console().print(
+            f"exported {r['ref']} to {r['folder']} as LoRA module {r['module']}; serve it with:\n"
+            f"{r['command']}", markup=False, highlight=False))
 
 
 def _moved(registry: Any, event: Any) -> dict[str, Any]:

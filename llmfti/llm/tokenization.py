@@ -274,3 +274,58 @@ def load_pinned_tokenizer(path_or_id: str | Path, expected_fingerprint: str, *, 
     pinned = load_tokenizer(path_or_id)
     pinned.verify(expected_fingerprint, what=what)
     return pinned
+
+
+# -- checking a remote tokenizer (vLLM's POST /tokenize) ----------------------------------------
+
+PROBE_TEXTS = (
+    "The quick brown fox jumps over the lazy dog.",
+    "naïve café, Straße, 東京, émoji 🙂 and Ελληνικά",
+    "  leading spaces,\ttabs\tand\n\nblank lines\n",
+    "x = f(3) + 4**2  # code and numbers 1234567890 3.14159",
+    "which fruit is red ? please tell me quickly",
+)
+"""Texts whose ids must match exactly: ascii, unicode, whitespace, code/digits, the training task's words."""
+
+PROBE_MESSAGES = (
+    {"role": "system", "content": "Answer from the passages and cite them as [1]."},
+    {"role": "user", "content": "Which fruit is red?\n\n[1] Cherries are red."},
+    {"role": "assistant", "content": "cherry [1]"},
+    {"role": "user", "content": "And which one is green?"},
+)
+"""A conversation rendered by the chat template on both sides (generation prompt included)."""
+
+
+@dataclass(frozen=True)
+class TokenizerProbe:
+    """One ``/tokenize`` request (without ``model``) and the ids the pinned tokenizer gives for it."""
+
+    name: str
+    body: dict[str, Any]
+    expected: list[int]
+
+
+def tokenizer_probes(pinned: PinnedTokenizer) -> list[TokenizerProbe]:
+    """The fixed probe set: each text without special tokens, and the rendered chat template."""
+    probes = [TokenizerProbe(f"text {i}", {"prompt": text, "add_special_tokens": False}, pinned.encode_text(text))
+              for i, text in enumerate(PROBE_TEXTS)]
+    messages = [dict(m) for m in PROBE_MESSAGES]
+    probes.append(TokenizerProbe("chat template", {"messages": messages, "add_generation_prompt": True,
+                                                   "add_special_tokens": False}, pinned.encode_prompt(messages)))
+    return probes
+
+
+def probe_differences(probes: Sequence[TokenizerProbe], remote: Sequence[Sequence[int]]) -> list[str]:
+    """Where the remote ids differ from the pinned ones: ``"<probe>: first difference at token i (a vs b)"``."""
+    out = []
+    for probe, ids in zip(probes, remote, strict=True):
+        ids = [int(i) for i in ids]
+        if ids == probe.expected:
+            continue
+        at = next((i for i, (a, b) in enumerate(zip(probe.expected, ids, strict=False)) if a != b),
+                  min(len(ids), len(probe.expected)))
+        pinned_id = probe.expected[at] if at < len(probe.expected) else "end"
+        remote_id = ids[at] if at < len(ids) else "end"
+        out.append(f"{probe.name}: first difference at token {at} (pinned {pinned_id}, remote {remote_id}; "
+                   f"{len(probe.expected)} vs {len(ids)} tokens)")
+    return out

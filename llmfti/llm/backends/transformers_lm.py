@@ -139,6 +139,11 @@ class TransformersGenerator:
     def tokenizer_fingerprint(self) -> str | None:
         return self._pinned.fingerprint if self._pinned else None
 
+    @property
+    def pinned_tokenizer(self) -> Any:
+        """The loaded :class:`~llmfti.llm.tokenization.PinnedTokenizer` (None before :meth:`start`)."""
+        return self._pinned
+
     # -- generation ------------------------------------------------------------------------------
 
     def _prepare(self, request: GenerationRequest) -> tuple[str, list[int]]:
