@@ -46,6 +46,7 @@ from llmfti.inference_log import INCOMPLETE, InferenceLogWriter, InferenceRecord
 from llmfti.llm.backends import GenerationRequest, GenerationResult, Generator, Passage, StopMatcher, create_generator
 from llmfti.on_demand import query_text, request_features
 from llmfti.prompts import PromptTemplate, load_prompt
+from llmfti.tracing import Span, annotate_request, span, start_span
 
 log = logging.getLogger("llmfti.agent")
 __all__ = ["AgentAnswer", "AgentPipeline", "AgentRequest"]
@@ -229,8 +230,9 @@ class AgentPipeline:
         max_tokens = self.check_limits(request)
         created_at = now_utc()
         start = time.perf_counter()
-        question = query_text(request.messages)
-        on_demand = request_features(request.messages, at=created_at)
+        with span("agent.features.on_demand"):
+            question = query_text(request.messages)
+            on_demand = request_features(request.messages, at=created_at)
         request.timings_ms["on_demand_features"] = elapsed_ms(start)
 
         features_task = asyncio.create_task(self._user_features(request))
@@ -244,7 +246,9 @@ class AgentPipeline:
             Passage(n=i + 1, chunk_id=h.chunk_id, doc_id=h.doc_id, text=h.text, score=float(h.score))
             for i, h in enumerate(hits)
         ]
-        messages = self._fit_prompt(question, passages, user_features, on_demand, request, max_tokens)
+        with span("agent.prompt", prompt_id=self.prompt.id) as traced:
+            messages = self._fit_prompt(question, passages, user_features, on_demand, request, max_tokens)
+            traced.set(passages=len(passages), messages=len(messages))
         generation = GenerationRequest(
             messages=messages, question=question, passages=passages, max_tokens=max_tokens,
             temperature=request.temperature, top_p=request.top_p, seed=request.seed, stop=request.stop,
@@ -257,17 +261,20 @@ class AgentPipeline:
         if not request.user_id:
             return None, False
         start = time.perf_counter()
-        try:
-            if not self.redis.healthy:
-                self.redis.client()  # raises while the breaker is open: no thread, no timeout
-            vector = await asyncio.to_thread(self._read_features, request.user_id)
-            return vector.values, vector.missing
-        except StoreUnavailableError as exc:
-            log.debug("user features unavailable: %s", exc)
-            request.degraded.append("user_features")
-            return None, True
-        finally:
-            request.timings_ms["user_features"] = elapsed_ms(start)
+        with span("agent.features.user", group=self.config.user_feature_group) as traced:
+            try:
+                if not self.redis.healthy:
+                    self.redis.client()  # raises while the breaker is open: no thread, no timeout
+                vector = await asyncio.to_thread(self._read_features, request.user_id)
+                traced.set(missing=vector.missing)
+                return vector.values, vector.missing
+            except StoreUnavailableError as exc:
+                log.debug("user features unavailable: %s", exc)
+                request.degraded.append("user_features")
+                traced.set(degraded=True, missing=True)
+                return None, True
+            finally:
+                request.timings_ms["user_features"] = elapsed_ms(start)
 
     def _read_features(self, user_id: str) -> Any:
         def read(client: Any) -> Any:
@@ -289,9 +296,14 @@ class AgentPipeline:
                 fix="build it (llmfti index build PATH); llmfti serve builds the sample docs when it is empty",
             )
         start = time.perf_counter()
-        vector = await self._batcher.embed(question)  # type: ignore[union-attr]
+        with span("agent.embedding"):
+            vector = await self._batcher.embed(question)  # type: ignore[union-attr]
         request.timings_ms["query_embedding"] = elapsed_ms(start)
-        return await asyncio.to_thread(self._search, index, request, question, vector)
+        with span("agent.retrieval", index=self.settings.index.name, mode=self.config.retrieval_mode,
+                  k=self.config.retrieval_k, tenant=request.tenant) as traced:
+            hits, version = await asyncio.to_thread(self._search, index, request, question, vector)
+            traced.set(hits=len(hits), index_version=version)
+        return hits, version
 
     def _search(self, index: Any, request: AgentRequest, question: str, vector: Any) -> tuple[list[Any], int]:
         start = time.perf_counter()
@@ -333,7 +345,10 @@ class AgentPipeline:
         try:
             turn = await self.prepare(request)
             start = time.perf_counter()
-            result, used, reason = await self._generate(turn)
+            with span("agent.generation", backend=self.generator.backend) as traced:
+                result, used, reason = await self._generate(turn)
+                traced.set(model_version=used.model_version, fallback=reason is not None,
+                           completion_tokens=result.completion_tokens)
             request.timings_ms["generation"] = elapsed_ms(start)
             text, stopped = StopMatcher(request.stop).apply(result.text)
             if stopped:
@@ -369,9 +384,11 @@ class AgentPipeline:
         """Text deltas as generated, then the :class:`AgentAnswer`. Falls back only before the first delta."""
         turn = None
         finished = False
+        traced = Span()  # the generation span, once generation starts
         try:
             turn = await self.prepare(request)
             start = time.perf_counter()
+            traced = start_span("agent.generation", backend=self.generator.backend, streamed=True)
             timeout = self.config.generator.timeout_s
             used, reason = self.generator, None
             source = self.generator.stream(turn.generation)
@@ -415,10 +432,14 @@ class AgentPipeline:
                                           cited=result.cited if result else [])
             result.text = text
             request.timings_ms["generation"] = elapsed_ms(start)
+            traced.set(model_version=used.model_version, fallback=reason is not None,
+                       completion_tokens=result.completion_tokens)
+            traced.end()
             answer = await self._finish(turn, result, used, reason, streamed=True)
             finished = True
             yield answer
         except BaseException as exc:
+            traced.end(exc)
             if not finished:
                 await self._durably(self._log_failure(request, turn, exc, streamed=True), failing=exc)
             raise
@@ -457,7 +478,9 @@ class AgentPipeline:
         request.timings_ms["log"] = elapsed_ms(start)
         record.timings_ms = dict(request.timings_ms)
         request.timings_ms["total"] = record.total_ms = elapsed_ms(request.started)
-        await self._durably(self.log_writer.submit(record))
+        with span("agent.log", streamed=streamed):
+            await self._durably(self.log_writer.submit(record))
+        annotate_request(model_version=used.model_version, fallback=reason is not None)
         return answer
 
     def _record(self, request: AgentRequest, turn: Turn | None, *, streamed: bool) -> InferenceRecord:
@@ -476,6 +499,10 @@ class AgentPipeline:
             streamed=streamed,
             degraded=list(dict.fromkeys(request.degraded)),
         )
+        annotate_request(request_id=request.request_id, tenant=request.tenant, api_key_name=request.api_key_name,
+                         endpoint=request.endpoint, model_id=record.model_id, model_version=record.model_version,
+                         prompt_id=record.prompt_id, index=record.index_name,
+                         index_version=turn.index_version if turn else None)
         if turn is not None:
             record.index_version = turn.index_version
             record.user_features = turn.user_features
@@ -500,7 +527,8 @@ class AgentPipeline:
                              else 503 if isinstance(exc, StoreUnavailableError | GenerationError) else 500)
         record.timings_ms = dict(request.timings_ms)
         record.total_ms = elapsed_ms(request.started)
-        return self.log_writer.submit(record)
+        with span("agent.log", streamed=streamed, error=record.error):
+            return self.log_writer.submit(record)
 
     def _log_started(self, turn: Turn, used: Generator, reason: str | None) -> Future[str]:
         """A streamed request's first record, written before its first byte; the final one replaces it."""

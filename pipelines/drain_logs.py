@@ -41,6 +41,7 @@ from llmfti.inference_log import (
 )
 from llmfti.lance import connect, table_names
 from llmfti.naming import check_name
+from llmfti.tracing import annotate, traced
 
 
 @dataclass(frozen=True)
@@ -164,6 +165,7 @@ def _ensure_key_index(table: Any, key: str) -> None:
         table.create_index(key, config=BTree())
 
 
+@traced("logs.drain_kind")
 def drain_kind(settings: Settings, kind: LogKind, *, batch_size: int = 5000,
                include_stream: bool = True) -> dict[str, Any]:
     """Move every pending record of ``kind`` into its table; returns counts (read, inserted, ...)."""
@@ -213,6 +215,7 @@ def drain_kind(settings: Settings, kind: LogKind, *, batch_size: int = 5000,
 
     if inserted:
         _ensure_key_index(table, kind.key)
+    annotate(table=kind.table, read=read, inserted=inserted, unreadable=unreadable, stream_error=stream_error)
     return {
         "table": kind.table,
         "read": read,
@@ -229,6 +232,7 @@ def drain_kind(settings: Settings, kind: LogKind, *, batch_size: int = 5000,
     }
 
 
+@traced("logs.drain")
 def drain_logs(settings: Settings, *, batch_size: int = 5000, include_stream: bool = True) -> dict[str, Any]:
     """Drain the inference log (counts at the top level) and the feedback log (under ``feedback``)."""
     result = drain_kind(settings, inference_log_kind(settings), batch_size=batch_size,

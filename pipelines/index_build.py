@@ -32,11 +32,13 @@ from llmfti.text.chunking import Chunk, Chunker
 from llmfti.text.document import Document, Quarantined
 from llmfti.text.loaders import discover
 from llmfti.text.loaders.base import missing_paths
+from llmfti.tracing import span, traced
 
 # on_progress(stage, done, total)
 Progress = Callable[[str, int, int], None]
 
 
+@traced("index.build")
 def build_index(
     settings: Settings,
     paths: Sequence[Path | str],
@@ -58,7 +60,9 @@ def build_index(
     roots = [Path(p) for p in paths]
     _check_paths(roots)
     build_tenant = tenant or settings.ingest.default_tenant
-    docs, rejected = engine.load(settings, roots, tenant or settings.ingest.default_tenant)
+    with span("index.load", index=name, engine=type(engine).__name__) as step:
+        docs, rejected = engine.load(settings, roots, tenant or settings.ingest.default_tenant)
+        step.set(docs=len(docs), quarantined=len(rejected))
     if tenant is not None:
         docs, rejected = _only_tenant(docs, rejected, tenant)
     idx = VectorIndex.open(settings, name) if VectorIndex.exists(settings, name) else None
@@ -75,7 +79,9 @@ def build_index(
     changed = added + updated
     if changed:
         reuse = idx.embeddings_of([d.identity for d in updated]) if idx else {}
-        info, chunked, fresh = engine.chunk_and_embed(settings, idx, changed, set(reuse), report)
+        with span("index.chunk_and_embed", docs=len(changed), reused=len(reuse)) as step:
+            info, chunked, fresh = engine.chunk_and_embed(settings, idx, changed, set(reuse), report)
+            step.set(chunks_embedded=len(fresh))
         vectors = {**reuse, **fresh}
         chunks_embedded = len(fresh)
         rows = _rows(changed, chunked, vectors, hashes, info.dimension, build_tenant)
@@ -83,8 +89,10 @@ def build_index(
             idx = VectorIndex.create(settings, name, info)
     if idx is not None and (changed or deleted):
         report("commit", 0, 1)
-        idx.apply(rows if changed else None, [d.identity for d in updated] + deleted)
-        idx.refresh_search_indices()
+        with span("index.commit", index=name) as step:
+            idx.apply(rows if changed else None, [d.identity for d in updated] + deleted)
+            idx.refresh_search_indices()
+            step.set(version=idx.version)
         report("commit", 1, 1)
 
     db = connect(settings)
@@ -128,11 +136,13 @@ class LocalEngine:
                         report: Progress) -> tuple[EmbedderInfo, list[list[Chunk]], dict[str, Any]]:
         embedder = idx.embedder() if idx else _load_embedder(settings)
         report("chunk", 0, len(docs))
-        chunked = make_chunker(settings, embedder).chunk_many([(d.key, d.text) for d in docs])
+        with span("index.chunk", docs=len(docs)):
+            chunked = make_chunker(settings, embedder).chunk_many([(d.key, d.text) for d in docs])
         report("chunk", len(docs), len(docs))
         pending = [c for chunks in chunked for c in chunks if c.chunk_id not in reuse]
         batch_size = settings.embedder.batch_size
-        return embedder.info, chunked, _encode(embedder, pending, report, batch_size)
+        with span("index.embed", chunks=len(pending)):
+            return embedder.info, chunked, _encode(embedder, pending, report, batch_size)
 
 
 def make_chunker(settings: Settings, embedder: Any) -> Chunker:

@@ -35,6 +35,7 @@ from typing import Any
 from llmfti.config import Settings
 from llmfti.errors import InvalidInputError, NotFoundError
 from llmfti.llm.tokenization import IGNORE_INDEX, PinnedTokenizer, load_tokenizer
+from llmfti.tracing import span, traced
 from pipelines.instruction_batches import (
     InstructionData,
     InstructionSource,
@@ -341,6 +342,7 @@ class TrainResult:
     model: Any = None
 
 
+@traced("train.run")
 def train(
     settings: Settings,
     *,
@@ -357,9 +359,11 @@ def train(
     """Fine-tune ``base`` on ``dataset`` (JSONL/JSON path, pyarrow Table or rows) and write the run folder."""
     runtime = resolve_runtime(config)
     pinned = load_tokenizer(tokenizer or base, chat_template=config.chat_template)
-    data = prepare(resolve_dataset(settings, dataset), pinned, max_length=config.max_length,
-                   eval_fraction=config.eval_fraction, max_eval_examples=config.max_eval_examples,
-                   eval_source=resolve_dataset(settings, eval_dataset) if eval_dataset is not None else None)
+    with span("train.prepare", tokenizer=pinned.fingerprint) as step:
+        data = prepare(resolve_dataset(settings, dataset), pinned, max_length=config.max_length,
+                       eval_fraction=config.eval_fraction, max_eval_examples=config.max_eval_examples,
+                       eval_source=resolve_dataset(settings, eval_dataset) if eval_dataset is not None else None)
+        step.set(dataset_id=data.dataset_id)
     if run_dir is None:
         stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
         run_dir = Path(settings.data_dir) / "train_runs" / f"{settings.registry.model_name}-{stamp}"
@@ -376,9 +380,12 @@ def train(
     with open(run_dir / "quarantine.jsonl", "w", encoding="utf-8") as out:
         out.writelines(json.dumps(q) + "\n" for q in data.quarantined)
     with _cpu_threads(config.cpu_threads if runtime.device == "cpu" else None):
-        model = load_lora_model(base, pinned, config, runtime)
-        result = fit(model, data, config, runtime, pad_id=pinned.pad_token_id, run_dir=run_dir, identity=identity,
-                     resume=resume, stop_after=stop_after, show_progress=show_progress)
+        with span("train.load_model", base=str(base), device=runtime.device):
+            model = load_lora_model(base, pinned, config, runtime)
+        with span("train.fit", resume=resume) as step:
+            result = fit(model, data, config, runtime, pad_id=pinned.pad_token_id, run_dir=run_dir,
+                         identity=identity, resume=resume, stop_after=stop_after, show_progress=show_progress)
+            step.set(stopped_early=result.stopped_early)
     metrics = {**result.metrics, **{f"data_{k}": v for k, v in data.summary().items()},
                "device": runtime.device, "bf16": runtime.bf16}
     (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=1), encoding="utf-8")
@@ -406,6 +413,7 @@ def index_coupling(settings: Settings, index_name: str | None, index_version: in
     return name, version, index.info.get("name")
 
 
+@traced("train.register")
 def register_run(
     settings: Settings,
     result: TrainResult,

@@ -11,6 +11,7 @@ from fastapi import Depends, Header, Request
 from agents.api.auth import Caller
 from agents.api.state import AgentState
 from llmfti.errors import RateLimitError
+from llmfti.tracing import annotate_request, span
 
 
 def get_state(request: Request) -> AgentState:
@@ -27,7 +28,10 @@ async def authenticated_caller(
     x_user_id: Annotated[str | None, Header(max_length=256)] = None,
 ) -> Caller:
     start = time.perf_counter()
-    principal = state.authenticator.authenticate(authorization)
+    with span("agent.auth") as traced:
+        principal = state.authenticator.authenticate(authorization)
+        traced.set(api_key_name=principal.name, tenant=principal.tenant)
+    annotate_request(api_key_name=principal.name, tenant=principal.tenant)
     auth_ms = (time.perf_counter() - start) * 1000
     caller = Caller(principal, request.state.request_id, x_user_id, {"auth": round(auth_ms, 3)})
     start = time.perf_counter()
