@@ -32,7 +32,8 @@ from typing import Any
 
 from agents.query_batcher import QueryBatcher
 from agents.redis_link import RedisLink, wait_durable
-from agents.served_model import follows_alias, served_model
+from agents.served_model import ServedModel, follows_alias, served_model
+from agents.served_requests import ServedRequests
 from agents.turn import AgentAnswer, AgentRequest, Turn, citations, elapsed_ms
 from llmfti.config import Settings
 from llmfti.errors import (
@@ -44,7 +45,7 @@ from llmfti.errors import (
 )
 from llmfti.inference_log import INCOMPLETE, InferenceLogWriter, InferenceRecord, now_utc
 from llmfti.llm.backends import GenerationRequest, GenerationResult, Generator, Passage, StopMatcher, create_generator
-from llmfti.on_demand import query_text, request_features
+from llmfti.on_demand import request_features
 from llmfti.prompts import PromptTemplate, load_prompt
 from llmfti.tracing import Span, annotate_request, span, start_span
 
@@ -68,18 +69,28 @@ class AgentPipeline:
     ):
         self.settings = settings
         self.config = settings.agent
-        self.generator = generator
+        self.served = ServedModel(generator, index_version)
+        """What serves new requests: model + index version, replaced as one object when an alias moves;
+        each request captures it once at its start and uses only that (never a mix of two)."""
         self.fallback = fallback
         self.prompt = prompt
         self.redis = redis
         self.log_writer = log_writer
+        self.served_requests = ServedRequests(settings, redis)
         self.index: Any = None
-        self.index_version = index_version
         self._batcher: QueryBatcher | None = None
         self._index_lock = threading.Lock()
         self._store: Any = None
         self._background: set[asyncio.Task[Any]] = set()
         self.started = False
+
+    @property
+    def generator(self) -> Generator:
+        return self.served.generator
+
+    @property
+    def index_version(self) -> int | None:
+        return self.served.index_version
 
     @classmethod
     def from_settings(cls, settings: Settings, *, generator: Generator | None = None) -> AgentPipeline:
@@ -119,7 +130,7 @@ class AgentPipeline:
             current.aliases = getattr(served.generator, "aliases", [])  # type: ignore[attr-defined]
             return False
         await served.generator.start()
-        self.generator, self.index_version = served.generator, served.index_version
+        self.served = served
         log.info("alias %s moved: now serving %s (index version %s)", self.config.generator.model,
                  served.generator.model_version, served.index_version)
         self._spawn(self._close_later(current, self.config.generator.timeout_s))
@@ -199,11 +210,43 @@ class AgentPipeline:
 
     # -- the request path -----------------------------------------------------------------------
 
-    def check_limits(self, request: AgentRequest) -> int:
-        """Validate counts and sizes; returns the max_tokens to use."""
+    def check_size(self, request: AgentRequest) -> None:
+        """Cheap checks before any tokenizing: messages present, a question, characters bounded."""
         config = self.config
         if not request.messages:
             raise InvalidInputError("no messages", expected="at least one user message", fix="send a question")
+        sizes = [len(m["content"]) for m in request.messages]
+        if sum(sizes) > config.max_input_chars:
+            largest = max(range(len(sizes)), key=sizes.__getitem__)
+            where = self._where(request, largest)
+            raise RequestLimitError(
+                f"the input is {sum(sizes)} characters, over the limit of {config.max_input_chars} "
+                f"({where} alone is {sizes[largest]})",
+                param=where, code="input_too_large",
+                fix="shorten the messages or drop earlier turns",
+            )
+        last_user = max((i for i, m in enumerate(request.messages) if m["role"] == "user"), default=None)
+        if last_user is None:
+            raise InvalidInputError("the request has no user message", expected="at least one message with role "
+                                    "'user'", fix="add the question as a user message")
+        if not request.messages[last_user]["content"].strip():
+            where = self._where(request, last_user)
+            raise RequestLimitError(
+                f"{where} is empty: there is no question to answer",
+                param=where, code="empty_question",
+                fix="put the question in the last user message" if request.endpoint != "completions"
+                else "send the question as the prompt",
+            )
+
+    @staticmethod
+    def _where(request: AgentRequest, index: int) -> str:
+        return "prompt" if request.endpoint == "completions" else f"messages.{index}.content"
+
+    def check_limits(self, request: AgentRequest, served: ServedModel | None = None) -> int:
+        """Validate counts and sizes; returns the max_tokens to use. Tokenizes: call it from a thread."""
+        config = self.config
+        generator = (served or self.served).generator
+        self.check_size(request)
         if len(request.messages) > config.max_messages:
             raise RequestLimitError(
                 f"{len(request.messages)} messages is over the limit of {config.max_messages}",
@@ -217,7 +260,7 @@ class AgentPipeline:
                 param="max_tokens", code="invalid_value",
                 fix=f"ask for at most {config.max_completion_tokens} tokens",
             )
-        tokens = sum(self.generator.count_tokens(m["content"]) for m in request.messages)
+        tokens = sum(generator.count_tokens(m["content"]) for m in request.messages)
         if tokens > config.max_input_tokens:
             raise RequestLimitError(
                 f"the messages are {tokens} tokens, over the limit of {config.max_input_tokens}",
@@ -226,18 +269,20 @@ class AgentPipeline:
             )
         return max_tokens
 
-    async def prepare(self, request: AgentRequest) -> Turn:
-        max_tokens = self.check_limits(request)
+    async def prepare(self, request: AgentRequest, served: ServedModel | None = None) -> Turn:
+        served = served or self.served
+        self.check_size(request)
+        max_tokens = await asyncio.to_thread(self.check_limits, request, served)
         created_at = now_utc()
         start = time.perf_counter()
         with span("agent.features.on_demand"):
-            question = query_text(request.messages)
+            question = next(m["content"] for m in reversed(request.messages) if m["role"] == "user")
             on_demand = request_features(request.messages, at=created_at)
         request.timings_ms["on_demand_features"] = elapsed_ms(start)
 
         features_task = asyncio.create_task(self._user_features(request))
         try:
-            hits, index_version = await self._retrieve(request, question)
+            hits, index_version = await self._retrieve(request, question, served)
         finally:
             user_features, missing = await features_task
 
@@ -247,7 +292,8 @@ class AgentPipeline:
             for i, h in enumerate(hits)
         ]
         with span("agent.prompt", prompt_id=self.prompt.id) as traced:
-            messages = self._fit_prompt(question, passages, user_features, on_demand, request, max_tokens)
+            messages = await asyncio.to_thread(self._fit_prompt, question, passages, user_features, on_demand,
+                                               request, max_tokens, served.generator)
             traced.set(passages=len(passages), messages=len(messages))
         generation = GenerationRequest(
             messages=messages, question=question, passages=passages, max_tokens=max_tokens,
@@ -255,17 +301,17 @@ class AgentPipeline:
         )
         request.timings_ms["prompt"] = elapsed_ms(start)
         return Turn(request, question, on_demand, user_features, missing, passages, index_version, messages,
-                     generation, created_at)
+                     generation, created_at, served=served)
 
     async def _user_features(self, request: AgentRequest) -> tuple[dict[str, Any] | None, bool]:
+        """Records the request as served (what /v1/feedback checks), then reads the user's features."""
+        await asyncio.to_thread(self.served_requests.remember, request.request_id, request.tenant)
         if not request.user_id:
             return None, False
         start = time.perf_counter()
         with span("agent.features.user", group=self.config.user_feature_group) as traced:
             try:
-                if not self.redis.healthy:
-                    self.redis.client()  # raises while the breaker is open: no thread, no timeout
-                vector = await asyncio.to_thread(self._read_features, request.user_id)
+                vector = await asyncio.to_thread(self._read_features, request.user_id, request.tenant)
                 traced.set(missing=vector.missing)
                 return vector.values, vector.missing
             except StoreUnavailableError as exc:
@@ -276,17 +322,19 @@ class AgentPipeline:
             finally:
                 request.timings_ms["user_features"] = elapsed_ms(start)
 
-    def _read_features(self, user_id: str) -> Any:
+    def _read_features(self, user_id: str, tenant: str | None) -> Any:
+        """The user's online features within the caller's tenant (never another tenant's user)."""
         def read(client: Any) -> Any:
             if self._store is None:
                 from llmfti.features.online_store import OnlineStore
 
                 self._store = OnlineStore(self.settings, client)
-            return self._store.get(self.config.user_feature_group, user_id)
+            return self._store.get(self.config.user_feature_group, user_id, tenant=tenant)
 
         return self.redis.run(read)
 
-    async def _retrieve(self, request: AgentRequest, question: str) -> tuple[list[Any], int | None]:
+    async def _retrieve(self, request: AgentRequest, question: str,
+                        served: ServedModel) -> tuple[list[Any], int | None]:
         if self.config.retrieval_k == 0:
             return [], None
         index = self.index or await asyncio.to_thread(self._open_index)
@@ -301,16 +349,18 @@ class AgentPipeline:
         request.timings_ms["query_embedding"] = elapsed_ms(start)
         with span("agent.retrieval", index=self.settings.index.name, mode=self.config.retrieval_mode,
                   k=self.config.retrieval_k, tenant=request.tenant) as traced:
-            hits, version = await asyncio.to_thread(self._search, index, request, question, vector)
+            hits, version = await asyncio.to_thread(self._search, index, request, question, vector,
+                                                    served.index_version)
             traced.set(hits=len(hits), index_version=version)
         return hits, version
 
-    def _search(self, index: Any, request: AgentRequest, question: str, vector: Any) -> tuple[list[Any], int]:
+    def _search(self, index: Any, request: AgentRequest, question: str, vector: Any,
+                version: int | None) -> tuple[list[Any], int]:
         start = time.perf_counter()
         try:
             result = index.search(
                 question, k=self.config.retrieval_k, mode=self.config.retrieval_mode, tenant=request.tenant,
-                vector=vector, version=self.index_version,
+                vector=vector, version=version,
             )
         except (OSError, RuntimeError) as exc:
             raise StoreUnavailableError(f"index search failed: {exc}", fix="check the index storage") from exc
@@ -318,16 +368,18 @@ class AgentPipeline:
         return result.hits, result.version
 
     def _fit_prompt(self, question: str, passages: list[Passage], user: dict[str, Any] | None,
-                    on_demand: dict[str, Any], request: AgentRequest, max_tokens: int) -> list[dict[str, str]]:
-        """Render the template; drop the lowest-ranked passages until prompt + answer fit the model."""
+                    on_demand: dict[str, Any], request: AgentRequest, max_tokens: int,
+                    generator: Generator) -> list[dict[str, str]]:
+        """Render the template; drop the lowest-ranked passages until prompt + answer fit the model.
+        Tokenizes: runs on a thread."""
         history = request.messages[:-1] if request.messages[-1]["role"] == "user" else request.messages
-        limit = getattr(self.generator, "context_length", None)
+        limit = getattr(generator, "context_length", None)
         while True:
             messages = self.prompt.render(question=question, passages=[p.__dict__ for p in passages], user=user,
                                           context=on_demand, history=history)
             if not limit:
                 return messages
-            tokens = self.generator.count_tokens(self.generator.render_prompt(messages))
+            tokens = generator.count_tokens(generator.render_prompt(messages))
             if tokens + max_tokens <= limit:
                 return messages
             if not passages:
@@ -341,11 +393,11 @@ class AgentPipeline:
 
     async def answer(self, request: AgentRequest) -> AgentAnswer:
         """The whole answer (non-streaming)."""
-        turn = None
+        turn, served = None, self.served  # what serves this request, captured once
         try:
-            turn = await self.prepare(request)
+            turn = await self.prepare(request, served)
             start = time.perf_counter()
-            with span("agent.generation", backend=self.generator.backend) as traced:
+            with span("agent.generation", backend=served.generator.backend) as traced:
                 result, used, reason = await self._generate(turn)
                 traced.set(model_version=used.model_version, fallback=reason is not None,
                            completion_tokens=result.completion_tokens)
@@ -356,49 +408,50 @@ class AgentPipeline:
                 result.completion_tokens = used.count_tokens(text)
             return await self._finish(turn, result, used, reason)
         except BaseException as exc:
-            await self._durably(self._log_failure(request, turn, exc), failing=exc)
+            await self._durably(self._log_failure(request, turn, exc, served=served), failing=exc)
             raise
 
     async def _generate(self, turn: Turn) -> tuple[GenerationResult, Generator, str | None]:
         timeout = self.config.generator.timeout_s
+        generator = turn.served.generator
         try:
-            return await asyncio.wait_for(self.generator.generate(turn.generation), timeout), self.generator, None
+            return await asyncio.wait_for(generator.generate(turn.generation), timeout), generator, None
         except InvalidInputError:
             raise
         except Exception as exc:  # noqa: BLE001 - any backend failure may fall back
-            reason = self._fallback_reason(exc, timeout)
+            reason = self._fallback_reason(exc, timeout, generator)
         return await self.fallback.generate(turn.generation), self.fallback, reason  # type: ignore[union-attr]
 
-    def _fallback_reason(self, exc: BaseException, timeout: float) -> str:
+    def _fallback_reason(self, exc: BaseException, timeout: float, generator: Generator) -> str:
         reason = f"timeout after {timeout:g} s" if isinstance(exc, TimeoutError) else f"{type(exc).__name__}: {exc}"
-        log.warning("generator %s failed (%s)%s", self.generator.backend, reason,
+        log.warning("generator %s failed (%s)%s", generator.backend, reason,
                     "; falling back to extractive" if self.fallback else "")
         if self.fallback is None:
             raise GenerationError(
-                f"the {self.generator.backend} generator failed: {reason}",
+                f"the {generator.backend} generator failed: {reason}",
                 fix="check the model backend; enable agent.generator.fallback to answer extractively meanwhile",
             ) from exc
         return reason
 
     async def stream(self, request: AgentRequest) -> AsyncIterator[str | AgentAnswer]:
         """Text deltas as generated, then the :class:`AgentAnswer`. Falls back only before the first delta."""
-        turn = None
+        turn, served = None, self.served  # what serves this request, captured once
         finished = False
         traced = Span()  # the generation span, once generation starts
         try:
-            turn = await self.prepare(request)
+            turn = await self.prepare(request, served)
             start = time.perf_counter()
-            traced = start_span("agent.generation", backend=self.generator.backend, streamed=True)
+            traced = start_span("agent.generation", backend=served.generator.backend, streamed=True)
             timeout = self.config.generator.timeout_s
-            used, reason = self.generator, None
-            source = self.generator.stream(turn.generation)
+            used, reason = served.generator, None
+            source = used.stream(turn.generation)
             try:
                 item = await asyncio.wait_for(anext(source), timeout)
             except InvalidInputError:
                 raise
             except Exception as exc:  # noqa: BLE001 - nothing sent yet: fall back
                 await source.aclose()
-                reason = self._fallback_reason(exc, timeout)
+                reason = self._fallback_reason(exc, timeout, served.generator)
                 used, source = self.fallback, self.fallback.stream(turn.generation)  # type: ignore[union-attr]
                 item = await anext(source)
             await self._durably(self._log_started(turn, used, reason))  # before the first byte is sent
@@ -441,7 +494,7 @@ class AgentPipeline:
         except BaseException as exc:
             traced.end(exc)
             if not finished:
-                await self._durably(self._log_failure(request, turn, exc, streamed=True), failing=exc)
+                await self._durably(self._log_failure(request, turn, exc, streamed=True, served=served), failing=exc)
             raise
 
     # -- results and logging --------------------------------------------------------------------
@@ -460,7 +513,7 @@ class AgentPipeline:
             citations=citations(turn.generation.passages, result),
             index_version=turn.index_version,
             prompt_id=self.prompt.id,
-            model_id=self.generator.model_id,
+            model_id=turn.served.generator.model_id,
             model_version=used.model_version,
             timings_ms=request.timings_ms,
             fallback=reason is not None,
@@ -469,7 +522,7 @@ class AgentPipeline:
             user_features=turn.user_features,
             messages=turn.messages,
         )
-        record = self._record(request, turn, streamed=streamed)
+        record = self._record(request, turn, turn.served, streamed=streamed)
         record.prompt, record.answer = result.prompt, result.text
         record.finish_reason = result.finish_reason
         record.prompt_tokens, record.completion_tokens = result.prompt_tokens, result.completion_tokens
@@ -483,13 +536,14 @@ class AgentPipeline:
         annotate_request(model_version=used.model_version, fallback=reason is not None)
         return answer
 
-    def _record(self, request: AgentRequest, turn: Turn | None, *, streamed: bool) -> InferenceRecord:
+    def _record(self, request: AgentRequest, turn: Turn | None, served: ServedModel, *,
+                streamed: bool) -> InferenceRecord:
         record = InferenceRecord(
             request_id=request.request_id,
             created_at=turn.created_at if turn else now_utc(),
             endpoint=request.endpoint,
-            model_id=self.generator.model_id,
-            model_version=self.generator.model_version,
+            model_id=served.generator.model_id,
+            model_version=served.generator.model_version,
             prompt_id=self.prompt.id,
             api_key_name=request.api_key_name,
             tenant=request.tenant,
@@ -514,11 +568,11 @@ class AgentPipeline:
         return record
 
     def _log_failure(self, request: AgentRequest, turn: Turn | None, exc: BaseException,
-                     *, streamed: bool = False) -> Future[str] | None:
+                     *, streamed: bool = False, served: ServedModel) -> Future[str] | None:
         """Requests that fail after validation are logged too (with the error), so served = logged."""
         if isinstance(exc, RequestLimitError | InvalidInputError) and turn is None:
             return None  # rejected as invalid before any work: not a served request
-        record = self._record(request, turn, streamed=streamed)
+        record = self._record(request, turn, served, streamed=streamed)
         if isinstance(exc, asyncio.CancelledError | GeneratorExit):
             record.error, record.status = "client_disconnected", 499
         else:
@@ -532,7 +586,7 @@ class AgentPipeline:
 
     def _log_started(self, turn: Turn, used: Generator, reason: str | None) -> Future[str]:
         """A streamed request's first record, written before its first byte; the final one replaces it."""
-        record = self._record(turn.request, turn, streamed=True)
+        record = self._record(turn.request, turn, turn.served, streamed=True)
         record.prompt, record.model_version = used.render_prompt(turn.messages), used.model_version
         record.fallback, record.fallback_reason = reason is not None, reason
         record.error, record.timings_ms = INCOMPLETE, dict(turn.request.timings_ms)

@@ -3,15 +3,21 @@
 One worker thread owns the embedder. At low load a query is encoded alone as soon as it arrives
 (no added wait); under load, queries that arrive while a batch is running are encoded together in
 the next one, so throughput grows with concurrency instead of threads fighting over the cores.
+
+Failures are isolated per query: when a batch fails, each of its queries is encoded again on its
+own, so only the query that cannot be encoded gets the error; every other one gets its vector.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from typing import Any
+
+log = logging.getLogger("llmfti.agent")
 
 
 class QueryBatcher:
@@ -24,6 +30,8 @@ class QueryBatcher:
         self._thread = threading.Thread(target=self._run, name="llmfti-query-embedder", daemon=True)
         self._thread.start()
         self.batches = 0
+        self.isolated_failures = 0
+        """Queries that failed on their own after their batch failed (the others were answered)."""
 
     async def embed(self, text: str) -> Any:
         future: Future = Future()
@@ -44,13 +52,32 @@ class QueryBatcher:
                 batch, self._pending = self._pending[: self.max_batch], self._pending[self.max_batch :]
             try:
                 vectors = self._encode([text for text, _ in batch])
-            except Exception as exc:  # noqa: BLE001 - handed to every waiting request
-                for _, future in batch:
-                    future.set_exception(exc)
+                if len(vectors) != len(batch):
+                    raise RuntimeError(f"the embedder returned {len(vectors)} vectors for {len(batch)} queries")
+            except Exception as exc:  # noqa: BLE001 - find the failing queries, answer the others
+                if len(batch) == 1:
+                    self._fail(batch[0][1], exc)
+                else:
+                    log.warning("a batch of %d queries failed (%s); encoding them one by one", len(batch), exc)
+                    self._one_by_one(batch)
                 continue
             self.batches += 1
             for (_, future), vector in zip(batch, vectors, strict=True):
                 future.set_result(vector)
+
+    def _one_by_one(self, batch: list[tuple[str, Future]]) -> None:
+        for text, future in batch:
+            try:
+                vector = self._encode([text])[0]
+            except Exception as exc:  # noqa: BLE001 - this query alone fails
+                self._fail(future, exc)
+            else:
+                self.batches += 1
+                future.set_result(vector)
+
+    def _fail(self, future: Future, exc: Exception) -> None:
+        self.isolated_failures += 1
+        future.set_exception(exc)
 
     def close(self) -> None:
         with self._cv:

@@ -19,8 +19,11 @@ from llmfti.llm.backends import Generator, create_generator
 PREFIX = "registry:"
 
 
-@dataclass
+@dataclass(frozen=True)
 class ServedModel:
+    """What serves a request: the model and the index version it is coupled to. Immutable: the agent
+    swaps the whole object when an alias moves, and a request keeps the one it started with."""
+
     generator: Generator
     index_version: int | None = None
     """The index version to search (None: the latest)."""

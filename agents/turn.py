@@ -71,6 +71,8 @@ class Turn:
     messages: list[dict[str, str]]
     generation: GenerationRequest
     created_at: Any
+    served: Any = None
+    """The :class:`agents.served_model.ServedModel` (model + index version) captured at the request's start."""
     log_record: InferenceRecord | None = None
 
 

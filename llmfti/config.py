@@ -210,7 +210,9 @@ class AgentSettings(BaseModel):
     api_keys: list[ApiKeySettings] = Field(
         default_factory=list, description="Accepted keys (hashed), e.g. from LLMFTI_AGENT__API_KEYS as JSON."
     )
-    requests_per_minute: int = Field(600, ge=1, description="Per-key rate limit (Redis, fixed window).")
+    requests_per_minute: int = Field(
+        600, ge=1, description="Per-key rate limit per rate_limit_window_s (Redis, sliding log)."
+    )
     max_request_bytes: int = Field(1_000_000, ge=1024, description="Larger request bodies get a 413.")
     max_messages: int = Field(64, ge=1, description="Messages per chat request.")
     max_input_tokens: int = Field(4096, ge=1, description="Tokens of the caller's messages or prompt.")
@@ -234,6 +236,18 @@ class AgentSettings(BaseModel):
     redis_retry_s: float = Field(
         0.5, gt=0, description="While Redis is down, requests skip it and a background thread retries this "
         "often (restarting the embedded redis-server if needed, then replaying the log spool)."
+    rate_limit_window_s: float = Field(
+        60.0, gt=0, le=3600, description="Sliding window of the per-key rate limit: at most requests_per_minute "
+        "requests per window (60 s: per minute; shorter in tests). Rejected requests never count."
+    )
+    max_input_chars: int = Field(
+        100_000, ge=1, description="Characters of all messages (or the prompt) together: bounds the work per "
+        "request whatever the backend's tokenizer; larger inputs get a 413."
+    )
+    served_request_ttl_s: int = Field(
+        7 * 86400, ge=60, description="How long POST /v1/feedback can name a served request (its id and tenant "
+        "are kept in Redis this long; later feedback is looked up in the drained inference_log table)."
+    )
     )
     generator: GeneratorSettings = GeneratorSettings()
 

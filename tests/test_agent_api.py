@@ -26,7 +26,7 @@ def env(tmp_path_factory):
 
     data_dir = data_dir_with_index(tmp_path_factory.mktemp("agent-api") / "data")
     settings = agent_settings(data_dir, max_messages=8, max_input_tokens=200, max_completion_tokens=300,
-                              max_request_bytes=20_000)
+                              max_request_bytes=20_000, max_input_chars=10_000)
     now = datetime(2026, 11, 1, tzinfo=UTC)
     add_user_features(settings, [{
         "user_id": "u-team", "event_time": now, "language": "de", "plan": "team", "expertise_level": "expert",
@@ -156,6 +156,19 @@ def test_max_tokens_and_stop_end_the_answer(env):
         ({"model": MODEL, "messages": [{"role": "tool", "content": "x"}]}, 400, "invalid_value", "messages.0.role",
          "got 'tool'"),
         (chat("x" * 30_000), 413, "request_too_large", None, "over the limit of 20000 bytes"),
+        # poison input: each a 4xx naming the field, never a 500
+        ('{"model": "llmfti-extractive", "messages": [{"role": "user", "content": "\\ud800 lens"}]}', 400,
+         "invalid_encoding", "messages.0.content", "lone surrogate U+D800 at character 0"),
+        ('{"model": "x",\n "messages": [}', 400, "invalid_json", None, "Expecting value at line 2, column 15"),
+        (chat("hi", response_format="json_object"), 400, "invalid_value", "response_format", '{"type": "text"}'),
+        (chat("hi", response_format=["json"]), 400, "invalid_value", "response_format", "got list"),
+        (chat("hi", response_format=1), 400, "invalid_value", "response_format", "got int 1"),
+        (chat("hi", response_format={"type": "json_object"}), 400, "unsupported_parameter", "response_format.type",
+         "'json_object' is not supported"),
+        (chat("   "), 400, "empty_question", "messages.0.content", "messages.0.content is empty"),
+        (chat("y" * 12_000 + " lens"), 413, "input_too_large", "messages.0.content",
+         "12005 characters, over the limit of 10000"),
+        (chat("z" * 3_000), 400, "context_length_exceeded", "messages", "250 tokens"),  # one word, many tokens
     ],
 )
 def test_errors_are_openai_shaped_with_status_limit_and_value(env, payload, status, code, param, says):
@@ -213,8 +226,7 @@ def test_rate_limit_per_key_answers_429_with_retry_after(env):
     assert error["code"] == "rate_limit_exceeded" and "3 requests per minute" in error["message"]
     assert client.post("/v1/chat/completions", headers=AUTH, json=chat("hi")).status_code == 200  # others unaffected
     # the counter lives in Redis, shared by every replica
-    keys = app.state.agent.pipeline.redis.client().keys("llmfti:ratelimit:slow-app:*")
-    assert keys
+    assert app.state.agent.pipeline.redis.client().zcard("llmfti:ratelimit:slow-app") == 3  # accepted only
 
 
 @pytest.mark.parametrize(
@@ -278,3 +290,154 @@ def test_every_served_request_is_stored_exactly_once(env):
     assert drain(env)["inserted"] == 0
     for request_id in ids:
         logged(settings, request_id)
+
+
+def test_a_body_without_json_content_type_is_told_to_send_it(env):
+    _, _, client = env
+    r = client.post("/v1/chat/completions", headers=AUTH, content=json.dumps(chat("secret words")).encode())
+    error = r.json()["error"]
+    assert r.status_code == 400 and error["code"] == "invalid_content_type"
+    assert "content-type: application/json" in error["message"] and "secret words" not in error["message"]
+
+
+def test_an_oversized_chunked_body_is_a_413_with_the_limit(env):
+    _, _, client = env
+
+    def pieces():
+        for _ in range(30):
+            yield b"x" * 1000
+
+    r = client.post("/v1/chat/completions", headers={**AUTH, "Content-Type": "application/json"}, content=pieces())
+    assert r.request.headers.get("transfer-encoding") == "chunked"  # no Content-Length was sent
+    assert r.status_code == 413 and "over the limit of 20000 bytes" in r.json()["error"]["message"]
+
+
+def test_an_empty_prompt_is_named_in_the_users_terms(env):
+    _, _, client = env
+    r = client.post("/v1/completions", headers=AUTH, json={"model": MODEL, "prompt": " "})
+    assert r.status_code == 400 and r.json()["error"]["param"] == "prompt"
+    assert "prompt is empty" in r.json()["error"]["message"] and "search" not in r.json()["error"]["message"]
+
+
+def test_a_failing_query_fails_alone_in_its_embedding_batch(env):
+    """The real embedder cannot encode a lone surrogate; the batch it lands in still answers the others."""
+    import asyncio
+
+    _, app, _ = env
+    batcher = app.state.agent.pipeline._batcher
+    texts = [f"how do I roll back version {i}?" for i in range(12)]
+
+    async def embed_all():
+        jobs = [batcher.embed(t) for t in texts[:6]] + [batcher.embed("\ud800 lens")] + [
+            batcher.embed(t) for t in texts[6:]]
+        return await asyncio.gather(*jobs, return_exceptions=True)
+
+    before = batcher.isolated_failures
+    results = asyncio.run(embed_all())
+    failed = [r for r in results if isinstance(r, BaseException)]
+    assert len(failed) == 1 and results[6] is failed[0]
+    assert all(len(r) == 384 for i, r in enumerate(results) if i != 6)
+    assert batcher.isolated_failures == before + 1
+
+
+def test_feedback_needs_a_request_served_to_the_callers_tenant(env):
+    _, _, client = env
+    acme = {"Authorization": "Bearer key-acme"}
+    r = client.post("/v1/feedback", headers=acme, json={"request_id": "nope", "rating": 1})
+    assert r.status_code == 404 and r.json()["error"]["code"] == "request_not_found"
+    assert r.json()["error"]["param"] == "request_id"
+    served = client.post("/v1/chat/completions", headers=acme, json=chat("What does the Acme engine burn?"))
+    request_id = served.headers["x-request-id"]
+    # right after the response, before any drain: the owner may rate it, nobody else learns it exists
+    for key in ("key-globex", "key-default"):
+        other = client.post("/v1/feedback", headers={"Authorization": f"Bearer {key}"},
+                            json={"request_id": request_id, "rating": -1})
+        assert other.status_code == 404, other.text
+    ok = client.post("/v1/feedback", headers=acme, json={"request_id": served.json()["id"], "rating": 1})
+    assert ok.status_code == 200 and ok.json()["request_id"] == request_id
+
+
+def test_feedback_for_a_drained_request_is_found_in_the_log_table(env):
+    settings, app, client = env
+    r = client.post("/v1/chat/completions", headers=AUTH, json=chat("Which port does the agent use?"))
+    request_id = r.headers["x-request-id"]
+    drain(env)
+    served = app.state.agent.pipeline.served_requests
+    served._local.clear()
+    served.redis.run(lambda c: c.delete(f"llmfti:served:{request_id}"))  # as after the Redis record expired
+    assert client.post("/v1/feedback", headers=AUTH, json={"request_id": request_id, "rating": 1}).status_code == 200
+    assert client.post("/v1/feedback", headers={"Authorization": "Bearer key-acme"},
+                       json={"request_id": request_id, "rating": 1}).status_code == 404
+
+
+def test_user_features_are_scoped_to_the_keys_tenant(env):
+    settings, _, client = env
+    ids = {}
+    for key in ("key-default", "key-acme"):
+        r = client.post("/v1/chat/completions", headers={"Authorization": f"Bearer {key}", "X-User-Id": "u-team"},
+                        json=chat("How to roll back?"))
+        assert r.status_code == 200
+        ids[key] = r.headers["x-request-id"]
+    drain(env)
+    assert logged(settings, ids["key-default"])["user_features_missing"] is False
+    other = logged(settings, ids["key-acme"])  # u-team is the default tenant's user: acme cannot read it
+    assert other["user_features_missing"] is True and "plan=team" not in other["prompt"]
+
+
+def test_rate_limit_rejections_do_not_count_and_retry_after_is_the_true_wait(env):
+    from agents.api.rate_limit import RateLimiter, rate_key
+    from agents.redis_link import RedisLink
+    from llmfti.errors import RateLimitError
+    from tests.agent_support import free_port
+
+    settings, app, _ = env
+    now = [1000.0]
+    shared = RateLimiter(app.state.agent.pipeline.redis.run, clock=lambda: now[0], window_s=10)
+    dead = RedisLink(agent_settings(settings.data_dir, redis={"url": f"redis://127.0.0.1:{free_port()}/0",
+                                                                "socket_timeout_s": 0.2}))
+    local = RateLimiter(dead.run, clock=lambda: now[0], window_s=10)  # Redis down: per-process fallback
+    for limiter, name in ((shared, "unit-shared"), (local, "unit-local")):
+        now[0] = 1000.0
+        for t in (0, 1, 2):
+            now[0] = 1000.0 + t
+            assert limiter.check(name, 3) is (limiter is shared)
+        for t in range(3, 9):  # hammering while limited: none of these may count
+            now[0] = 1000.0 + t
+            with pytest.raises(RateLimitError) as rejected:
+                limiter.check(name, 3)
+        assert rejected.value.retry_after_s == pytest.approx(2.0)  # the request at t=0 leaves at t=10
+        now[0] = 1010.0  # waited exactly the advertised time
+        limiter.check(name, 3)
+        with pytest.raises(RateLimitError) as again:
+            limiter.check(name, 3)
+        assert again.value.retry_after_s == pytest.approx(1.0)
+    assert app.state.agent.pipeline.redis.client().zcard(rate_key("unit-shared")) == 3
+
+
+def test_a_request_keeps_the_model_and_index_version_it_started_with(env):
+    """An alias switch between retrieval and generation must not mix versions in one answer."""
+    import asyncio
+    import inspect
+
+    from agents.pipeline import AgentRequest
+    from agents.served_model import ServedModel
+    from llmfti.llm.backends import create_generator
+
+    settings, app, _ = env
+    pipeline = app.state.agent.pipeline
+    original = pipeline.served
+    other = create_generator(settings.agent.generator.model_copy(update={"served_name": "switched"}))
+
+    async def answer_across_a_switch():
+        turn = await pipeline.prepare(AgentRequest(messages=[{"role": "user", "content": "How to roll back?"}]))
+        pipeline.served = ServedModel(other, index_version=1)  # the alias moves mid-request
+        try:
+            result, used, reason = await pipeline._generate(turn)
+            answer = pipeline._finish(turn, result, used, reason)
+            return await answer if inspect.isawaitable(answer) else answer
+        finally:
+            pipeline.served = original
+
+    answer = asyncio.run(answer_across_a_switch())
+    assert answer.model_id == original.generator.model_id != "switched"
+    assert answer.index_version == (original.index_version or answer.index_version) != 1

@@ -231,3 +231,35 @@ def test_server_is_shared_across_processes_and_stopped_by_the_last_one(settings,
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120)
     assert json.loads(out.stdout.strip().splitlines()[-1])["age"] == 30  # restarted from the dump
     assert not server.ping()  # the child started it, was the last user, and stopped it at exit
+
+
+def test_online_reads_are_scoped_to_the_tenant_and_colliding_keys_stay_apart(settings, store) -> None:
+    spec = make_spec(name="tenant_users", features=[
+        *make_spec().features, Feature(name="tenant", type="string", description="owning tenant"),
+    ])
+    group = FeatureGroup.create(settings, spec)
+    group.write([
+        row("u1", NOW - timedelta(hours=2), age=10, tenant="acme"),
+        row("u1", NOW - timedelta(hours=1), age=20, tenant="globex"),  # same user id, other tenant, newer
+        row("u2", NOW, age=30, tenant=None),  # no tenant: the default tenant
+        row("u3", NOW, age=40, tenant="a:b"),  # a ':' in a tenant cannot forge another tenant's key
+    ])
+    result = materialize(settings, spec.name, store=store)
+    assert result.keys_written == 4  # latest per (tenant, key): acme's u1 is not replaced by globex's
+
+    assert store.get(spec.name, "u1", tenant="acme").values["age"] == 10
+    assert store.get(spec.name, "u1", tenant="globex").values["age"] == 20
+    assert store.get(spec.name, "u1").missing  # the default tenant has no u1
+    assert store.get(spec.name, "u2").values["age"] == 30
+    assert store.get(spec.name, "u2", tenant=settings.ingest.default_tenant).values["age"] == 30
+    assert store.get(spec.name, "u2", tenant="acme").missing  # tenant B cannot read tenant A's user
+    assert store.get(spec.name, "b:u3", tenant="a").missing
+    assert store.get(spec.name, "u3", tenant="a:b").values["age"] == 40
+    assert [v.values["age"] for v in store.get_many(spec.name, ["u1", "u2"], tenant="globex")] == [20, -1]
+    assert store.client.exists("llmfti:fg:tenant_users:v1@acme:u1", "llmfti:fg:tenant_users:v1:u2") == 2
+
+    # a group without a tenant column (all data from before tenants) is the default tenant's
+    plain = FeatureGroup.create(settings, make_spec())
+    plain.write([row("u9", NOW)])
+    materialize(settings, "users", store=store)
+    assert not store.get("users", "u9").missing and store.get("users", "u9", tenant="acme").missing

@@ -36,11 +36,8 @@ async def authenticated_caller(
     caller = Caller(principal, request.state.request_id, x_user_id, {"auth": round(auth_ms, 3)})
     start = time.perf_counter()
     limiter = state.rate_limiter
-    try:
-        if state.pipeline.redis.healthy:
-            shared = await asyncio.to_thread(limiter.check, principal.name, principal.requests_per_minute)
-        else:  # Redis known down: the per-process fallback, without a thread hop
-            shared = limiter.check(principal.name, principal.requests_per_minute)
+    try:  # always on a thread: a Redis retry (or reconnect) may block
+        shared = await asyncio.to_thread(limiter.check, principal.name, principal.requests_per_minute)
     except RateLimitError:
         state.metrics.rate_limited.labels(principal.name).inc()
         raise

@@ -48,7 +48,7 @@ def error_body(message: str, type_: str, *, param: str | None = None, code: str 
 
 
 def status_of(exc: LLMFTIError) -> tuple[int, str]:
-    if isinstance(exc, RequestLimitError) and exc.code == "request_too_large":
+    if isinstance(exc, RequestLimitError) and exc.code in ("request_too_large", "input_too_large"):
         return 413, "invalid_request_error"
     for cls, status, type_ in STATUS_OF:
         if isinstance(exc, cls):
@@ -78,13 +78,40 @@ def _param_of(loc: tuple[Any, ...]) -> str | None:
     return ".".join(parts) or None
 
 
-def _validation_message(exc: RequestValidationError) -> tuple[str, str | None]:
+def _json_message(err: dict[str, Any], body: bytes) -> str:
+    """Where and why the body is not JSON: line, column and the parser's reason."""
+    loc = err.get("loc", ())
+    position = loc[1] if len(loc) > 1 and isinstance(loc[1], int) else None
+    reason = (err.get("ctx") or {}).get("error") or "not valid JSON"
+    if position is None:
+        return f"the body is not valid JSON: {reason}"
+    text = body.decode("utf-8", "replace")
+    line = text.count("\n", 0, position) + 1
+    column = position - (text.rfind("\n", 0, position) + 1) + 1
+    return (f"the body is not valid JSON: {reason} at line {line}, column {column} (character {position}); "
+            "fix: send one JSON object (check quotes, commas and brackets there)")
+
+
+def _not_json(err: dict[str, Any]) -> bool:
+    """The whole body failed as an object because it was never parsed as JSON (no JSON content-type)."""
+    return tuple(err.get("loc", ())) == ("body",) and isinstance(err.get("input"), bytes | str)
+
+
+def _validation_message(exc: RequestValidationError, body: bytes, content_type: str) -> tuple[str, str | None]:
     problems, first_param = [], None
     for err in exc.errors():
-        param = None if err.get("type") == "json_invalid" else _param_of(tuple(err.get("loc", ())))
+        if err.get("type") == "json_invalid":
+            problems.append(_json_message(err, body))
+            continue
+        if _not_json(err):
+            sent = f"'{content_type}'" if content_type else "missing"
+            problems.append(f"the body was not read as JSON because the content-type header is {sent}; "
+                            "fix: send the header 'content-type: application/json'")
+            continue
+        param = _param_of(tuple(err.get("loc", ())))
         first_param = first_param or param
         got = err.get("input")
-        shown = repr(got) if not isinstance(got, dict | list) else type(got).__name__
+        shown = repr(got) if not isinstance(got, dict | list | bytes) else type(got).__name__
         problems.append(f"{param or 'body'}: {err.get('msg')} (got {shown[:80]})")
     return "invalid request: " + "; ".join(problems[:5]), first_param
 
@@ -99,8 +126,10 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
-        message, param = _validation_message(exc)
-        code = "invalid_json" if any(e.get("type") == "json_invalid" for e in exc.errors()) else "invalid_value"
+        body = await request.body() if any(e.get("type") == "json_invalid" for e in exc.errors()) else b""
+        message, param = _validation_message(exc, body, request.headers.get("content-type", ""))
+        code = ("invalid_json" if any(e.get("type") == "json_invalid" for e in exc.errors())
+                else "invalid_content_type" if any(_not_json(e) for e in exc.errors()) else "invalid_value")
         return JSONResponse(error_body(message, "invalid_request_error", param=param, code=code), status_code=400)
 
     @app.exception_handler(StarletteHTTPException)

@@ -16,9 +16,9 @@ from llmfti.errors import RequestLimitError
 from llmfti.inference_log import new_request_id
 
 
-def _too_large(size: int, limit: int) -> RequestLimitError:
+def _too_large(size: int, limit: int, *, chunked: bool = False) -> RequestLimitError:
     return RequestLimitError(
-        f"the request body is {size} bytes, over the limit of {limit} bytes",
+        f"the request body is {'over ' if chunked else ''}{size} bytes, over the limit of {limit} bytes",
         param=None, code="request_too_large",
         fix="send a smaller request (fewer or shorter messages)",
     )
@@ -41,16 +41,25 @@ class RequestContextMiddleware:
         route = scope["path"] if scope["path"].startswith("/v1/") or scope["path"] in (
             "/healthz", "/readyz", "/metrics") else "other"
 
-        async def send_with_id(message: Message) -> None:
+        too_large: list[RequestLimitError] = []
+
+        async def send_own(message: Message) -> None:
             if message["type"] == "http.response.start":
                 status["code"] = message["status"]
                 message.setdefault("headers", []).append((b"x-request-id", request_id.encode()))
             await send(message)
 
+        async def send_with_id(message: Message) -> None:
+            if too_large:  # the body went over the limit while streaming in: answer 413, whatever the app says
+                if message["type"] == "http.response.start" and status["code"] != 413:
+                    await error_response(too_large[0])(scope, receive, send_own)
+                return
+            await send_own(message)
+
         try:
             declared = dict(scope.get("headers", [])).get(b"content-length")
             if declared is not None and declared.isdigit() and int(declared) > self.max_body_bytes:
-                await error_response(_too_large(int(declared), self.max_body_bytes))(scope, receive, send_with_id)
+                await error_response(_too_large(int(declared), self.max_body_bytes))(scope, receive, send_own)
                 return
             received = 0
 
@@ -59,8 +68,9 @@ class RequestContextMiddleware:
                 message = await receive()
                 if message["type"] == "http.request":
                     received += len(message.get("body", b""))
-                    if received > self.max_body_bytes:
-                        raise _too_large(received, self.max_body_bytes)
+                    if received > self.max_body_bytes:  # a chunked body (no Content-Length) over the limit
+                        too_large.append(_too_large(received, self.max_body_bytes, chunked=True))
+                        raise too_large[0]
                 return message
 
             await self.app(scope, limited_receive, send_with_id)

@@ -14,6 +14,36 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from llmfti.errors import RequestLimitError
 
 _UNSUPPORTED_CHAT = ("tools", "functions", "tool_choice", "function_call", "audio", "prediction")
+RESPONSE_FORMAT_SHAPE = '{"type": "text"}'
+
+
+def check_encodable(body: BaseModel) -> None:
+    """Refuse text that is not valid Unicode (a lone UTF-16 surrogate such as ``\\ud800``) with a 400
+    naming where it is: such text cannot be tokenized, stored or logged."""
+    for path, text in _strings(body.model_dump(), ()):
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            where = ".".join(str(p) for p in path)
+            raise RequestLimitError(
+                f"{where} is not valid Unicode text: it holds a lone surrogate "
+                f"U+{ord(text[exc.start]):04X} at character {exc.start}",
+                param=where, code="invalid_encoding",
+                expected="UTF-8 text; a JSON \\uD800-\\uDFFF escape only as one half of a surrogate pair",
+                fix=f"remove the unpaired surrogate from {where}, or send the character it belongs to",
+            ) from None
+
+
+def _strings(value: Any, path: tuple[Any, ...]) -> Any:
+    if isinstance(value, str):
+        yield path, value
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            yield from _strings(key, (*path, "<key>")) if isinstance(key, str) else ()
+            yield from _strings(item, (*path, key))
+    elif isinstance(value, list | tuple):
+        for i, item in enumerate(value):
+            yield from _strings(item, (*path, i))
 
 
 class _Request(BaseModel):
@@ -99,16 +129,32 @@ class ChatCompletionRequest(_SamplingRequest):
     messages: list[ChatMessage] = Field(min_length=1)
     max_completion_tokens: int | None = Field(None, ge=1)
     logprobs: bool | None = None
+    response_format: Any = Field(
+        None, description=f"Only {RESPONSE_FORMAT_SHAPE} (plain text answers) is supported.",
+        json_schema_extra={"type": "object", "properties": {"type": {"type": "string", "enum": ["text"]}}},
+    )
 
     def check_supported(self) -> None:
         self.refuse_unsupported(_UNSUPPORTED_CHAT)
         if self.logprobs:
             raise RequestLimitError("'logprobs' is not supported by this server", param="logprobs",
                                     code="unsupported_parameter", fix="remove 'logprobs' or set it to false")
-        response_format = (self.model_extra or {}).get("response_format")
+        response_format = self.response_format
+        if response_format is not None and not (
+            isinstance(response_format, dict) and isinstance(response_format.get("type", "text"), str)
+        ):
+            raise RequestLimitError(
+                f"response_format must be an object with a string 'type', got {type(response_format).__name__} "
+                f"{str(response_format)[:40]}",
+                param="response_format", code="invalid_value", expected=RESPONSE_FORMAT_SHAPE,
+                fix=f"send response_format as {RESPONSE_FORMAT_SHAPE} or leave it out",
+            )
         if response_format and response_format.get("type", "text") != "text":
-            raise RequestLimitError("only response_format type 'text' is supported", param="response_format",
-                                    code="unsupported_parameter", fix="remove 'response_format'")
+            raise RequestLimitError(
+                f"response_format type {response_format['type'][:40]!r} is not supported; only 'text' is",
+                param="response_format.type", code="unsupported_parameter", expected=RESPONSE_FORMAT_SHAPE,
+                fix="remove 'response_format' (answers are plain text with [n] citations)",
+            )
         if self.messages[-1].role != "user":
             raise RequestLimitError(
                 f"the last message must be from the user, got role {self.messages[-1].role!r}",

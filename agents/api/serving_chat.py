@@ -16,6 +16,7 @@ from agents.api.protocol import (
     ChatCompletionResponse,
     DeltaMessage,
     Usage,
+    check_encodable,
 )
 from agents.api.serving_base import OpenAIServing, extensions, usage
 from agents.pipeline import AgentAnswer, AgentRequest
@@ -25,6 +26,7 @@ class ChatCompletionService(OpenAIServing):
     endpoint = "chat.completions"
 
     async def create(self, body: ChatCompletionRequest, caller: Caller) -> ChatCompletionResponse | AsyncIterator[str]:
+        check_encodable(body)
         body.check_supported()
         model = self.models.resolve(body.model)
         request = self.agent_request(body, caller, [m.as_dict() for m in body.messages])

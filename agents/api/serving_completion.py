@@ -7,7 +7,14 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from agents.api.auth import Caller
-from agents.api.protocol import CompletionChoice, CompletionChunk, CompletionRequest, CompletionResponse, Usage
+from agents.api.protocol import (
+    CompletionChoice,
+    CompletionChunk,
+    CompletionRequest,
+    CompletionResponse,
+    Usage,
+    check_encodable,
+)
 from agents.api.serving_base import OpenAIServing, extensions, usage
 from agents.pipeline import AgentAnswer, AgentRequest
 
@@ -16,6 +23,7 @@ class CompletionService(OpenAIServing):
     endpoint = "completions"
 
     async def create(self, body: CompletionRequest, caller: Caller) -> CompletionResponse | AsyncIterator[str]:
+        check_encodable(body)
         body.check_supported()
         model = self.models.resolve(body.model)
         request = self.agent_request(body, caller, [{"role": "user", "content": body.prompt_text}])

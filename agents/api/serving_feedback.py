@@ -1,20 +1,22 @@
 """``POST /v1/feedback`` without routing: check the rating, hand a record to the feedback writer.
 
 The record goes the inference log's way (Redis stream, spool file when Redis is down) and never
-blocks the event loop. Whether the request id exists, and belongs to the caller's tenant, is not
-checked here (the request may not be drained yet); the dataset build resolves it against the
-``inference_log`` table and skips feedback it cannot match.
+blocks the event loop. The request must have been served to the caller's tenant (checked with
+:class:`agents.served_requests.ServedRequests`, which knows a request from the moment it is
+accepted, before any drain): otherwise 404, whether it never existed or is another tenant's.
 """
 
 from __future__ import annotations
 
+import asyncio
 import re
 
 from agents.api.auth import Caller
-from agents.api.protocol import FeedbackRequest, FeedbackResponse
+from agents.api.protocol import FeedbackRequest, FeedbackResponse, check_encodable
 from agents.redis_link import RedisLink, wait_durable
+from agents.served_requests import ServedRequests
 from llmfti.config import Settings
-from llmfti.errors import RequestLimitError
+from llmfti.errors import NotFoundError, RequestLimitError
 from llmfti.feedback import FEEDBACK_SPOOL, RATINGS, FeedbackRecord, new_feedback_id, request_id_of
 from llmfti.inference_log import now_utc
 
@@ -22,8 +24,9 @@ REQUEST_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")
 
 
 class FeedbackService:
-    def __init__(self, settings: Settings, redis: RedisLink):
+    def __init__(self, settings: Settings, redis: RedisLink, served: ServedRequests):
         self.max_chars = settings.agent.max_feedback_chars
+        self.served = served
         self.settings = settings
         self.writer = redis.log_writer(settings.agent.feedback_stream, spool_name=FEEDBACK_SPOOL,
                                        record_type=FeedbackRecord)
@@ -36,6 +39,7 @@ class FeedbackService:
 
     def check(self, body: FeedbackRequest) -> str:
         """The request id the feedback is about; raises a 400 naming the field, the limit and the fix."""
+        check_encodable(body)
         request_id = request_id_of(body.request_id)
         if not REQUEST_ID.match(request_id):
             raise RequestLimitError(
@@ -63,6 +67,13 @@ class FeedbackService:
     async def submit(self, body: FeedbackRequest, caller: Caller) -> FeedbackResponse:
         """Answered only once the record is durable (Redis stream with AOF fsync, or the fsync'd spool)."""
         request_id = self.check(body)
+        if not await asyncio.to_thread(self.served.belongs_to, request_id, caller.principal.tenant):
+            error = NotFoundError(
+                f"no request {request_id!r} was served to this API key's tenant",
+                fix="rate a response you received: send its x-request-id header or its id (chatcmpl-...)",
+            )
+            error.code, error.param = "request_not_found", "request_id"  # type: ignore[attr-defined]
+            raise error
         created = now_utc()
         record = FeedbackRecord(
             feedback_id=new_feedback_id(),

@@ -35,10 +35,10 @@ class AgentState:
             settings=settings,
             pipeline=pipeline,
             authenticator=KeyAuthenticator(settings.agent),
-            rate_limiter=RateLimiter(pipeline.redis.run),
+            rate_limiter=RateLimiter(pipeline.redis.run, window_s=settings.agent.rate_limit_window_s),
             metrics=metrics,
             models=models,
             chat=ChatCompletionService(pipeline, models, metrics),
             completions=CompletionService(pipeline, models, metrics),
-            feedback=FeedbackService(settings, pipeline.redis),
+            feedback=FeedbackService(settings, pipeline.redis, pipeline.served_requests),
         )

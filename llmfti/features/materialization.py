@@ -10,6 +10,10 @@ Reads are pinned to one Lance data version, recorded as ``data_version:v<N>``.
 TTL: with ``online_ttl_s`` set, a hash expires at ``event_time + online_ttl_s``; rows already
 past that at materialization are not written and their stale hash is deleted.
 
+Tenants: when the group has a ``tenant`` feature (:data:`~llmfti.features.online_store.TENANT_COLUMN`),
+"latest" is per (tenant, key) and each row is written under its tenant's online namespace, so two
+tenants' entities with the same key stay apart; a group without it is the default tenant's.
+
 Caveat: a write whose ``ingested_at`` precedes the watermark but commits after the run read the
 table (a concurrent writer) is picked up only by a ``full`` run.
 """
@@ -23,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 from llmfti.features.feature_group import FeatureGroup
 from llmfti.features.online_codec import EVENT_TIME_FIELD, INGESTED_AT_FIELD, encode_column
-from llmfti.features.online_store import OnlineStore
+from llmfti.features.online_store import TENANT_COLUMN, OnlineStore
 from llmfti.features.spec import INGESTED_AT
 from llmfti.features.timestamps import from_micros, to_micros, utc_now
 
@@ -49,22 +53,28 @@ class MaterializeResult:
         return asdict(self)
 
 
-def latest_per_key(table: pa.Table, key: str, event_time: str) -> pa.Table:
-    """One row per key: the greatest (event_time, ingested_at)."""
+def latest_per_key(table: pa.Table, key: str, event_time: str, tenant: str | None = None) -> pa.Table:
+    """One row per key (per (tenant, key) when ``tenant`` names a column): the greatest (event_time, ingested_at)."""
     import numpy as np
     import pyarrow.compute as pc
 
     if table.num_rows == 0:
         return table
+    identity = [tenant, key] if tenant else [key]
     order = pc.sort_indices(
-        table, sort_keys=[(key, "ascending"), (event_time, "ascending"), (INGESTED_AT, "ascending")]
+        table, sort_keys=[*((c, "ascending") for c in identity), (event_time, "ascending"), (INGESTED_AT, "ascending")]
     )
     ordered = table.take(order)
-    keys = ordered.column(key).combine_chunks()
-    if len(keys) == 1:
+    if ordered.num_rows == 1:
         return ordered
-    changes = pc.not_equal(keys.slice(0, len(keys) - 1), keys.slice(1)).to_numpy(zero_copy_only=False)
-    last = np.append(np.asarray(changes, dtype=bool).nonzero()[0], len(keys) - 1)
+    changes = np.zeros(ordered.num_rows - 1, dtype=bool)
+    for column in identity:
+        values = ordered.column(column).combine_chunks()
+        if column == tenant:  # null and "" are the default tenant
+            values = pc.fill_null(values, "")
+        differ = pc.not_equal(values.slice(0, len(values) - 1), values.slice(1))
+        changes |= np.asarray(differ.to_numpy(zero_copy_only=False), dtype=bool)
+    last = np.append(changes.nonzero()[0], ordered.num_rows - 1)
     return ordered.take(last)
 
 
@@ -100,10 +110,13 @@ def materialize(
     newest = pc.max(stamps).as_py() if len(stamps) else None
     watermark = newest if newest is not None else (from_micros(int(previous)) if previous else None)
 
-    latest = latest_per_key(rows, spec.key, spec.event_time)
+    tenant_column = TENANT_COLUMN if any(f.name == TENANT_COLUMN for f in spec.features) else None
+    latest = latest_per_key(rows, spec.key, spec.event_time, tenant_column)
     event_us = latest.column(spec.event_time).cast(pa.int64()).to_numpy(zero_copy_only=False)
     keys_all = latest.column(spec.key).to_pylist()
+    tenants_all = latest.column(tenant_column).to_pylist() if tenant_column else [None] * len(keys_all)
     expired: list[Any] = []
+    expired_tenants: list[str | None] = []
     expire_at = None
     if spec.online_ttl_s is not None and latest.num_rows:
         import numpy as np
@@ -111,14 +124,16 @@ def materialize(
         expire_ms = event_us // 1000 + spec.online_ttl_s * 1000
         alive = expire_ms > int(time.time() * 1000)
         expired = [k for k, ok in zip(keys_all, alive.tolist(), strict=True) if not ok]
+        expired_tenants = [t for t, ok in zip(tenants_all, alive.tolist(), strict=True) if not ok]
         latest = latest.filter(pa.array(alive))
         expire_at = expire_ms[alive].tolist()
         event_us = event_us[np.asarray(alive)]
     columns = {f.name: encode_column(latest.column(f.name), f.type) for f in spec.features}
     columns[EVENT_TIME_FIELD] = event_us.tolist()
     columns[INGESTED_AT_FIELD] = latest.column(INGESTED_AT).cast(pa.int64()).to_pylist()
-    written = store.write_vectors(spec, latest.column(spec.key).to_pylist(), columns, expire_at)
-    store.delete_vectors(spec, expired)
+    tenants = latest.column(tenant_column).to_pylist() if tenant_column else None
+    written = store.write_vectors(spec, latest.column(spec.key).to_pylist(), columns, expire_at, tenants=tenants)
+    store.delete_vectors(spec, expired, expired_tenants)
 
     online = meta.get("online_version")
     fields: dict[str, Any] = {

@@ -2,11 +2,22 @@
 
 Layout (prefix = ``features.online_key_prefix``, default ``llmfti:fg:``):
 
-- ``<prefix><group>:v<N>:<key>``: one hash per entity and schema version; fields are the
-  features (see :mod:`llmfti.features.online_codec`) plus ``_event_time`` / ``_ingested_at``.
+- ``<prefix><group>:v<N>:<key>``: one hash per entity and schema version of the default tenant;
+  fields are the features (see :mod:`llmfti.features.online_codec`) plus ``_event_time`` /
+  ``_ingested_at``.
+- ``<prefix><group>:v<N>@<tenant>:<key>``: the same for an entity of another tenant (the tenant
+  URL-quoted, so it never holds a ``:``).
 - ``<prefix><group>:meta``: which schema version is online (``online_version``), each
   version's definition (``spec:v<N>``, so readers need no LanceDB), and the materialization
   watermark and data version (``watermark_us:v<N>``, ``data_version:v<N>``).
+
+Tenants: an entity's identity online is (tenant, key), and every read names the caller's tenant,
+so one tenant can never read another tenant's entity, even with the same key. A feature group
+opts into tenants with a string feature named ``tenant`` (:data:`TENANT_COLUMN`): materialization
+puts each row under its tenant. Rows without it (and every group without the column, i.e. all
+data written before tenants existed) belong to the default tenant (``ingest.default_tenant``),
+whose keys keep the original layout; callers without a tenant read the default tenant, as
+retrieval does.
 
 Reads never raise for a missing entity: they return the declared defaults with
 ``missing=True``. A group that was never materialized reads as an empty, missing vector (and
@@ -25,6 +36,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
+from urllib.parse import quote
 
 from redis.exceptions import RedisClusterException, RedisError
 
@@ -40,6 +52,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 _EVENT_TIME = EVENT_TIME_FIELD.encode()
 _FAILURES = (RedisError, RedisClusterException, OSError)  # what "Redis is unreachable" looks like
+TENANT_COLUMN = "tenant"
 
 
 @dataclass(slots=True)
@@ -59,13 +72,13 @@ class FeatureVector:
 class _OnlineGroup:
     """What a reader needs to decode one group's hashes, cached per process."""
 
-    __slots__ = ("name", "version", "prefix", "fields", "defaults", "loaded_at", "spec")
+    __slots__ = ("name", "version", "base", "fields", "defaults", "loaded_at", "spec")
 
     def __init__(self, name: str, spec: FeatureGroupSpec | None, key_prefix: str):
         self.name = name
         self.spec = spec
         self.version = spec.version if spec else None
-        self.prefix = f"{key_prefix}{name}:v{self.version}:"
+        self.base = f"{key_prefix}{name}:v{self.version}"
         features = spec.features if spec else []
         self.fields = [(f.name.encode(), f.name, DECODERS[f.type]) for f in features]
         self.defaults = {f.name: f.default for f in features}
@@ -102,6 +115,7 @@ class OnlineStore:
         self.settings = settings
         self.client = client
         self.key_prefix = settings.features.online_key_prefix
+        self.default_tenant = settings.ingest.default_tenant
         self._refresh_s = settings.features.online_spec_refresh_s
         self._groups: dict[str, _OnlineGroup] = {}
 
@@ -115,33 +129,39 @@ class OnlineStore:
     def meta_key(self, group: str) -> str:
         return f"{self.key_prefix}{group}:meta"
 
-    def entity_key(self, group: str, version: int, key: Any) -> str:
-        return f"{self.key_prefix}{group}:v{version}:{key}"
+    def entity_key(self, group: str, version: int, key: Any, tenant: str | None = None) -> str:
+        """The hash of one entity: the one place entity keys are built (see the module docstring)."""
+        return f"{self.key_prefix}{group}:v{version}{self._namespace(tenant)}:{key}"
+
+    def _namespace(self, tenant: str | None) -> str:
+        # quoted, so a tenant name can never contain the ':' that ends the namespace
+        return "" if tenant in (None, "", self.default_tenant) else f"@{quote(tenant, safe='')}"
 
     # -- reads ---------------------------------------------------------------------------
 
-    def get(self, group: str, key: Any) -> FeatureVector:
-        """The online feature vector of one entity (defaults with ``missing=True`` if absent)."""
+    def get(self, group: str, key: Any, *, tenant: str | None = None) -> FeatureVector:
+        """The online feature vector of ``tenant``'s entity ``key`` (defaults with ``missing=True`` if absent)."""
         online = self._group(group)
         key = str(key)
         if online.version is None:
             return online.vector(key, {})
         try:
-            raw = self.client.hgetall(online.prefix + key)
+            raw = self.client.hgetall(f"{online.base}{self._namespace(tenant)}:{key}")
         except _FAILURES as exc:
             raise unavailable(self.settings, exc, f"reading {group} features of {key!r}") from exc
         return online.vector(key, raw)
 
-    def get_many(self, group: str, keys: Sequence[Any]) -> list[FeatureVector]:
-        """Vectors for many entities in one pipelined round-trip, in the order of ``keys``."""
+    def get_many(self, group: str, keys: Sequence[Any], *, tenant: str | None = None) -> list[FeatureVector]:
+        """Vectors for many entities of ``tenant`` in one pipelined round-trip, in the order of ``keys``."""
         online = self._group(group)
         keys = [str(k) for k in keys]
         if online.version is None or not keys:
             return [online.vector(k, {}) for k in keys]
+        prefix = f"{online.base}{self._namespace(tenant)}:"
         try:
             pipe = self.client.pipeline(transaction=False)
             for key in keys:
-                pipe.hgetall(online.prefix + key)
+                pipe.hgetall(prefix + key)
             raws = pipe.execute()
         except _FAILURES as exc:
             raise unavailable(self.settings, exc, f"reading {group} features of {len(keys)} keys") from exc
@@ -181,8 +201,10 @@ class OnlineStore:
         expire_at_ms: Iterable[int | None] | None = None,
         *,
         batch_rows: int | None = None,
+        tenants: Sequence[str | None] | None = None,
     ) -> int:
-        """Write one hash per key (``columns``: field name -> encoded values, None = null).
+        """Write one hash per key (``columns``: field name -> encoded values, None = null); ``tenants``:
+        each row's tenant (None: the default tenant).
 
         Non-null fields are set with HSET, null ones removed with HDEL, so a reader never sees an
         entity disappear while it is rewritten. Returns the number of hashes written.
@@ -190,12 +212,13 @@ class OnlineStore:
         batch = batch_rows or self.settings.features.materialize_batch_rows
         names = list(columns)
         expiries = list(expire_at_ms) if expire_at_ms is not None else [None] * len(keys)
+        tenants = list(tenants) if tenants is not None else [None] * len(keys)
         written = 0
         try:
             for start in range(0, len(keys), batch):
                 pipe = self.client.pipeline(transaction=False)
                 for row in range(start, min(start + batch, len(keys))):
-                    redis_key = self.entity_key(spec.name, spec.version, keys[row])
+                    redis_key = self.entity_key(spec.name, spec.version, keys[row], tenants[row])
                     mapping = {}
                     nulls = []
                     for name in names:
@@ -217,13 +240,15 @@ class OnlineStore:
             ) from exc
         return written
 
-    def delete_vectors(self, spec: FeatureGroupSpec, keys: Sequence[Any]) -> int:
+    def delete_vectors(self, spec: FeatureGroupSpec, keys: Sequence[Any],
+                       tenants: Sequence[str | None] | None = None) -> int:
         if not keys:
             return 0
+        tenants = list(tenants) if tenants is not None else [None] * len(keys)
         try:
             pipe = self.client.pipeline(transaction=False)
-            for key in keys:
-                pipe.delete(self.entity_key(spec.name, spec.version, key))
+            for key, tenant in zip(keys, tenants, strict=True):
+                pipe.delete(self.entity_key(spec.name, spec.version, key, tenant))
             return sum(pipe.execute())
         except _FAILURES as exc:
             raise unavailable(self.settings, exc, f"expiring {spec.name} keys") from exc

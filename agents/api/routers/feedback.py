@@ -7,7 +7,7 @@ from fastapi import APIRouter
 from agents.api.deps import AuthenticatedCaller, State
 from agents.api.protocol import ErrorResponse, FeedbackRequest, FeedbackResponse
 
-ERRORS = {status: {"model": ErrorResponse} for status in (400, 401, 413, 429)}
+ERRORS = {status: {"model": ErrorResponse} for status in (400, 401, 404, 413, 429, 503)}
 
 router = APIRouter(prefix="/v1", responses=ERRORS)
 

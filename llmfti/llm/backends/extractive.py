@@ -4,7 +4,9 @@ Sentences of the retrieved passages are scored with BM25 against the question (I
 candidate sentences) plus a small bonus for the passage's retrieval rank; the best ones are
 returned in order of score, each followed by its citation ``[n]``. Deterministic, instant, no
 download: the default backend and the fallback when a model backend fails or times out.
-Its "tokens" are words and punctuation marks (``\\w+|[^\\w\\s]``): it has no model tokenizer.
+Its "tokens" are words and punctuation marks, a word counting one token per 12 characters
+(``\\w{1,12}|[^\\w\\s]``): it has no model tokenizer, and a 100,000-character "word" must not pass
+the input limit as one token.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ if TYPE_CHECKING:
 
 VERSION = "extractive-bm25-v1"
 NO_ANSWER = "I could not find an answer to this in the indexed documents."
-_TOKEN = re.compile(r"\w+|[^\w\s]")
+_TOKEN = re.compile(r"\w{1,12}|[^\w\s]")  # bounded: a long word is many tokens
 _WORD = re.compile(r"\w+")
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[\"'(\[`]?[A-Z0-9`])|\n+")
 _SOFT_BREAK = re.compile(r"(?<=\S)[ \t]*\n(?![ \t]*(?:\n|#|[-*+>|]\s|\d+[.)]\s|```))")
