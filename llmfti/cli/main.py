@@ -36,7 +36,13 @@ app.add_typer(users_cmd.app, name="users")
 
 
 def run() -> None:
-    app()
+    from llmfti.features.embedded_redis import exit_on_termination, stop_unused_servers
+
+    exit_on_termination()  # SIGTERM/SIGHUP exit like Ctrl+C: cleanup runs, the embedded Redis is stopped
+    try:
+        app()
+    finally:
+        stop_unused_servers()  # unless another llmfti process still uses it
 
 
 if __name__ == "__main__":

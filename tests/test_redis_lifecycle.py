@@ -1,0 +1,82 @@
+"""Every clean stop of an llmfti process stops the embedded redis-server it started, unless another
+llmfti process still uses it: SIGTERM and SIGINT of a real ``llmfti serve``, the end of a command."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from benchmarks.chaos.harness import ServedAgent, llmfti_exe
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    try:  # a zombie is gone for our purpose
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().split()[2] != "Z"
+    except OSError:
+        return False
+
+
+def wait_gone(pid: int, timeout_s: float = 30) -> bool:
+    for _ in range(int(timeout_s / 0.05)):
+        if not alive(pid):
+            return True
+        time.sleep(0.05)
+    return False
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_stopping_llmfti_serve_stops_its_embedded_redis(tmp_path, sig):
+    agent = ServedAgent(tmp_path / "data", args=["--no-samples"])
+    try:
+        agent.start(timeout_s=180)
+        redis_pid = agent.redis_pid()
+        assert redis_pid is not None and alive(redis_pid)
+        agent.proc.send_signal(sig)
+        code = agent.proc.wait(timeout=60)
+        assert code in (0, 128 + sig, -sig, 1) and code != -signal.SIGKILL
+        assert wait_gone(redis_pid), f"redis-server {redis_pid} outlived `llmfti serve` after {sig.name}"
+        assert (tmp_path / "data" / "redis" / "appendonly.aof").exists()
+    finally:
+        agent.stop()
+
+
+def test_a_server_another_process_uses_is_left_running_then_the_last_one_stops_it(tmp_path):
+    data_dir = tmp_path / "data"
+    user = subprocess.Popen(  # another llmfti process holding a connection to the same embedded server
+        [sys.executable, "-c", (
+            "import sys, time\n"
+            "from llmfti.config import load_settings\n"
+            "from llmfti.features.embedded_redis import exit_on_termination, redis_client\n"
+            "exit_on_termination()\n"
+            "redis_client(load_settings(data_dir=sys.argv[1])).ping()\n"
+            "print('ready', flush=True)\n"
+            "time.sleep(600)\n"), str(data_dir)],
+        stdout=subprocess.PIPE, text=True)
+    try:
+        assert user.stdout.readline().strip() == "ready"  # type: ignore[union-attr]
+        out = subprocess.run([llmfti_exe(), "logs", "status", "--json"], capture_output=True, text=True,
+                             env={**os.environ, "LLMFTI_DATA_DIR": str(data_dir)}, timeout=120, check=True)
+        assert json.loads(out.stdout)["stream_pending"] == 0  # the command used the same server
+        redis_pid = int((data_dir / "redis" / "redis.pid").read_text())
+        assert alive(redis_pid)  # still used by the other process: left running
+        user.send_signal(signal.SIGTERM)  # the last one out, stopped by SIGTERM
+        user.wait(timeout=60)
+        assert wait_gone(redis_pid)
+    finally:
+        if user.poll() is None:
+            user.kill()
+            user.wait(timeout=30)
+        from benchmarks.chaos.harness import stop_embedded_redis
+
+        stop_embedded_redis(data_dir)
