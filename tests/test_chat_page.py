@@ -44,10 +44,10 @@ pytestmark = pytest.mark.skipif(_browser_missing() is not None, reason=str(_brow
 class Served:
     """``llmfti serve`` as a subprocess on a copy of the small test index."""
 
-    def __init__(self, data_dir: Path, *, dev: bool):
+    def __init__(self, data_dir: Path, *, dev: bool, env: dict[str, str] | None = None):
         self.data_dir = data_dir_with_index(data_dir)
         self.port = free_port()
-        self.env = {**os.environ, "LLMFTI_DATA_DIR": str(self.data_dir), "HF_HUB_OFFLINE": "1"}
+        self.env = {**os.environ, "LLMFTI_DATA_DIR": str(self.data_dir), "HF_HUB_OFFLINE": "1", **(env or {})}
         self.env = {k: v for k, v in self.env.items() if not k.startswith("OTEL_")}
         if not dev:
             self.env["LLMFTI_AGENT__API_KEYS"] = json.dumps(api_keys_setting())
@@ -210,8 +210,13 @@ def test_model_and_user_text_is_rendered_as_text_never_as_markup(browser, dev_se
 
 
 @pytest.mark.slow  # a second server process
-def test_with_api_keys_the_page_asks_for_a_key_and_remembers_it(browser, tmp_path):
-    served = Served(tmp_path / "data", dev=False).start()
+def test_with_api_keys_the_page_asks_for_a_key_remembers_it_and_flags_a_fallback(browser, tmp_path):
+    # the model backend is an upstream that is not there: every answer falls back to extractive
+    upstream = f"http://127.0.0.1:{free_port()}/v1"
+    served = Served(tmp_path / "data", dev=False, env={
+        "LLMFTI_AGENT__GENERATOR__BACKEND": "openai", "LLMFTI_AGENT__GENERATOR__BASE_URL": upstream,
+        "LLMFTI_AGENT__GENERATOR__MODEL": "gone", "LLMFTI_AGENT__GENERATOR__SERVED_NAME": "llmfti-gone",
+        "LLMFTI_AGENT__GENERATOR__TIMEOUT_S": "10"}).start()
     try:
         page = browser.new_page()
         page.goto(served.url + "/")
@@ -223,12 +228,14 @@ def test_with_api_keys_the_page_asks_for_a_key_and_remembers_it(browser, tmp_pat
 
         page.fill("#api-key", "key-acme")
         page.press("#api-key", "Tab")
-        page.wait_for_function("() => document.querySelector('#model option').value === 'llmfti-extractive'",
+        page.wait_for_function("() => document.querySelector('#model option').value === 'llmfti-gone'",
                                timeout=TIMEOUT_MS)
         turn = _ask(page, "When do Acme launches happen?")
         assert turn.get_attribute("data-state") == "done", turn.inner_text()
         assert "Tuesday" in turn.locator(".text").text_content()
         assert all("acme" in c for c in turn.locator("li.citation summary").all_text_contents())  # the key's tenant
+        flags = turn.locator(".meta .tag.flag").all_text_contents()
+        assert len(flags) == 1 and flags[0].startswith("fallback: ") and "Connect" in flags[0], flags
         page.reload()
         assert page.input_value("#api-key") == "key-acme"
         page.close()
