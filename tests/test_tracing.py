@@ -43,6 +43,19 @@ def spans():
     provider.shutdown()
 
 
+@pytest.fixture
+def redis_cleanup():
+    """Data dirs whose embedded redis-server the test's apps started: stopped at teardown."""
+    data_dirs: list = []
+    yield data_dirs
+    from llmfti.features.embedded_redis import EmbeddedRedis
+
+    for data_dir in data_dirs:
+        server = EmbeddedRedis(data_dir)
+        if server.ping():
+            server.stop(save=False)
+
+
 def _by_name(finished, name):
     found = [s for s in finished if s.name == name]
     assert found, f"no span {name!r} among {sorted({s.name for s in finished})}"
@@ -75,9 +88,11 @@ def _check_request_trace(finished, request_id: str, answer: dict):
     return root
 
 
-def test_a_chat_request_is_one_trace_of_stage_spans_with_versions_and_no_private_text(spans, tmp_path):
+def test_a_chat_request_is_one_trace_of_stage_spans_with_versions_and_no_private_text(spans, tmp_path,
+                                                                                      redis_cleanup):
     from agents.api.app import create_app
 
+    redis_cleanup.append(tmp_path / "data")
     settings = agent_settings(data_dir_with_index(tmp_path / "data"))
     now = datetime(2026, 11, 1, tzinfo=UTC)
     add_user_features(settings, [{"user_id": "u-trace", "event_time": now, "plan": "team",
@@ -133,8 +148,11 @@ class _HeaderRecorder:
         return getattr(self.app, name)
 
 
-def test_the_openai_backend_passes_the_traceparent_to_the_upstream_server(spans, tmp_path, monkeypatch):
+def test_the_openai_backend_passes_the_traceparent_to_the_upstream_server(spans, tmp_path, monkeypatch,
+                                                                          redis_cleanup):
     from agents.api.app import create_app
+
+    redis_cleanup.extend([tmp_path / "upstream", tmp_path / "proxy"])
 
     upstream = _HeaderRecorder(create_app(agent_settings(data_dir_with_index(tmp_path / "upstream"))))
     with ThreadedServer(upstream) as server:
