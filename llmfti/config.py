@@ -170,7 +170,7 @@ class ApiKeySettings(BaseModel):
     sha256: str = Field(pattern=r"^[0-9a-f]{64}$", description="hashlib.sha256(key.encode()).hexdigest().")
     tenant: str | None = Field(None, description="Retrieval sees only this tenant's chunks; null: all.")
     requests_per_minute: int | None = Field(None, ge=1, description="Override of agent.requests_per_minute.")
-    admin: bool = Field(False, description="May read operator pages (GET /dashboard); never implied by dev mode.")
+    admin: bool = Field(False, description="May read operator pages (GET /dashboard); in dev mode every caller may.")
 
 
 class LogsSettings(BaseModel):

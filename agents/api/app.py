@@ -10,7 +10,7 @@ from fastapi import FastAPI
 
 from agents.api.errors import install_error_handlers
 from agents.api.middleware import RequestContextMiddleware
-from agents.api.routers import chat_page, feedback, health, openai, tokenization
+from agents.api.routers import chat_page, dashboard, feedback, health, openai, tokenization
 from agents.api.state import AgentState
 from agents.pipeline import AgentPipeline
 from llmfti.config import Settings, load_settings
@@ -46,6 +46,7 @@ def create_app(settings: Settings | None = None, *, pipeline: AgentPipeline | No
     app.include_router(health.router)
     app.include_router(chat_page.router)
     app.include_router(tokenization.router)  # POST /tokenize, /detokenize (vLLM shape)
+    app.include_router(dashboard.router)  # GET /dashboard (admin keys)
     app.add_middleware(AsgiRequestTracing)  # inside RequestContextMiddleware: sees the request id
     app.add_middleware(RequestContextMiddleware, max_body_bytes=settings.agent.max_request_bytes,
                        metrics=state.metrics)

@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import logging
+import threading
+import time
+from typing import Any
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 _STAGE_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
@@ -25,6 +30,7 @@ class AgentMetrics:
                                     registry=self.registry)
         self.log_pending = Gauge("llmfti_inference_log_pending", "Log records queued, not yet in Redis/spool",
                                  registry=self.registry)
+        self.monitoring = MonitoringGauges(self.registry)
 
     def observe_answer(self, timings_ms: dict[str, float], prompt_tokens: int, completion_tokens: int,
                        fallback: bool, degraded: list[str]) -> None:
@@ -40,3 +46,43 @@ class AgentMetrics:
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
+
+
+class MonitoringGauges:
+    """``llmfti_monitoring_<field>`` gauges from the latest row of the monitoring feature group, plus
+    ``llmfti_monitoring_alerts`` (alerts that fired in that window). :meth:`refresh_if_stale` reads
+    LanceDB: call it in a worker thread (the /metrics route does); it reads at most every
+    ``monitoring.metrics_refresh_s``."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        from llmfti.monitoring.group import GAUGES
+
+        self.fields = GAUGES
+        self.gauges = {f: Gauge(f"llmfti_monitoring_{f}", f"Latest monitoring window: {f}", registry=registry)
+                       for f in GAUGES}
+        self.alerts = Gauge("llmfti_monitoring_alerts", "Alerts fired in the latest monitoring window",
+                            registry=registry)
+        self.window_start = Gauge("llmfti_monitoring_window_start_seconds",
+                                  "Start of the latest monitoring window (unix time)", registry=registry)
+        self._read_at = 0.0
+        self._lock = threading.Lock()
+
+    def refresh_if_stale(self, settings: Any) -> None:
+        with self._lock:
+            if time.monotonic() - self._read_at < settings.monitoring.metrics_refresh_s and self._read_at:
+                return
+            self._read_at = time.monotonic()
+        from llmfti.monitoring.group import latest_row
+
+        try:
+            row = latest_row(settings)
+        except Exception:  # noqa: BLE001 - a monitoring problem must never break /metrics
+            logging.getLogger("llmfti.agent").warning("could not read the monitoring group", exc_info=True)
+            return
+        if row is None:
+            return
+        for field, gauge in self.gauges.items():
+            value = row.get(field)
+            gauge.set(float("nan") if value is None else float(value))
+        self.alerts.set(len(row.get("alerts") or []))
+        self.window_start.set(row["window_start"].timestamp())

@@ -52,6 +52,16 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
+def _whoami() -> str:
+    """Who moves an alias when the caller names nobody: the OS user of this process."""
+    import getpass
+
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return "unknown"
+
+
 def current_git_commit(cwd: Path | None = None) -> str | None:
     """HEAD of the repository the process runs in (``-dirty`` if it has uncommitted changes)."""
     try:
@@ -76,9 +86,12 @@ class ModelRegistry:
     # -- storage ---------------------------------------------------------------------------------
 
     def _table(self, name: str, schema: Any):  # noqa: ANN202 - lancedb imported lazily
-        from llmfti.lance import connect
+        from llmfti.lance import connect, table_names
 
-        return connect(self.settings).create_table(name, schema=schema, exist_ok=True)
+        db = connect(self.settings)
+        if name in table_names(db):  # opened as stored: tables from before a column was added still open
+            return db.open_table(name)
+        return db.create_table(name, schema=schema, exist_ok=True)
 
     def _rows(self, name: str, schema: Any) -> list[dict[str, Any]]:
         table = self._table(name, schema)
@@ -227,7 +240,8 @@ class ModelRegistry:
     def _alias_events(self) -> list[AliasEvent]:
         rows = sorted(self._rows(ALIASES_TABLE, alias_schema()), key=lambda r: r["seq"])
         return [AliasEvent(alias=r["alias"], version=r["version"], action=r["action"],
-                           from_version=r["from_version"], reason=r["reason"], at=r["at"]) for r in rows]
+                           from_version=r["from_version"], reason=r["reason"], at=r["at"],
+                           actor=r.get("actor")) for r in rows]
 
     def _stacks(self) -> dict[str, list[int]]:
         stacks: dict[str, list[int]] = {}
@@ -259,17 +273,21 @@ class ModelRegistry:
         return self.get(current)
 
     def _append_event(self, alias: str, version: int, action: str, from_version: int | None,
-                      reason: str | None) -> AliasEvent:
+                      reason: str | None, actor: str | None = None) -> AliasEvent:
         seq = len(self._rows(ALIASES_TABLE, alias_schema()))
         event = AliasEvent(alias=alias, version=version, action=action, from_version=from_version,
-                           reason=reason, at=_now())
-        self._table(ALIASES_TABLE, alias_schema()).add([{
+                           reason=reason, at=_now(), actor=actor or _whoami())
+        table = self._table(ALIASES_TABLE, alias_schema())
+        if "actor" not in table.schema.names:  # a registry from before alias moves recorded who
+            table.add_columns({"actor": "CAST(NULL AS STRING)"})
+        table.add([{
             "name": self.model_name, "alias": alias, "version": version, "action": action,
-            "from_version": from_version, "reason": reason, "at": event.at, "seq": seq,
+            "from_version": from_version, "reason": reason, "at": event.at, "seq": seq, "actor": event.actor,
         }])
         return event
 
-    def promote(self, version: int | str, alias: str = "production", *, reason: str | None = None) -> AliasEvent:
+    def promote(self, version: int | str, alias: str = "production", *, reason: str | None = None,
+                actor: str | None = None) -> AliasEvent:
         """Point ``alias`` at ``version``. Gated aliases need the version's latest eval run to have passed."""
         check_name(alias, what="alias")
         with self._lock():
@@ -288,11 +306,12 @@ class ModelRegistry:
             if current == mv.version:
                 raise PromotionRefusedError(f"{alias!r} already points at {mv.ref}", expected="another version",
                                             fix="nothing to do, or promote a different version")
-            event = self._append_event(alias, mv.version, "promote", current, reason)
+            event = self._append_event(alias, mv.version, "promote", current, reason, actor)
         self._write_card(self.get(mv.version))
         return event
 
-    def rollback(self, alias: str = "production", *, reason: str | None = None) -> AliasEvent:
+    def rollback(self, alias: str = "production", *, reason: str | None = None,
+                 actor: str | None = None) -> AliasEvent:
         """Move ``alias`` back to the version it pointed at before the current one."""
         check_name(alias, what="alias")
         with self._lock():
@@ -304,7 +323,7 @@ class ModelRegistry:
                     expected="an alias promoted at least twice",
                     fix=f"promote another version instead: `llmfti registry promote VERSION --alias {alias}`",
                 )
-            event = self._append_event(alias, stack[-2], "rollback", stack[-1], reason)
+            event = self._append_event(alias, stack[-2], "rollback", stack[-1], reason, actor)
         for version in (stack[-1], stack[-2]):
             self._write_card(self.get(version))
         return event

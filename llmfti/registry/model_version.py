@@ -33,6 +33,7 @@ class AliasEvent:
     from_version: int | None
     reason: str | None
     at: datetime
+    actor: str | None = None  # who moved it (None in registries from before this was recorded)
 
 
 @dataclass(frozen=True)
@@ -187,4 +188,5 @@ def alias_schema():  # noqa: ANN201
         ("reason", pa.string()),
         ("at", pa.timestamp("us", tz="UTC")),
         ("seq", pa.int64()),
+        ("actor", pa.string()),
     ])

@@ -27,4 +27,5 @@ async def readyz(state: State) -> JSONResponse:
 @router.get("/metrics")
 async def metrics(state: State) -> Response:
     state.metrics.log_pending.set(state.pipeline.log_writer.pending)
+    await asyncio.to_thread(state.metrics.monitoring.refresh_if_stale, state.settings)  # LanceDB read: off the loop
     return Response(state.metrics.render(), media_type=CONTENT_TYPE_LATEST)
