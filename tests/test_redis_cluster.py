@@ -233,6 +233,34 @@ def test_one_master_killed_keys_elsewhere_keep_working_and_nothing_logged_is_los
         assert store.get("user_profile", user).values["plan"] == "pro"
 
 
+
+def test_with_full_coverage_required_the_survivors_stop_serving_and_reads_fail_typed(tmp_path) -> None:
+    """Redis' default cluster-require-full-coverage yes: once the dead master is marked failed, the
+    other two refuse every key (CLUSTERDOWN); llmfti reports that as StoreUnavailableError, as for a
+    dead single Redis. (The fixture above runs ``no``, which keeps two thirds of the keys serving.)"""
+    from llmfti.config import load_settings
+    from llmfti.features.embedded_redis import redis_client
+    from llmfti.features.online_store import OnlineStore
+    from llmfti.features.redis_cluster import cluster_health
+
+    with LocalRedisCluster(tmp_path / "strict", require_full_coverage=True, node_timeout_ms=500) as strict:
+        settings = load_settings(data_dir=tmp_path / "data", redis={"url": strict.url_of(1), "cluster": True})
+        materialized_group(settings, USERS[:12])
+        store = OnlineStore.from_settings(settings)
+        strict.kill9(2)
+        deadline = time.monotonic() + 30
+        while strict.nodes[0].info_cluster()["cluster_state"] != "fail" and time.monotonic() < deadline:
+            time.sleep(0.05)
+        survivor_users = [u for u in USERS[:12]
+                          if strict.node_of_key(store.entity_key("user_profile", 1, u)) != 2]
+        assert survivor_users
+        for user in survivor_users:
+            with pytest.raises(StoreUnavailableError, match="CLUSTERDOWN|ClusterDown"):
+                store.get("user_profile", user)
+        health = cluster_health(redis_client(settings))
+        assert health["slots_up"] == 0 and {p["state"] for p in health["primaries"]} == {"fail", "unreachable"}
+
+
 # -- a served agent on the cluster -------------------------------------------------------------------------
 
 

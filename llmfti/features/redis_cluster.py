@@ -86,10 +86,11 @@ def describe_cluster(url: str) -> str:
 
 
 def cluster_health(client: RedisCluster) -> dict[str, Any]:
-    """Which primaries answer PING and how many of the 16,384 slots they serve.
+    """Which primaries answer, whether they serve (``cluster_state:ok``), and how many slots are served.
 
-    ``ok`` is true only when every slot is served by a reachable primary; a reader can report
-    ``slots_up / 16384`` as the share of keys still available.
+    ``ok`` is true only when every one of the 16,384 slots is served by a reachable primary that
+    reports ``cluster_state:ok``; ``slots_up / 16384`` is the share of keys still available (0 once
+    the survivors of a ``cluster-require-full-coverage yes`` cluster stop serving).
     """
     from redis.exceptions import RedisError
 
@@ -101,10 +102,21 @@ def cluster_health(client: RedisCluster) -> dict[str, Any]:
             slot_counts[nodes[0].name] = slot_counts.get(nodes[0].name, 0) + 1
     for node in client.get_primaries():
         try:
-            up = bool(client.ping(target_nodes=node))
+            info = client.execute_command("CLUSTER INFO", target_nodes=node)
+            state = _cluster_state(info)
         except (RedisError, OSError):
-            up = False
+            state = "unreachable"
         slots = slot_counts.get(node.name, 0)
-        slots_up += slots if up else 0
-        primaries.append({"node": node.name, "up": up, "slots": slots})
+        slots_up += slots if state == "ok" else 0
+        primaries.append({"node": node.name, "state": state, "slots": slots})
     return {"ok": slots_up == SLOTS, "slots_up": slots_up, "primaries": primaries}
+
+
+def _cluster_state(info: Any) -> str:
+    """``cluster_state`` of a CLUSTER INFO reply (parsed to a dict by redis-py, or raw text)."""
+    if isinstance(info, bytes):
+        info = info.decode()
+    if isinstance(info, str):
+        info = dict(line.split(":", 1) for line in info.strip().splitlines() if ":" in line)
+    state = info.get("cluster_state", "unknown")
+    return (state.decode() if isinstance(state, bytes) else str(state)).strip()
