@@ -234,6 +234,32 @@ def test_one_master_killed_keys_elsewhere_keep_working_and_nothing_logged_is_los
 
 
 
+
+def test_group_definition_on_a_dead_master_does_not_stop_reads_of_live_shards(cluster, cluster_settings) -> None:
+    """The group's meta hash (definition, watermark) lives on one master; when it dies, readers keep
+    the definition they had and still read entities on the other masters; materialization stops
+    with a typed error (it cannot read or advance the watermark) and resumes after the restart."""
+    from llmfti.features.materialization import materialize
+    from llmfti.features.online_store import OnlineStore
+
+    group, _ = materialized_group(cluster_settings)
+    settings = cluster_settings.model_copy(update={"features": cluster_settings.features.model_copy(
+        update={"online_spec_refresh_s": 0.0})})  # re-read the definition on every read
+    store = OnlineStore.from_settings(settings)
+    meta_node = cluster.node_of_key(store.meta_key("user_profile"))
+    live = [u for u in USERS if cluster.node_of_key(store.entity_key("user_profile", 1, u)) != meta_node]
+    assert store.get("user_profile", live[0]).values["plan"] == "pro"
+    cluster.kill9(meta_node)
+    try:
+        assert [store.get("user_profile", u).values["events_7d"] for u in live] == [
+            USERS.index(u) for u in live]
+        with pytest.raises(StoreUnavailableError, match="online state of user_profile"):
+            materialize(settings, group)
+    finally:
+        cluster.restart(meta_node)
+    assert materialize(settings, group).mode == "incremental"  # the watermark survived (append-only file)
+
+
 def test_with_full_coverage_required_the_survivors_stop_serving_and_reads_fail_typed(tmp_path) -> None:
     """Redis' default cluster-require-full-coverage yes: once the dead master is marked failed, the
     other two refuse every key (CLUSTERDOWN); llmfti reports that as StoreUnavailableError, as for a

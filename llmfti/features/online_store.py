@@ -175,6 +175,9 @@ class OnlineStore:
         try:
             info = self.client.hgetall(self.meta_key(group))
         except _FAILURES as exc:
+            if online is not None:  # keep the known definition: on a cluster the entities may still answer
+                log.warning("could not refresh the online definition of %s (%s); using the cached one", group, exc)
+                return online
             raise unavailable(self.settings, exc, f"reading the online definition of {group}") from exc
         version = info.get(b"online_version")
         spec = FeatureGroupSpec.from_json(info[f"spec:v{int(version)}".encode()]) if version else None
