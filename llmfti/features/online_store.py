@@ -177,6 +177,7 @@ class OnlineStore:
         except _FAILURES as exc:
             if online is not None:  # keep the known definition: on a cluster the entities may still answer
                 log.warning("could not refresh the online definition of %s (%s); using the cached one", group, exc)
+                online.loaded_at = time.monotonic()  # retry after online_spec_refresh_s, not on every read
                 return online
             raise unavailable(self.settings, exc, f"reading the online definition of {group}") from exc
         version = info.get(b"online_version")
