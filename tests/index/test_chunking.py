@@ -58,3 +58,23 @@ def test_chunk_ids_are_stable_and_content_derived(embedder) -> None:
 def test_overlap_must_be_smaller_than_half_the_chunk(embedder) -> None:
     with pytest.raises(ConfigError, match="overlap_tokens"):
         Chunker(embedder.token_spans, 64, 40)
+
+
+def test_no_chunk_without_words(embedder) -> None:
+    """SQuAD Huguenot#21: a 255-token sentence once left a chunk holding only "." (chars 742-743)."""
+    import json
+
+    from llmfti.text.cleaning import clean_text
+    from tests.conftest import SQUAD_DEV
+
+    article = next(a for a in json.loads(SQUAD_DEV.read_text())["data"] if a["title"] == "Huguenot")
+    huguenot = clean_text(article["paragraphs"][21]["context"])
+    punctuation = "Real words come first. " + "... !!! ??? --- " * 30 + "\n\n. . . .\n\nAnd real words last."
+    chunker = Chunker(embedder.token_spans, embedder.info.max_tokens, 32)
+    small = Chunker(embedder.token_spans, 8, 2)
+    for chunks in chunker.chunk_many([("huguenot", huguenot), ("punct", punctuation)]) + small.chunk_many(
+            [("punct", punctuation)]):
+        assert chunks and all(re.search(r"\w", c.text) for c in chunks), [c.text for c in chunks]
+        assert min(c.n_tokens for c in chunks) > 1
+    (hug,) = chunker.chunk_many([("huguenot", huguenot)])
+    assert "Visagie (Visage)." in " ".join(c.text for c in hug)  # the split sentence is kept whole across chunks

@@ -25,7 +25,11 @@ def load(path: Path, ctx: LoadContext) -> Iterator[Document | Quarantined]:
     try:
         data = json.loads(read_text(path, ctx))
     except json.JSONDecodeError as exc:
-        raise DocumentError(f"{path.name} is not valid JSON: {exc.msg} at line {exc.lineno}") from None
+        raise DocumentError(
+            f"{path.name} is not valid JSON: {exc.msg} (line {exc.lineno}, column {exc.colno})",
+            expected=_EXPECTED,
+            fix="repair or re-download the file; its last indexed paragraphs are kept meanwhile",
+        ) from None
     if not isinstance(data, dict) or not isinstance(data.get("data"), list):
         raise DocumentError(
             f"{path.name} is JSON but not SQuAD format",
