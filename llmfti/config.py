@@ -91,7 +91,9 @@ class RedisSettings(BaseModel):
     )
     socket_timeout_s: float = Field(1.0, gt=0, description="Per-command timeout talking to Redis.")
     cluster: bool = Field(
-        False, description="Treat url as a Redis Cluster node (redis-py RedisCluster); ignored when url is unset."
+        False, description="Treat url as Redis Cluster node(s) (redis-py RedisCluster; url may list several, "
+        "comma separated, to discover from). Run the nodes with cluster-require-full-coverage no to keep the "
+        "other masters' keys serving while one is down. Ignored when url is unset."
     )
     appendfsync: Literal["always", "everysec"] = Field(
         "always",
