@@ -177,3 +177,26 @@ def test_prompt_ids_change_with_content(tmp_path):
     (tmp_path / "bad.yaml").write_text("system: '{% if %}'\nuser: x\n")
     with pytest.raises(ConfigError, match="Jinja2 syntax error"):
         load_prompt("bad", tmp_path)
+
+
+def test_logs_cli_shows_dead_letters_and_status(settings):
+    import json
+
+    from typer.testing import CliRunner
+
+    from llmfti.cli.main import app
+    from llmfti.features.embedded_redis import redis_client
+    from llmfti.inference_log import STREAM_FIELD
+
+    client = redis_client(settings)
+    client.xadd(settings.agent.log_stream, {STREAM_FIELD: record(1).to_json().encode()})
+    client.xadd(settings.agent.log_stream, {STREAM_FIELD: b"\xff not json"})
+    runner = CliRunner()
+    drained = json.loads(runner.invoke(app, ["logs", "drain", "--json"]).stdout)
+    assert (drained["inserted"], drained["dead_lettered"]) == (1, 1)
+    status = json.loads(runner.invoke(app, ["logs", "status", "--json"]).stdout)
+    assert status["dead_letter"] == {"table": "log_dead_letter", "rows": 1} and status["stream_pending"] == 0
+    shown = json.loads(runner.invoke(app, ["logs", "dead-letter", "--json"]).stdout)
+    [entry] = shown["entries"]
+    assert entry["raw"] == "\\xff not json" and entry["raw_bytes"] == 10 and entry["source"] == "stream"
+    assert "unreadable as InferenceRecord" in entry["reason"]

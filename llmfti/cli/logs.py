@@ -1,4 +1,4 @@
-"""``llmfti logs ...``: move inference-log records into LanceDB, see what is pending."""
+"""``llmfti logs ...``: move inference-log records into LanceDB, see what is pending or dead-lettered."""
 
 from __future__ import annotations
 
@@ -47,4 +47,25 @@ def status(as_json: bool = JsonOption) -> None:
                 part["stream_pending"] = None
                 part["stream_error"] = f"{type(exc).__name__}: {exc}"
             result[label] = part
-        emit({**result["inference_log"], "feedback": result["feedback"]}, as_json)
+        from pipelines.drain_logs import open_dead_letter_table
+
+        dead = {"table": settings.logs.dead_letter_table, "rows": open_dead_letter_table(settings).count_rows()}
+        emit({**result["inference_log"], "feedback": result["feedback"], "dead_letter": dead}, as_json)
+
+
+@app.command("dead-letter")
+def dead_letter(
+    limit: int = typer.Option(20, min=1, max=10_000, help="Most recent rows to show."),
+    as_json: bool = JsonOption,
+) -> None:
+    """Unreadable log entries kept by the drain (never deleted): where each came from, why, its raw bytes."""
+    with reporting_errors(as_json):
+        from llmfti.config import load_settings
+        from pipelines.drain_logs import open_dead_letter_table
+
+        settings = load_settings()
+        rows = open_dead_letter_table(settings).to_arrow().sort_by([("dead_at", "descending")]).to_pylist()
+        shown = [{**{k: v for k, v in row.items() if k != "raw"}, "dead_at": row["dead_at"].isoformat(),
+                  "raw": row["raw"][:500].decode("utf-8", "backslashreplace"), "raw_bytes": len(row["raw"])}
+                 for row in rows[:limit]]
+        emit({"table": settings.logs.dead_letter_table, "rows": len(rows), "entries": shown}, as_json)
