@@ -53,6 +53,7 @@ def served_model(settings: Settings) -> ServedModel:
     name, _, ref = config.model[len(PREFIX):].rpartition("@")
     registry = ModelRegistry(settings, name or None)
     mv = registry.get(int(ref[1:])) if re.fullmatch(r"v\d+", ref) else registry.resolve(ref)
+    mv = registry.fetch(mv)  # artifacts on object storage: downloaded once into data_dir/cache
     if config.backend == "openai":  # upstream LoRA module of this version; its tokenizer checked at start
         generator: TransformersGenerator | OpenAICompatGenerator = OpenAICompatGenerator.for_model_version(config, mv)
     else:

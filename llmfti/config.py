@@ -105,7 +105,6 @@ class RedisSettings(BaseModel):
     )
 
 
-
 class FeaturesSettings(BaseModel):
     """Tabular feature groups (LanceDB) and their online store (Redis); see llmfti.features."""
 
@@ -238,6 +237,7 @@ class AgentSettings(BaseModel):
     redis_retry_s: float = Field(
         0.5, gt=0, description="While Redis is down, requests skip it and a background thread retries this "
         "often (restarting the embedded redis-server if needed, then replaying the log spool)."
+    )
     rate_limit_window_s: float = Field(
         60.0, gt=0, le=3600, description="Sliding window of the per-key rate limit: at most requests_per_minute "
         "requests per window (60 s: per minute; shorter in tests). Rejected requests never count."
@@ -249,7 +249,6 @@ class AgentSettings(BaseModel):
     served_request_ttl_s: int = Field(
         7 * 86400, ge=60, description="How long POST /v1/feedback can name a served request (its id and tenant "
         "are kept in Redis this long; later feedback is looked up in the drained inference_log table)."
-    )
     )
     generator: GeneratorSettings = GeneratorSettings()
 
@@ -327,6 +326,39 @@ class MonitoringSettings(BaseModel):
                                      "row for its /metrics gauges.")
 
 
+class StorageSettings(BaseModel):
+    """Where every LanceDB table and every registry artifact lives (see llmfti.storage)."""
+
+    model_config = {"extra": "forbid"}
+
+    uri: str | None = Field(
+        None,
+        description="s3://bucket/prefix, gs://bucket/prefix, az://container/prefix, or a local folder. Tables go "
+        "to <uri>/lancedb, registry artifacts to <uri>/registry. Null: data_dir itself (a local folder).",
+    )
+    options: dict[str, str] = Field(
+        default_factory=dict,
+        description="Object-store options (Lance / object_store names): endpoint, region, allow_http, "
+        "account_name, ... Credentials are refused here: they come from the environment (AWS_ACCESS_KEY_ID, "
+        "AWS_SECRET_ACCESS_KEY, AWS_SESSION_TOKEN, GOOGLE_APPLICATION_CREDENTIALS, AZURE_STORAGE_ACCOUNT_KEY, "
+        "...), so they are never written into tables, logs or model cards.",
+    )
+
+    @field_validator("uri")
+    @classmethod
+    def _known_scheme(cls, value: str | None) -> str | None:
+        from llmfti.storage import check_storage_uri
+
+        return None if value is None else check_storage_uri(value)
+
+    @field_validator("options")
+    @classmethod
+    def _no_credentials(cls, value: dict[str, str]) -> dict[str, str]:
+        from llmfti.storage import check_storage_options
+
+        return check_storage_options(value)
+
+
 class Settings(BaseSettings):
     """All of llmfti's settings. Build with :func:`load_settings`."""
 
@@ -349,6 +381,7 @@ class Settings(BaseSettings):
     evals: EvalsSettings = EvalsSettings()
     registry: RegistrySettings = RegistrySettings()
     monitoring: MonitoringSettings = MonitoringSettings()
+    storage: StorageSettings = StorageSettings()
 
     @classmethod
     def settings_customise_sources(
@@ -363,7 +396,10 @@ class Settings(BaseSettings):
 
     @property
     def lancedb_uri(self) -> str:
-        return str(self.data_dir / "lancedb")
+        """Where the LanceDB tables live: ``<storage.uri>/lancedb`` (joined as text: URIs are not paths)."""
+        from llmfti.storage import storage_location
+
+        return storage_location(self, "lancedb")
 
 
 class _YamlSource(PydanticBaseSettingsSource):

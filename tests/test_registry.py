@@ -50,7 +50,9 @@ def test_register_records_lineage_and_artifacts(settings, parts) -> None:
     assert mv.tokenizer_fingerprint == parts[2].fingerprint
     assert mv.data_versions == {"squad_qa": 3} and mv.hyperparameters == {"lora_r": 4}
     assert mv.git_commit is None or len(mv.git_commit.split("-")[0]) == 40
-    assert mv.artifact_dir == Path(settings.data_dir).resolve() / "registry" / "assistant" / "v2"
+    assert mv.artifact_dir.parent == Path(settings.data_dir).resolve() / "registry" / "assistant"
+    assert mv.artifact_uri is None and (mv.artifact_dir / ".llmfti-manifest.json").is_file()
+    assert registry.fetch(mv) == mv  # local storage: nothing to download
     assert "adapter/adapter_config.json" in mv.adapter_files
     assert (mv.tokenizer_dir / "fingerprint.txt").read_text().strip() == mv.tokenizer_fingerprint
     card = (mv.artifact_dir / "model_card.md").read_text()

@@ -106,7 +106,8 @@ def export(
     with reporting_errors(as_json):
         from llmfti.registry.export import export_for_vllm
 
-        mv = _registry(model).get(version)
+        registry = _registry(model)
+        mv = registry.fetch(registry.get(version))  # local copy of artifacts on object storage
         result = {"ref": mv.ref, **export_for_vllm(mv, to, overwrite=overwrite).to_dict()}
         emit(result, as_json, lambda r: console().print(
             f"exported {r['ref']} to {r['folder']} as LoRA module {r['module']}; serve it with:\n"

@@ -64,9 +64,11 @@ def render_model_card(mv: ModelVersion) -> str:
         "",
         "## Serving",
         "",
+        f"- stored at: `{mv.artifact_location}` (adapter/, tokenizer/, this card)",
         f"- transformers backend: base `{mv.base_model}` + adapter `{mv.adapter_dir}`",
         f"- vLLM: `vllm serve {mv.base_model} --enable-lora --lora-modules {mv.name}-v{mv.version}="
-        f"{mv.adapter_dir}` and the `openai` backend with model `{mv.name}-v{mv.version}`",
+        f"{mv.adapter_dir}` (`llmfti registry export {mv.version} --to DIR` writes a folder for it) and the "
+        f"`openai` backend with model `{mv.name}-v{mv.version}`",
         "",
     ]
     return "\n".join(lines)

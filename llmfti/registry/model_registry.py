@@ -1,11 +1,24 @@
-"""The model registry: model versions, eval runs and alias history in LanceDB, artifacts on disk.
+"""The model registry: model versions, eval runs and alias history in LanceDB, artifacts beside them.
 
-Layout under ``data_dir``::
+Layout under the storage root (``storage.uri``: a local folder, default ``data_dir``, or s3:// gs:// az://)::
 
-    lancedb/registry_model_versions   one row per ModelVersion (lineage, hyper-parameters, metrics)
+    lancedb/registry_model_versions   one row per ModelVersion (lineage, hyper-parameters, metrics);
+                                      key (name, version)
     lancedb/registry_eval_runs        append-only: eval runs recorded against a version
-    lancedb/registry_alias_events     append-only: every promote / rollback of an alias
-    registry/<model>/v<N>/            adapter/, tokenizer/ (pinned), model_card.md, training files
+    lancedb/registry_alias_events     append-only: every promote / rollback of an alias; key (name, seq)
+    registry/<model>/<registration>/  adapter/, tokenizer/ (pinned), model_card.md, training files and a
+                                      manifest (sizes + SHA-256, written last: the folder is complete)
+
+On an object store, :meth:`ModelRegistry.fetch` downloads a version's artifacts once into
+``data_dir/cache/registry/<model>/<registration>/`` (checked against the manifest) for loading.
+
+Several writers (processes, machines) are safe without any lock: artifacts are uploaded to a folder
+no other registration uses, and only then is the version number claimed by an insert-if-absent on
+the key (name, version) (:func:`llmfti.lance.insert_if_absent`: Lance detects the conflicting
+commit, so of two registrations racing for one number exactly one gets it and the other takes the
+next). Alias moves claim the next event number the same way after checking the state they read (gate,
+current version); a writer that loses the race re-reads and re-checks. Eval runs are plain appends.
+A crash leaves at most an unreferenced artifact folder, never a row without artifacts.
 
 An alias is a stack replayed from its events: ``promote`` pushes a version, ``rollback`` pops
 back to the one before. The agent serves ``resolve("production")``, and the index version it
@@ -14,18 +27,18 @@ serves comes from that same ModelVersion, so a rollback moves model and index to
 
 from __future__ import annotations
 
-import fcntl
 import json
+import random
 import shutil
 import subprocess
+import time
 import uuid
 from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from llmfti.errors import InvalidInputError, NotFoundError, PromotionRefusedError
+from llmfti.errors import InvalidInputError, NotFoundError, PromotionRefusedError, StoreUnavailableError
 from llmfti.naming import check_name
 from llmfti.registry.model_version import (
     ADAPTER_DIR,
@@ -46,6 +59,7 @@ if TYPE_CHECKING:
 VERSIONS_TABLE = "registry_model_versions"
 EVALS_TABLE = "registry_eval_runs"
 ALIASES_TABLE = "registry_alias_events"
+CLAIM_ATTEMPTS = 50  # concurrent writers that beat this one to a version or event number, before giving up
 
 
 def _now() -> datetime:
@@ -80,8 +94,11 @@ class ModelRegistry:
     def __init__(self, settings: Settings, model_name: str | None = None):
         self.settings = settings
         self.model_name = check_name(model_name or settings.registry.model_name, what="model name")
-        self.root = Path(settings.data_dir) / "registry" / self.model_name
         self.gated_aliases = set(settings.registry.gated_aliases)
+        from llmfti.storage import ArtifactStore
+
+        self.store = ArtifactStore(settings)
+        self.cache = Path(settings.data_dir) / "cache" / "registry" / self.model_name
 
     # -- storage ---------------------------------------------------------------------------------
 
@@ -90,23 +107,28 @@ class ModelRegistry:
 
         db = connect(self.settings)
         if name in table_names(db):  # opened as stored: tables from before a column was added still open
-            return db.open_table(name)
+            return _with_primary_key(db, name, db.open_table(name), schema)
         return db.create_table(name, schema=schema, exist_ok=True)
 
     def _rows(self, name: str, schema: Any) -> list[dict[str, Any]]:
         table = self._table(name, schema)
         return [r for r in table.to_arrow().to_pylist() if r["name"] == self.model_name]
 
-    @contextmanager
-    def _lock(self) -> Iterator[None]:
-        """Serialise writers on this machine (version numbers, alias moves)."""
-        self.root.mkdir(parents=True, exist_ok=True)
-        with open(self.root / ".lock", "w") as handle:
-            fcntl.flock(handle, fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(handle, fcntl.LOCK_UN)
+    def _claims(self, what: str) -> Iterator[int]:
+        """Attempts at an optimistic claim; raises once CLAIM_ATTEMPTS concurrent writers won instead."""
+        for attempt in range(CLAIM_ATTEMPTS):
+            if attempt:
+                time.sleep(random.uniform(0.005, 0.02 * min(attempt, 10)))
+            yield attempt
+        raise StoreUnavailableError(
+            f"gave up claiming {what} of model {self.model_name!r}: {CLAIM_ATTEMPTS} concurrent writers claimed "
+            "it first", fix="retry; if it persists, fewer processes should write this registry at once")
+
+    def _local_dir(self, location: str) -> Path | None:
+        """Where a version stored at ``location`` is cached locally (None: it is a local folder already)."""
+        from llmfti.storage import is_object_store
+
+        return self.cache / location.rstrip("/").rsplit("/", 1)[-1] if is_object_store(location) else None
 
     # -- versions --------------------------------------------------------------------------------
 
@@ -129,17 +151,25 @@ class ModelRegistry:
     ) -> ModelVersion:
         """Copy the adapter and the pinned tokenizer into a new version folder and record it."""
         adapter_dir = Path(adapter_dir)
-        if not (adapter_dir / "adapter_config.json").is_file():
+        if not any((adapter_dir / f).is_file() for f in ("adapter_config.json", "modules.json")):
             raise NotFoundError(
-                f"{adapter_dir} holds no adapter_config.json",
-                expected="a folder written by peft's save_pretrained",
+                f"{adapter_dir} holds no adapter_config.json (nor modules.json)",
+                expected="a folder written by peft's save_pretrained (or, for an embedder version, a "
+                         "sentence-transformers model saved by SentenceTransformer.save)",
                 fix="point adapter_dir at the training run's adapter/ folder",
             )
         if index_version is not None and index_name is None:
             raise InvalidInputError("index_version given without index_name", expected="both or neither",
                                     fix="pass the index name the version belongs to")
-        self.root.mkdir(parents=True, exist_ok=True)
-        staging = self.root / f".incoming-{uuid.uuid4().hex}"
+        from llmfti.lance import insert_if_absent
+
+        registration = f"{_now():%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:8]}"
+        location = self.store.location("registry", self.model_name, registration)
+        local_dir = self._local_dir(location)
+        scratch = (self.cache if self.store.remote else Path(location).parent) / f".incoming-{registration}"
+        scratch.mkdir(parents=True)
+        staging = scratch / "artifacts"
+        claimed = False
         try:
             shutil.copytree(adapter_dir, staging / ADAPTER_DIR)
             tokenizer.save(staging / TOKENIZER_DIR)
@@ -149,16 +179,15 @@ class ModelRegistry:
                                             expected="a plain file name such as 'train_config.json'",
                                             fix="give extra files plain names")
                 shutil.copy2(src, staging / name)
-            with self._lock():
+            self.store.put(staging, location)  # complete before any row points at it
+            if local_dir is not None:
+                staging.rename(local_dir)  # the registering process has the cache copy already
+            table = self._table(VERSIONS_TABLE, version_schema())
+            for _attempt in self._claims("a version number"):
                 existing = [r["version"] for r in self._rows(VERSIONS_TABLE, version_schema())]
-                number = max(existing, default=0) + 1
-                final = self.root / f"v{number}"
-                if final.exists():  # a crashed registration left a folder but no row
-                    shutil.rmtree(final)
-                staging.rename(final)
                 mv = ModelVersion(
                     name=self.model_name,
-                    version=number,
+                    version=max(existing, default=0) + 1,
                     base_model=base_model,
                     base_model_revision=base_model_revision,
                     tokenizer_fingerprint=tokenizer.fingerprint,
@@ -171,17 +200,20 @@ class ModelRegistry:
                     metrics=metrics or {},
                     created_at=_now(),
                     git_commit=git_commit if git_commit is not None else current_git_commit(),
-                    artifact_dir=final.resolve(),
+                    artifact_dir=local_dir if local_dir is not None else Path(location).resolve(),
+                    artifact_uri=location if local_dir is not None else None,
                 )
-                try:
-                    self._table(VERSIONS_TABLE, version_schema()).add([mv.to_row()])
-                except Exception:
-                    shutil.rmtree(final, ignore_errors=True)
-                    raise
+                if insert_if_absent(table, ["name", "version"], mv.to_row(), table.schema):
+                    claimed = True
+                    break
             self._write_card(mv)
             return mv
         finally:
-            shutil.rmtree(staging, ignore_errors=True)
+            shutil.rmtree(scratch, ignore_errors=True)
+            if not claimed:  # nothing points at these artifacts: remove them
+                self.store.delete(location)
+                if local_dir is not None:
+                    shutil.rmtree(local_dir, ignore_errors=True)
 
     def versions(self) -> list[ModelVersion]:
         """All versions of this model, oldest first, with their eval runs and current aliases."""
@@ -193,7 +225,8 @@ class ModelRegistry:
         rows = sorted(self._rows(VERSIONS_TABLE, version_schema()), key=lambda r: r["version"])
         return [
             ModelVersion.from_row(r, eval_runs=tuple(evals.get(r["version"], ())),
-                                  aliases=tuple(sorted(by_version.get(r["version"], ()))))
+                                  aliases=tuple(sorted(by_version.get(r["version"], ()))),
+                                  local_dir=self._local_dir(r["artifact_dir"]))
             for r in rows
         ]
 
@@ -210,6 +243,27 @@ class ModelRegistry:
             expected=f"one of {[m.version for m in self.versions()] or 'none registered yet'}",
             fix="list versions with `llmfti registry list`",
         )
+
+    def fetch(self, mv: ModelVersion) -> ModelVersion:
+        """``mv`` with its artifacts in ``mv.artifact_dir`` locally: downloaded from an object store once
+        (checked against the stored manifest; downloaded again if the cached copy differs or lost a file);
+        a no-op for local storage. Call it before loading ``mv.adapter_dir`` / ``mv.tokenizer_dir``."""
+        from llmfti.storage import MANIFEST
+
+        if mv.artifact_uri is None:
+            return mv
+        stored = self.store.read_text(mv.artifact_uri, MANIFEST)
+        if stored is None:
+            raise NotFoundError(f"{mv.ref}: no complete artifacts at {mv.artifact_uri}",
+                                expected="adapter/ and tokenizer/ uploaded with a manifest",
+                                fix="re-register the version; its upload did not complete")
+        if not self.store.is_copy(mv.artifact_dir, stored):
+            mv.artifact_dir.parent.mkdir(parents=True, exist_ok=True)
+            self.store.download(mv.artifact_uri, mv.artifact_dir)
+        card = self.store.read_text(mv.artifact_uri, MODEL_CARD_FILE)
+        if card is not None:
+            (mv.artifact_dir / MODEL_CARD_FILE).write_text(card, encoding="utf-8")
+        return mv
 
     # -- evals -----------------------------------------------------------------------------------
 
@@ -273,24 +327,25 @@ class ModelRegistry:
         return self.get(current)
 
     def _append_event(self, alias: str, version: int, action: str, from_version: int | None,
-                      reason: str | None, actor: str | None = None) -> AliasEvent:
+                      reason: str | None, actor: str | None = None) -> AliasEvent | None:
+        """Append the next event, or None if another writer appended one since the caller read the state."""
+        from llmfti.lance import insert_if_absent
+
         seq = len(self._rows(ALIASES_TABLE, alias_schema()))
         event = AliasEvent(alias=alias, version=version, action=action, from_version=from_version,
                            reason=reason, at=_now(), actor=actor or _whoami())
         table = self._table(ALIASES_TABLE, alias_schema())
         if "actor" not in table.schema.names:  # a registry from before alias moves recorded who
             table.add_columns({"actor": "CAST(NULL AS STRING)"})
-        table.add([{
-            "name": self.model_name, "alias": alias, "version": version, "action": action,
-            "from_version": from_version, "reason": reason, "at": event.at, "seq": seq, "actor": event.actor,
-        }])
-        return event
+        row = {"name": self.model_name, "alias": alias, "version": version, "action": action,
+               "from_version": from_version, "reason": reason, "at": event.at, "seq": seq, "actor": event.actor}
+        return event if insert_if_absent(table, ["name", "seq"], row, table.schema) else None
 
     def promote(self, version: int | str, alias: str = "production", *, reason: str | None = None,
                 actor: str | None = None) -> AliasEvent:
         """Point ``alias`` at ``version``. Gated aliases need the version's latest eval run to have passed."""
         check_name(alias, what="alias")
-        with self._lock():
+        for _attempt in self._claims(f"a move of alias {alias!r}"):  # re-checked if another move won
             mv = self.get(version)
             if alias in self.gated_aliases:
                 latest = mv.latest_eval
@@ -307,6 +362,8 @@ class ModelRegistry:
                 raise PromotionRefusedError(f"{alias!r} already points at {mv.ref}", expected="another version",
                                             fix="nothing to do, or promote a different version")
             event = self._append_event(alias, mv.version, "promote", current, reason, actor)
+            if event is not None:
+                break
         self._write_card(self.get(mv.version))
         return event
 
@@ -314,7 +371,7 @@ class ModelRegistry:
                  actor: str | None = None) -> AliasEvent:
         """Move ``alias`` back to the version it pointed at before the current one."""
         check_name(alias, what="alias")
-        with self._lock():
+        for _attempt in self._claims(f"a move of alias {alias!r}"):  # re-checked if another move won
             stack = self._stacks().get(alias, [])
             if len(stack) < 2:
                 raise PromotionRefusedError(
@@ -324,10 +381,35 @@ class ModelRegistry:
                     fix=f"promote another version instead: `llmfti registry promote VERSION --alias {alias}`",
                 )
             event = self._append_event(alias, stack[-2], "rollback", stack[-1], reason, actor)
+            if event is not None:
+                break
         for version in (stack[-1], stack[-2]):
             self._write_card(self.get(version))
         return event
 
     def _write_card(self, mv: ModelVersion) -> None:
+        if mv.artifact_uri is not None:
+            self.store.write_text(mv.artifact_uri, MODEL_CARD_FILE, mv.model_card)
         if mv.artifact_dir.is_dir():
             (mv.artifact_dir / MODEL_CARD_FILE).write_text(mv.model_card, encoding="utf-8")
+
+
+def _with_primary_key(db: Any, name: str, table: Any, schema: Any) -> Any:
+    """``table``, rewritten once if it was created before its key columns carried the primary-key marker.
+
+    Run the first command of a new llmfti with no other writer on the registry: the rewrite is one
+    overwrite commit (a concurrent write makes it fail with a commit conflict, nothing is lost).
+    """
+    import pyarrow as pa
+
+    from llmfti.lance import PRIMARY_KEY_METADATA
+
+    marker = next(iter(PRIMARY_KEY_METADATA)).encode()
+    keys = [f.name for f in schema if f.metadata and marker in f.metadata]
+    stored = table.schema
+    if all(k not in stored.names or (stored.field(k).metadata and marker in stored.field(k).metadata)
+           for k in keys):
+        return table
+    fields = [schema.field(f.name) if f.name in keys else f for f in stored]
+    data = table.to_arrow().cast(pa.schema(fields))
+    return db.create_table(name, data=data, schema=pa.schema(fields), mode="overwrite")

@@ -57,6 +57,7 @@ class ModelVersion:
     artifact_dir: Path
     eval_runs: tuple[EvalRun, ...] = ()
     aliases: tuple[str, ...] = field(default=())
+    artifact_uri: str | None = None  # where the artifacts are stored, when not artifact_dir (object storage)
 
     @property
     def ref(self) -> str:
@@ -77,6 +78,11 @@ class ModelVersion:
         return sorted(str(p.relative_to(self.artifact_dir)) for p in self.adapter_dir.rglob("*") if p.is_file())
 
     @property
+    def artifact_location(self) -> str:
+        """Where the artifacts are stored: an object-store URI, or the local folder itself."""
+        return self.artifact_uri or str(self.artifact_dir)
+
+    @property
     def latest_eval(self) -> EvalRun | None:
         return max(self.eval_runs, key=lambda r: r.recorded_at) if self.eval_runs else None
 
@@ -89,6 +95,7 @@ class ModelVersion:
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)
         out["artifact_dir"] = str(self.artifact_dir)
+        out["artifact_uri"] = self.artifact_location
         out["ref"] = self.ref
         out["adapter_files"] = self.adapter_files
         out["eval_runs"] = [asdict(r) for r in self.eval_runs]
@@ -113,12 +120,14 @@ class ModelVersion:
             "model_card": self.model_card,
             "created_at": self.created_at,
             "git_commit": self.git_commit,
-            "artifact_dir": str(self.artifact_dir),
+            "artifact_dir": self.artifact_location,
         }
 
     @classmethod
     def from_row(cls, row: dict[str, Any], *, eval_runs: tuple[EvalRun, ...] = (),
-                 aliases: tuple[str, ...] = ()) -> ModelVersion:
+                 aliases: tuple[str, ...] = (), local_dir: Path | None = None) -> ModelVersion:
+        """The version of a row; ``local_dir``: where its stored artifacts are (or will be) cached locally."""
+        stored = row["artifact_dir"]
         return cls(
             name=row["name"],
             version=int(row["version"]),
@@ -134,18 +143,28 @@ class ModelVersion:
             metrics=json.loads(row["metrics"]),
             created_at=row["created_at"],
             git_commit=row["git_commit"],
-            artifact_dir=Path(row["artifact_dir"]),
+            artifact_dir=local_dir if local_dir is not None else Path(stored),
             eval_runs=eval_runs,
             aliases=aliases,
+            artifact_uri=stored if local_dir is not None else None,
         )
+
+
+def _key(name: str, type_: Any) -> Any:
+    """A primary-key column: Lance detects two concurrent inserts of the same key (see llmfti.lance)."""
+    import pyarrow as pa
+
+    from llmfti.lance import PRIMARY_KEY_METADATA
+
+    return pa.field(name, type_, nullable=False, metadata=PRIMARY_KEY_METADATA)
 
 
 def version_schema():  # noqa: ANN201 - pyarrow imported lazily
     import pyarrow as pa
 
     return pa.schema([
-        ("name", pa.string()),
-        ("version", pa.int64()),
+        _key("name", pa.string()),
+        _key("version", pa.int64()),
         ("base_model", pa.string()),
         ("base_model_revision", pa.string()),
         ("tokenizer_fingerprint", pa.string()),
@@ -180,13 +199,13 @@ def alias_schema():  # noqa: ANN201
     import pyarrow as pa
 
     return pa.schema([
-        ("name", pa.string()),
+        _key("name", pa.string()),
         ("alias", pa.string()),
         ("version", pa.int64()),
         ("action", pa.string()),
         ("from_version", pa.int64()),
         ("reason", pa.string()),
         ("at", pa.timestamp("us", tz="UTC")),
-        ("seq", pa.int64()),
+        _key("seq", pa.int64()),
         ("actor", pa.string()),
     ])
