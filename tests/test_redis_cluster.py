@@ -93,6 +93,24 @@ def test_setting_makes_a_cluster_client_that_spreads_keys(cluster, cluster_setti
     assert health["ok"] and health["slots_up"] == 16384 and len(health["primaries"]) == 3
 
 
+
+def test_a_node_list_lets_a_process_start_while_the_first_node_is_down(cluster, cluster_settings) -> None:
+    from llmfti.features.redis_cluster import cluster_client
+
+    cluster_client(cluster.url, timeout_s=1).set("before", "1")
+    cluster.kill9(0)
+    try:
+        with pytest.raises(StoreUnavailableError, match="no node of the Redis Cluster answered"):
+            cluster_client(cluster.url_of(0), timeout_s=0.5)  # one dead node is all it knows
+        listed = cluster_client(f"{cluster.url_of(0)},127.0.0.1:{cluster.nodes[1].port}", timeout_s=0.5)
+        keys = [k for k in (f"after:{i}" for i in range(20)) if cluster.node_of_key(k) != 0]
+        for key in keys:
+            listed.set(key, key)
+        assert [listed.get(k) for k in keys] == [k.encode() for k in keys]
+    finally:
+        cluster.restart(0)
+
+
 # -- online features and materialization -------------------------------------------------------------
 
 

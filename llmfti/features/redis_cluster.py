@@ -23,7 +23,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-from llmfti.errors import ConfigError
+from llmfti.errors import ConfigError, StoreUnavailableError
 
 if TYPE_CHECKING:
     from redis.cluster import RedisCluster
@@ -63,6 +63,7 @@ def cluster_client(url: str, *, timeout_s: float, decode_responses: bool = False
     """
     from redis.backoff import NoBackoff
     from redis.cluster import ClusterNode, RedisCluster
+    from redis.exceptions import RedisClusterException, RedisError
     from redis.retry import Retry
 
     first, *others = node_urls(url)
@@ -71,8 +72,15 @@ def cluster_client(url: str, *, timeout_s: float, decode_responses: bool = False
                                    decode_responses=decode_responses)
     if client_name:
         options["client_name"] = client_name
-    return RedisCluster(url=first, startup_nodes=extra, retry=Retry(NoBackoff(), 1),
-                        require_full_coverage=False, **options)
+    try:
+        return RedisCluster(url=first, startup_nodes=extra, retry=Retry(NoBackoff(), 1),
+                            require_full_coverage=False, **options)
+    except (RedisClusterException, RedisError, OSError) as exc:  # discovery failed: no listed node answered
+        raise StoreUnavailableError(
+            f"no node of the Redis Cluster answered ({describe_cluster(url)}): {type(exc).__name__}: {exc}",
+            expected="at least one reachable cluster node in redis.url",
+            fix="start the cluster, or list more nodes in redis.url (comma separated)",
+        ) from exc
 
 
 def describe_cluster(url: str) -> str:
