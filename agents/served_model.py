@@ -2,7 +2,9 @@
 
 ``agent.generator.model: registry:production`` (or ``registry:<model name>@<alias>``, or
 ``registry:v3``) serves that model version with the ``transformers`` backend: its base model, its
-LoRA adapter and its pinned tokenizer (refused if the fingerprint differs). ``/v1/models`` lists
+LoRA adapter and its pinned tokenizer (refused if the fingerprint differs); with the ``openai``
+backend, the upstream (vLLM) LoRA module ``llmfti registry export`` names for it, whose tokenizer is
+checked against the pinned one at start-up. ``/v1/models`` lists
 the model name and every alias pointing at that version, and retrieval is pinned to the index
 version the model was registered with, so a registry rollback moves model and index together.
 """

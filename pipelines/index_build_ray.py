@@ -150,7 +150,10 @@ class _ChunkEmbed:
 
         started = time.perf_counter()
         torch.set_num_threads(max(1, int(ray.get_runtime_context().get_assigned_resources().get("CPU", 1))))
-        self.embedder = load_embedder(settings.embedder)
+        embedder_settings = settings.embedder
+        if ray.get_gpu_ids():  # --num-gpus: Ray set CUDA_VISIBLE_DEVICES for this worker
+            embedder_settings = embedder_settings.model_copy(update={"device": "cuda"})
+        self.embedder = load_embedder(embedder_settings)
         self.batch_size = settings.embedder.batch_size
         self.chunker = make_chunker(settings, self.embedder)
         self.reuse = set(ray.get(reuse[0]))
