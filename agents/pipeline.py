@@ -240,7 +240,7 @@ class AgentPipeline:
 
     @staticmethod
     def _where(request: AgentRequest, index: int) -> str:
-        return "prompt" if request.endpoint == "completions" else f"messages.{index}.content"
+        return {"completions": "prompt", "responses": "input"}.get(request.endpoint, f"messages.{index}.content")
 
     def check_limits(self, request: AgentRequest, served: ServedModel | None = None) -> int:
         """Validate counts and sizes; returns the max_tokens to use. Tokenizes: call it from a thread."""

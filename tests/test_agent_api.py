@@ -441,3 +441,73 @@ def test_a_request_keeps_the_model_and_index_version_it_started_with(env):
     answer = asyncio.run(answer_across_a_switch())
     assert answer.model_id == original.generator.model_id != "switched"
     assert answer.index_version == (original.index_version or answer.index_version) != 1
+
+
+@pytest.fixture(scope="module")
+def served_url(env):
+    """The module's app (already started by its TestClient) also on a real loopback port."""
+    import threading
+
+    import uvicorn
+
+    from tests.agent_support import free_port, wait_http
+
+    _, app, _ = env
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="off"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    wait_http(f"http://127.0.0.1:{port}/healthz")
+    yield f"http://127.0.0.1:{port}"
+    server.should_exit = True
+    thread.join(timeout=30)
+
+
+def test_citations_are_openai_annotations_the_openai_client_keeps(env, served_url):
+    import openai
+
+    client = openai.OpenAI(base_url=served_url + "/v1", api_key="key-default", max_retries=0)
+    response = client.chat.completions.create(
+        model=MODEL, messages=[{"role": "user", "content": "How do I roll back the index version?"}])
+    message = response.choices[0].message
+    assert message.annotations, message
+    for annotation in message.annotations:
+        cite = annotation.url_citation
+        assert annotation.type == "url_citation" and cite.title.endswith("rollback.md")
+        assert message.content[cite.start_index:cite.end_index] in {"[1]", "[2]", "[3]", "[4]", "[5]"}
+        assert cite.url.startswith("llmfti:docs/")
+        assert any(cite.url.endswith("#" + c["chunk_id"]) for c in response.citations)  # the extension agrees
+
+
+def test_langchain_chat_openai_users_see_the_sources(env, served_url):
+    """LangChain's ChatOpenAI drops extra fields and chat-completions annotations; with the Responses API
+    (use_responses_api=True, served by POST /v1/responses) it keeps the citations as annotations."""
+    from langchain_openai import ChatOpenAI
+
+    question = "How do I roll back the index version?"
+    plain = ChatOpenAI(model=MODEL, base_url=served_url + "/v1", api_key="key-default", max_retries=0)
+    answer = plain.invoke(question)
+    assert "rollback" in answer.content and "[1]" in answer.content
+    assert answer.response_metadata["id"].startswith("chatcmpl-req-")  # the request id, for /v1/feedback
+
+    llm = ChatOpenAI(model=MODEL, base_url=served_url + "/v1", api_key="key-default", max_retries=0,
+                     use_responses_api=True)
+    message = llm.invoke(question)
+    blocks = [b for b in message.content if isinstance(b, dict) and b.get("type") == "text"]
+    assert blocks and "rollback" in blocks[0]["text"]
+    sources = blocks[0]["annotations"]
+    assert sources and all(s["title"].endswith("rollback.md") and s["url"].startswith("llmfti:docs/")
+                           for s in sources), sources
+    assert blocks[0]["text"][sources[0]["start_index"]:sources[0]["end_index"]] == "[1]"
+    assert message.usage_metadata["input_tokens"] > 0 and message.usage_metadata["output_tokens"] > 0
+
+
+def test_responses_endpoint_refuses_what_it_cannot_do(env):
+    _, _, client = env
+    r = client.post("/v1/responses", headers=AUTH, json={"model": MODEL, "input": "hi", "stream": True})
+    assert r.status_code == 400 and r.json()["error"]["param"] == "stream"
+    r = client.post("/v1/responses", headers=AUTH, json={"model": MODEL, "input": "   "})
+    assert r.status_code == 400 and r.json()["error"]["param"] == "input" and "is empty" in r.text
+    r = client.post("/v1/responses", headers=AUTH, json={"model": MODEL, "instructions": "Be brief.",
+                                                         "input": [{"role": "user", "content": "Which port?"}]})
+    assert r.status_code == 200 and r.json()["output"][0]["content"][0]["text"]

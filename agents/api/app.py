@@ -17,6 +17,23 @@ from llmfti.config import Settings, load_settings
 from llmfti.tracing import AsgiRequestTracing
 
 
+def _openapi_with_stream_chunks(app: FastAPI) -> dict:
+    """FastAPI's OpenAPI plus the chunk models the SSE responses reference (no route returns them directly)."""
+    if app.openapi_schema is None:
+        from fastapi.openapi.utils import get_openapi
+
+        from agents.api.protocol import ChatCompletionChunk, CompletionChunk
+
+        schema = get_openapi(title=app.title, version=app.version, summary=app.summary, routes=app.routes)
+        components = schema.setdefault("components", {}).setdefault("schemas", {})
+        for model in (ChatCompletionChunk, CompletionChunk):
+            generated = model.model_json_schema(ref_template="#/components/schemas/{model}", mode="serialization")
+            components.update(generated.pop("$defs", {}))
+            components[model.__name__] = generated
+        app.openapi_schema = schema
+    return app.openapi_schema
+
+
 def create_app(settings: Settings | None = None, *, pipeline: AgentPipeline | None = None) -> FastAPI:
     """The service for ``settings``; raises ConfigError at once (not per request) if misconfigured."""
     settings = settings or load_settings()
@@ -40,6 +57,7 @@ def create_app(settings: Settings | None = None, *, pipeline: AgentPipeline | No
         lifespan=lifespan,
     )
     app.state.agent = state
+    app.openapi = lambda: _openapi_with_stream_chunks(app)  # type: ignore[method-assign]
     install_error_handlers(app)
     app.include_router(openai.router)
     app.include_router(feedback.router)

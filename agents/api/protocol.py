@@ -99,7 +99,7 @@ def _stops(value: str | list[str] | None) -> list[str]:
 
 
 class _SamplingRequest(_Request):
-    model: str
+    model: str = Field(description="A model id of GET /v1/models.", examples=["llmfti-extractive"])
     max_tokens: int | None = Field(None, ge=1)
     temperature: float | None = Field(None, ge=0.0, le=2.0)
     top_p: float | None = Field(None, gt=0.0, le=1.0)
@@ -126,6 +126,12 @@ class _SamplingRequest(_Request):
 
 
 class ChatCompletionRequest(_SamplingRequest):
+    model_config = ConfigDict(extra="allow", json_schema_extra={"examples": [
+        {"model": "llmfti-extractive", "messages": [{"role": "user", "content": "How do I roll back an index?"}]},
+        {"model": "llmfti-extractive", "stream": True, "stream_options": {"include_usage": True},
+         "messages": [{"role": "user", "content": "Which port does the agent listen on?"}]},
+    ]})
+
     messages: list[ChatMessage] = Field(min_length=1)
     max_completion_tokens: int | None = Field(None, ge=1)
     logprobs: bool | None = None
@@ -169,6 +175,10 @@ class ChatCompletionRequest(_SamplingRequest):
 
 
 class CompletionRequest(_SamplingRequest):
+    model_config = ConfigDict(extra="allow", json_schema_extra={"examples": [
+        {"model": "llmfti-extractive", "prompt": "How do I roll back an index?", "max_tokens": 64},
+    ]})
+
     prompt: str | list[str]
     logprobs: int | None = None
     echo: bool = False
@@ -195,6 +205,67 @@ class CompletionRequest(_SamplingRequest):
     @property
     def requested_max_tokens(self) -> int | None:
         return self.max_tokens
+
+
+class InputText(BaseModel):
+    type: Literal["input_text", "output_text", "text"]
+    text: str
+
+
+class ResponseInputMessage(BaseModel):
+    """One item of a Responses API ``input`` list (messages only: no tool calls or files)."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    type: Literal["message"] = "message"
+    role: Literal["system", "developer", "user", "assistant"]
+    content: str | list[InputText]
+
+    def as_dict(self) -> dict[str, str]:
+        text = self.content if isinstance(self.content, str) else "".join(p.text for p in self.content)
+        return {"role": "system" if self.role == "developer" else self.role, "content": text}
+
+
+class ResponsesRequest(_Request):
+    """``POST /v1/responses`` (OpenAI's Responses API, text in and out, not streamed): what LangChain's
+    ``ChatOpenAI(use_responses_api=True)`` sends; its answer carries the citations as annotations."""
+
+    model_config = ConfigDict(extra="allow", json_schema_extra={"examples": [
+        {"model": "llmfti-extractive", "input": "How do I roll back an index?"},
+    ]})
+
+    model: str = Field(description="A model id of GET /v1/models.", examples=["llmfti-extractive"])
+    input: str | list[ResponseInputMessage] = Field(description="The question, or the conversation so far.")
+    instructions: str | None = Field(None, description="A system message put before the input.")
+    max_output_tokens: int | None = Field(None, ge=1)
+    temperature: float | None = Field(None, ge=0.0, le=2.0)
+    top_p: float | None = Field(None, gt=0.0, le=1.0)
+    stream: bool = Field(False, description="Not supported here: stream with /v1/chat/completions.")
+    user: str | None = Field(None, max_length=256, description="Whose features to use (else X-User-Id).")
+    seed: int | None = None
+
+    def check_supported(self) -> None:
+        self.refuse_unsupported(("tools", "tool_choice", "previous_response_id", "reasoning", "text_format"))
+        if self.stream:
+            raise RequestLimitError("stream is not supported on /v1/responses", param="stream",
+                                    code="unsupported_parameter",
+                                    fix="send stream: false, or stream with POST /v1/chat/completions")
+        if isinstance(self.input, list) and (not self.input or self.input[-1].role != "user"):
+            raise RequestLimitError("the last input item must be a user message", param="input",
+                                    code="invalid_value", fix="end the input with the user's question")
+
+    def messages(self) -> list[dict[str, str]]:
+        turns = ([{"role": "user", "content": self.input}] if isinstance(self.input, str)
+                 else [m.as_dict() for m in self.input])
+        return ([{"role": "system", "content": self.instructions}] if self.instructions else []) + turns
+
+    @property
+    def requested_max_tokens(self) -> int | None:
+        return self.max_output_tokens
+
+    @property
+    def stop_list(self) -> list[str]:
+        return []
 
 
 # -- responses ------------------------------------------------------------------------------------
@@ -230,9 +301,28 @@ class AgentExtensions(BaseModel):
     degraded: list[str] = []
 
 
+class URLCitation(BaseModel):
+    """Where a cited passage is: ``[start_index, end_index)`` of the content is its ``[n]`` marker."""
+
+    start_index: int
+    end_index: int
+    title: str = Field(description="The document id of the passage.")
+    url: str = Field(description="The document's URL if it has one, else llmfti:<index>/<doc id>#<chunk id>.")
+
+
+class Annotation(BaseModel):
+    """OpenAI's message annotation shape (what the openai SDK parses as ``message.annotations``)."""
+
+    type: Literal["url_citation"] = "url_citation"
+    url_citation: URLCitation
+
+
 class AssistantMessage(BaseModel):
     role: Literal["assistant"] = "assistant"
     content: str
+    annotations: list[Annotation] = Field(
+        default_factory=list, description="One url_citation per [n] marker in the content (the same sources as "
+        "the citations extension, in OpenAI's shape, so standard clients keep them).")
 
 
 class ChatChoice(BaseModel):
@@ -259,6 +349,7 @@ def _is_none(value: Any) -> bool:
 class DeltaMessage(BaseModel):
     role: Literal["assistant"] | None = Field(None, exclude_if=_is_none)
     content: str | None = Field(None, exclude_if=_is_none)
+    annotations: list[Annotation] | None = Field(None, exclude_if=_is_none)
 
 
 class ChatChunkChoice(BaseModel):
@@ -309,6 +400,50 @@ class CompletionChunk(BaseModel):
     system_fingerprint: str | None = None
     choices: list[CompletionChoice]
     usage: Usage | None = None
+
+
+class ResponseURLCitation(BaseModel):
+    type: Literal["url_citation"] = "url_citation"
+    start_index: int
+    end_index: int
+    title: str
+    url: str
+
+
+class ResponseOutputText(BaseModel):
+    type: Literal["output_text"] = "output_text"
+    text: str
+    annotations: list[ResponseURLCitation] = []
+
+
+class ResponseOutputMessage(BaseModel):
+    type: Literal["message"] = "message"
+    id: str
+    status: Literal["completed"] = "completed"
+    role: Literal["assistant"] = "assistant"
+    content: list[ResponseOutputText]
+
+
+class ResponseUsage(BaseModel):
+    input_tokens: int
+    output_tokens: int
+    total_tokens: int
+
+
+class ResponseObject(AgentExtensions):
+    id: str
+    object: Literal["response"] = "response"
+    created_at: int = Field(default_factory=lambda: int(time.time()))
+    status: Literal["completed", "incomplete"] = "completed"
+    model: str
+    output: list[ResponseOutputMessage]
+    usage: ResponseUsage
+    error: None = None
+    incomplete_details: dict[str, str] | None = None
+    instructions: str | None = None
+    parallel_tool_calls: bool = False
+    tool_choice: Literal["none"] = "none"
+    tools: list[Any] = []
 
 
 class ModelCard(BaseModel):

@@ -38,6 +38,24 @@ def extensions(answer: AgentAnswer) -> dict[str, Any]:
     }
 
 
+def annotations(answer: AgentAnswer, index_name: str) -> list[dict[str, Any]]:
+    """OpenAI-style ``url_citation`` annotations: one per ``[n]`` marker of the answer text."""
+    import re
+    from urllib.parse import quote
+
+    by_n = {c["n"]: c for c in answer.citations}
+    found = []
+    for match in re.finditer(r"\[(\d{1,3})\]", answer.text):
+        cited = by_n.get(int(match.group(1)))
+        if cited is None:
+            continue
+        doc = cited["doc_id"]
+        url = doc if re.match(r"^https?://", doc) else f"llmfti:{index_name}/{quote(doc)}#{quote(cited['chunk_id'])}"
+        found.append({"type": "url_citation", "url_citation": {
+            "start_index": match.start(), "end_index": match.end(), "title": doc, "url": url}})
+    return found
+
+
 def usage(answer: AgentAnswer) -> dict[str, int]:
     return {
         "prompt_tokens": answer.prompt_tokens,

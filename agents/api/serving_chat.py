@@ -18,12 +18,15 @@ from agents.api.protocol import (
     Usage,
     check_encodable,
 )
-from agents.api.serving_base import OpenAIServing, extensions, usage
+from agents.api.serving_base import OpenAIServing, annotations, extensions, usage
 from agents.pipeline import AgentAnswer, AgentRequest
 
 
 class ChatCompletionService(OpenAIServing):
     endpoint = "chat.completions"
+
+    def annotations(self, answer: AgentAnswer) -> list[dict[str, Any]]:
+        return annotations(answer, self.pipeline.settings.index.name)
 
     async def create(self, body: ChatCompletionRequest, caller: Caller) -> ChatCompletionResponse | AsyncIterator[str]:
         check_encodable(body)
@@ -38,7 +41,7 @@ class ChatCompletionService(OpenAIServing):
             id=f"chatcmpl-{answer.request_id}",
             model=model,
             system_fingerprint=answer.model_version,
-            choices=[ChatChoice(message=AssistantMessage(content=answer.text),
+            choices=[ChatChoice(message=AssistantMessage(content=answer.text, annotations=self.annotations(answer)),
                                 finish_reason=answer.finish_reason)],  # type: ignore[arg-type]
             usage=usage(answer),
             **extensions(answer),
@@ -53,7 +56,8 @@ class ChatCompletionService(OpenAIServing):
             return ChatCompletionChunk(id=chunk_id, created=created, model=model, choices=choices, **extra)
 
         def final(answer: AgentAnswer) -> ChatCompletionChunk:
-            choice = ChatChunkChoice(delta=DeltaMessage(), finish_reason=answer.finish_reason)  # type: ignore[arg-type]
+            choice = ChatChunkChoice(delta=DeltaMessage(annotations=self.annotations(answer) or None),
+                                     finish_reason=answer.finish_reason)  # type: ignore[arg-type]
             return chunk([choice], system_fingerprint=answer.model_version, **extensions(answer))
 
         return self.frame(

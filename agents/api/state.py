@@ -11,6 +11,7 @@ from agents.api.serving_chat import ChatCompletionService
 from agents.api.serving_completion import CompletionService
 from agents.api.serving_feedback import FeedbackService
 from agents.api.serving_models import ModelsService
+from agents.api.serving_responses import ResponsesService
 from agents.pipeline import AgentPipeline
 from llmfti.config import Settings
 
@@ -25,6 +26,7 @@ class AgentState:
     models: ModelsService
     chat: ChatCompletionService
     completions: CompletionService
+    responses: ResponsesService
     feedback: FeedbackService
 
     @classmethod
@@ -40,5 +42,6 @@ class AgentState:
             models=models,
             chat=ChatCompletionService(pipeline, models, metrics),
             completions=CompletionService(pipeline, models, metrics),
+            responses=ResponsesService(pipeline, models, metrics),
             feedback=FeedbackService(settings, pipeline.redis, pipeline.served_requests),
         )
