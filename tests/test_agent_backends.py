@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 
 import pytest
 from fastapi.testclient import TestClient
@@ -128,10 +129,30 @@ def test_the_agent_serves_a_transformers_model_with_adapter(tiny_model, tmp_path
         assert client.get("/readyz").json()["checks"]["model"] is True
 
 
+class _BodyRecorder:
+    """ASGI wrapper keeping the body of every chat completion the wrapped app sends (what it counted)."""
+
+    def __init__(self, app):
+        self.app, self.bodies = app, []
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http" or not scope["path"].endswith("/chat/completions"):
+            return await self.app(scope, receive, send)
+        parts = []
+
+        async def capture(message):
+            if message["type"] == "http.response.body":
+                parts.append(message.get("body", b""))
+            await send(message)
+
+        await self.app(scope, receive, capture)
+        self.bodies.append(b"".join(parts))
+
+
 def test_openai_backend_against_a_second_instance_of_our_server(tmp_path, monkeypatch):
     from agents.api.app import create_app
 
-    upstream_app = create_app(agent_settings(data_dir_with_index(tmp_path / "upstream")))
+    upstream_app = _BodyRecorder(create_app(agent_settings(data_dir_with_index(tmp_path / "upstream"))))
     with ThreadedServer(upstream_app) as upstream:
         monkeypatch.setenv("LLMFTI_UPSTREAM_API_KEY", "key-default")
         settings = agent_settings(data_dir_with_index(tmp_path / "proxy"), generator={
@@ -146,12 +167,18 @@ def test_openai_backend_against_a_second_instance_of_our_server(tmp_path, monkey
             assert answer["fallback"] is False and answer["model"] == "llmfti-proxy"
             assert answer["model_version"].startswith("llmfti-extractive@http://127.0.0.1")
             assert "rollback" in answer["choices"][0]["message"]["content"]
-            events = parse_sse(client.post("/v1/chat/completions", headers=AUTH,
-                                           json={**body, "stream": True}).text)
-            text = "".join(e["choices"][0]["delta"].get("content") or "" for e in events[:-1] if e["choices"])
+            # usage is what the upstream counted (its prompt holds its own retrieved passages: far more
+            # tokens than this proxy's prompt, so a locally counted figure cannot match by chance)
+            (upstream_answer,) = [json.loads(b) for b in upstream_app.bodies]
+            assert answer["usage"] == upstream_answer["usage"] and answer["usage"]["prompt_tokens"] > 0
+            events = [e for e in parse_sse(client.post("/v1/chat/completions", headers=AUTH, json={
+                **body, "stream": True, "stream_options": {"include_usage": True}}).text) if isinstance(e, dict)]
+            text = "".join(e["choices"][0]["delta"].get("content") or "" for e in events if e["choices"])
             assert text == answer["choices"][0]["message"]["content"]
-            # usage is what the upstream counted
-            assert events[-2]["fallback"] is False
+            upstream_usage = [e["usage"] for e in parse_sse(upstream_app.bodies[1].decode())
+                              if isinstance(e, dict) and e.get("usage")]
+            assert [e["usage"] for e in events if e.get("usage")] == upstream_usage and len(upstream_usage) == 1
+            assert [e["fallback"] for e in events if "fallback" in e] == [False]
         monkeypatch.setenv("LLMFTI_UPSTREAM_API_KEY", "wrong-key")
         app = create_app(settings)
         with TestClient(app) as client:

@@ -105,16 +105,17 @@ def test_registered_version_reloads_exactly_and_answers(trained: dict[str, Any],
 
     # greedy answers on held-out prompts use the mapping the model learned
     rows = learnable_rows(20, seed=99)
-    correct = 0
+    answers = []
     for row in rows:
         ids = torch.tensor([pinned.encode_prompt([{"role": "user", "content": row["prompt"]}])])
         with torch.no_grad():
             out = model.generate(input_ids=ids, max_new_tokens=6, do_sample=False,
                                  eos_token_id=pinned.stop_token_ids, pad_token_id=pinned.pad_token_id)
-        answer = pinned.decode(out[0, ids.shape[1]:]).strip()
-        correct += answer == row["answer"]
-        assert answer in FRUITS or correct < len(rows)
-    assert correct >= 16, f"{correct}/20 held-out prompts answered correctly"
+        answers.append(pinned.decode(out[0, ids.shape[1]:]).strip())
+    correct = sum(answer == row["answer"] for answer, row in zip(answers, rows, strict=True))
+    assert correct >= 16, f"{correct}/20 held-out prompts answered correctly: {answers}"
+    # and it stops after the answer: every answer is one fruit name, never a fruit plus trailing tokens
+    assert all(answer in FRUITS for answer in answers), answers
 
 
 def test_serving_with_another_tokenizer_is_refused(trained: dict[str, Any], tmp_path: Path) -> None:
@@ -127,6 +128,37 @@ def test_serving_with_another_tokenizer_is_refused(trained: dict[str, Any], tmp_
         load_model_version(mv, tokenizer=other)
     assert mv.tokenizer_fingerprint in str(err.value)
     assert load_tokenizer(other).fingerprint in str(err.value)
+
+
+def test_the_serving_loader_refuses_a_version_whose_tokenizer_differs(trained: dict[str, Any],
+                                                                       tmp_path: Path) -> None:
+    """The agent's own path (agent.generator.model = registry:vN) refuses a tokenizer that is not the pinned one."""
+    import asyncio
+    import shutil
+
+    from agents.served_model import served_model
+    from llmfti.registry import ModelRegistry
+
+    settings = trained["settings"]
+    registry = ModelRegistry(settings)
+    v1 = registry.get(1)
+    v2 = registry.register(adapter_dir=v1.adapter_dir, tokenizer=load_tokenizer(v1.tokenizer_dir),
+                           base_model=v1.base_model, training_dataset_id=v1.training_dataset_id)
+    other = build_tokenizer(tmp_path / "other", vocab_size=380)  # the artifact's tokenizer is replaced
+    for name in ("tokenizer.json", "tokenizer_config.json"):
+        shutil.copy(other / name, v2.tokenizer_dir / name)
+
+    def start(version: int) -> Any:
+        serving = load_settings(data_dir=settings.data_dir,
+                                agent={"generator": {"backend": "transformers", "model": f"registry:v{version}"}})
+        generator = served_model(serving).generator
+        asyncio.run(generator.start())
+        return generator
+
+    with pytest.raises(TokenizerMismatchError) as err:
+        start(v2.version)
+    assert v2.tokenizer_fingerprint in str(err.value) and load_tokenizer(other).fingerprint in str(err.value)
+    assert start(v1.version).tokenizer_fingerprint == v1.tokenizer_fingerprint  # the intact version serves
 
 
 def test_resume_from_checkpoint_reproduces_the_uninterrupted_run(tiny: Tiny, tmp_path: Path) -> None:
