@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import pytest
@@ -153,3 +154,86 @@ def test_registry_cli_json(settings, parts) -> None:
     assert (code, moved["version"], moved["from_version"], moved["index_version"]) == (0, 1, 2, 3)
     code, shown = cli("show", "production")
     assert code == 0 and shown["version"] == 1 and shown["model_card"].startswith("# assistant v1")
+
+
+WRITER = r"""
+import sys, time
+from pathlib import Path
+from llmfti.config import load_settings
+from llmfti.llm.tokenization import load_tokenizer
+from llmfti.registry import ModelRegistry
+data_dir, adapter, base, tok, go = sys.argv[1:6]
+registry = ModelRegistry(load_settings(data_dir=data_dir))
+tokenizer = load_tokenizer(tok)
+while not Path(go).exists():
+    time.sleep(0.005)
+mine = [registry.register(adapter_dir=Path(adapter), tokenizer=tokenizer, base_model=base,
+                          training_dataset_id="d").version for _ in range(2)]
+registry.promote(mine[-1], "staging")
+print(" ".join(map(str, mine)))
+"""
+
+
+@pytest.mark.slow
+def test_concurrent_writers_get_distinct_versions_and_a_consistent_alias_history(settings, parts, tmp_path) -> None:
+    """Three processes register and promote at the same moment: no lock, Lance's commit conflicts decide."""
+    adapter, base, _ = parts
+    go = tmp_path / "go"
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    procs = [subprocess.Popen([sys.executable, "-c", WRITER, str(settings.data_dir), str(adapter), str(base),
+                               str(adapter.parent / "tok"), str(go)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              text=True, env=env) for _ in range(3)]
+    go.touch()
+    outs = [p.communicate(timeout=600) for p in procs]
+    assert all(p.returncode == 0 for p in procs), [err[-2000:] for _, err in outs]
+    claimed = sorted(int(v) for out, _ in outs for v in out.split())
+    assert claimed == [1, 2, 3, 4, 5, 6]  # every registration got its own number
+    registry = ModelRegistry(settings)
+    versions = registry.versions()
+    assert [m.version for m in versions] == claimed and len({m.artifact_dir for m in versions}) == 6
+    assert all((m.adapter_dir / "adapter_config.json").is_file() for m in versions)
+    events = registry.alias_history("staging")
+    assert len(events) == 3 and events[0].from_version is None
+    for before, after in zip(events, events[1:], strict=False):  # each move saw the one before it
+        assert after.from_version == before.version
+    assert registry.aliases()["staging"] == events[-1].version
+
+
+def test_a_registry_from_before_primary_keys_is_upgraded_in_place(settings, parts) -> None:
+    import pyarrow as pa
+
+    from llmfti.lance import connect
+    from llmfti.registry.model_registry import VERSIONS_TABLE
+    from llmfti.registry.model_version import version_schema
+
+    registry = ModelRegistry(settings)
+    _register(registry, parts, 1)
+    db = connect(settings)
+    rows = db.open_table(VERSIONS_TABLE).to_arrow()
+    plain = pa.schema([pa.field(f.name, f.type) for f in version_schema()])  # as older llmfti created it
+    db.create_table(VERSIONS_TABLE, data=rows.cast(plain), schema=plain, mode="overwrite")
+    assert not db.open_table(VERSIONS_TABLE).schema.field("version").metadata
+    assert _register(ModelRegistry(settings), parts, 2) == 2  # upgraded, then claimed the next number
+    upgraded = db.open_table(VERSIONS_TABLE)
+    assert upgraded.schema.field("version").metadata and upgraded.count_rows() == 2
+
+
+def test_concurrent_threads_claim_distinct_versions(settings, parts) -> None:
+    """Fast form of the test above: threads of one process racing on the same tables (no lock either)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    adapter, base, tokenizer = parts
+    barrier = threading.Barrier(3)
+
+    def write(_: int) -> int:
+        registry = ModelRegistry(settings)
+        barrier.wait()
+        version = registry.register(adapter_dir=adapter, tokenizer=tokenizer, base_model=str(base),
+                                    training_dataset_id="d").version
+        registry.promote(version, "staging")
+        return version
+
+    with ThreadPoolExecutor(3) as pool:
+        assert sorted(pool.map(write, range(3))) == [1, 2, 3]
+    events = ModelRegistry(settings).alias_history("staging")
+    assert [e.from_version for e in events] == [None, events[0].version, events[1].version]
