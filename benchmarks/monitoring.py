@@ -20,6 +20,7 @@ false-alarm rate is the share of runs in which the unshifted hour raised any dri
 from __future__ import annotations
 
 import argparse
+import os
 import random
 import tempfile
 import time
@@ -172,9 +173,9 @@ def main() -> None:
                   + records(rng, start=START + span, count=args.requests - args.requests // 2, shifted=True,
                             index_name=index[0], index_version=index[1], span=span, users=5000))
         write_log(settings, logged)
-        t0 = time.perf_counter()
+        t0, cpu0 = time.perf_counter(), time.process_time()
         big = run_monitor(settings, window="1h")
-        seconds = time.perf_counter() - t0
+        seconds, cpu_seconds = time.perf_counter() - t0, time.process_time() - cpu0
 
     alerts: dict[str, dict[str, float]] = {}
     for stream in ("unshifted", "shifted"):
@@ -184,6 +185,7 @@ def main() -> None:
     print_table(f"Drift alert rate over {args.seeds} seeded runs ({args.per_hour} requests per hour)",
                 ["alert", "unshifted (false alarm)", "shifted (detection)"], rows)
     timing = {"requests": args.requests, "windows": len(big.rows), "seconds": round(seconds, 2),
+              "cpu_seconds": round(cpu_seconds, 2), "load_average_1m": round(os.getloadavg()[0], 2),
               "queries_embedded": big.queries_embedded,
               "requests_per_second": round(args.requests / seconds, 1)}
     print_table("Monitor run time", list(timing), [list(timing.values())])

@@ -151,3 +151,45 @@ def test_drift_statistics_separate_same_from_shifted_distributions() -> None:
     assert psi([["a", "b"]] * 10, [["c"]] * 10, kind="multi") > 0.25
     with pytest.raises(ValueError, match="kind"):
         psi(same, same, kind="ordinal")
+
+
+def test_user_features_drift_against_the_served_models_training_dataset(settings, tmp_path) -> None:
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    from llmfti.features.training_data import TrainingDataset
+    from llmfti.llm.tokenization import load_tokenizer
+    from llmfti.registry import ModelRegistry
+    from pipelines.monitor import run_monitor
+    from tests.agent_support import add_user_features
+    from tests.tiny_llm import build_llama, build_tokenizer
+
+    trained_on = [{"user_id": f"t-{i}", "event_time": H0 - timedelta(days=2), "plan": "team",
+                   "language": "de", "events_30d": 100 + i} for i in range(60)]
+    add_user_features(settings, trained_on)
+    spine = [{"user_id": r["user_id"], "ts": H0 - timedelta(days=1)} for r in trained_on]
+    TrainingDataset.create(settings, "users_train", spine, ["user_profile"])
+    tokenizer = load_tokenizer(build_tokenizer(tmp_path / "tok"))
+    base = build_llama(tmp_path / "base", vocab_size=len(tokenizer.tokenizer))
+    model = get_peft_model(AutoModelForCausalLM.from_pretrained(str(base)),
+                           LoraConfig(r=4, target_modules="all-linear", task_type="CAUSAL_LM"))
+    model.save_pretrained(str(tmp_path / "adapter"))
+    mv = ModelRegistry(settings).register(adapter_dir=tmp_path / "adapter", tokenizer=tokenizer, base_model=str(base),
+                                          training_dataset_id="users_train")
+
+    rng = random.Random(5)
+    served = records(rng, start=H0, count=60, shifted=False, index_name="none", index_version=1)
+    for record in served:  # the shifted-population generator's opposite: free/pro, mostly English
+        record.model_version = f"{mv.ref}@abc123"
+    write_log(settings, served)
+    try:
+        row = run_monitor(settings, window="1h").rows[0]
+    finally:
+        from llmfti.features.embedded_redis import shutdown_embedded
+
+        shutdown_embedded(settings, save=False)
+    assert row["user_feature_reference"] == f"training_dataset:users_train ({mv.ref})"
+    psi = json.loads(row["user_feature_psi"])
+    assert psi["plan"] > 0.25 and psi["language"] > 0.25 and psi["events_30d"] > 0.25
+    assert "last_active" not in psi  # timestamps are not compared
+    assert "user_feature_drift:plan" in row["alerts"]
