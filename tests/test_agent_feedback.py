@@ -148,3 +148,29 @@ def test_feedback_redelivered_by_a_redis_restored_from_an_old_snapshot_is_not_st
     assert (again["read"], again["inserted"], again["duplicates_skipped"]) == (2, 0, 2)
     assert open_feedback_table(settings).to_arrow().sort_by("feedback_id").equals(before)
     assert client.xlen(stream) == 0
+
+
+def test_acknowledged_feedback_survives_kill_9_of_redis(tmp_path):
+    import os
+    import signal
+
+    from agents.api.app import create_app
+    from llmfti.features.embedded_redis import embedded_server, redis_client
+    from pipelines.drain_logs import drain_logs, open_feedback_table
+
+    settings = agent_settings(data_dir_with_index(tmp_path / "data"))
+    app = create_app(settings)
+    with TestClient(app) as client:
+        request_id, _ = ask(client, "When do Acme launches happen?")
+        ids = []
+        for rating in (1, -1, 0):
+            r = client.post("/v1/feedback", headers=ACME, json={"request_id": request_id, "rating": rating})
+            assert r.status_code == 200, r.text
+            ids.append(r.json()["id"])  # acknowledged: durable from here on
+        server = embedded_server(settings)
+        os.kill(server.pid(), signal.SIGKILL)  # no SAVE: only the fsync'd AOF counts
+    embedded_server(settings)
+    redis_client(settings).ping()
+    result = drain_logs(settings)["feedback"]
+    assert result["stream_error"] is None and result["inserted"] == 3
+    assert sorted(open_feedback_table(settings).to_arrow().column("feedback_id").to_pylist()) == sorted(ids)
