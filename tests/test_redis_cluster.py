@@ -111,6 +111,23 @@ def test_a_node_list_lets_a_process_start_while_the_first_node_is_down(cluster, 
         cluster.restart(0)
 
 
+
+def test_persistence_is_checked_on_every_primary(cluster, cluster_settings) -> None:
+    from llmfti.features.embedded_redis import durability_problem, redis_client
+
+    client = redis_client(cluster_settings)
+    assert durability_problem(client) is None  # the fixture runs appendonly yes + appendfsync always
+    weak = cluster.nodes[2].client()
+    weak.config_set("appendfsync", "everysec")
+    try:
+        problem = durability_problem(client)
+        assert problem and f"node 127.0.0.1:{cluster.nodes[2].port}" in problem and "everysec" in problem
+        assert f":{cluster.nodes[0].port}" not in problem
+    finally:
+        weak.config_set("appendfsync", "always")
+        weak.close()
+
+
 # -- online features and materialization -------------------------------------------------------------
 
 

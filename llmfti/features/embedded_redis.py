@@ -314,7 +314,11 @@ def exit_on_termination() -> None:
 
 def durability_problem(client: Any) -> str | None:
     """Why an (external) Redis would lose acknowledged stream entries on a crash, with what to set;
-    None only for ``appendonly yes`` with ``appendfsync always``."""
+    None only for ``appendonly yes`` with ``appendfsync always`` (on every primary of a cluster)."""
+    if hasattr(client, "get_primaries"):  # a RedisCluster: CONFIG GET would ask one node only
+        from llmfti.features.redis_cluster import on_every_primary
+
+        return on_every_primary(client, durability_problem)
     try:
         config: dict[Any, Any] = {}
         for name in ("appendonly", "appendfsync"):

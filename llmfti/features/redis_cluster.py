@@ -20,6 +20,7 @@ default) the surviving masters refuse *every* key once they mark the node failed
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
@@ -128,3 +129,14 @@ def _cluster_state(info: Any) -> str:
         info = dict(line.split(":", 1) for line in info.strip().splitlines() if ":" in line)
     state = info.get("cluster_state", "unknown")
     return (state.decode() if isinstance(state, bytes) else str(state)).strip()
+
+
+def on_every_primary(client: RedisCluster, check: Callable[[Any], str | None]) -> str | None:
+    """``check(node_client)`` on each primary (e.g. its persistence settings); the problems found,
+    each prefixed with its node, or None when every primary passes."""
+    problems = []
+    for node in client.get_primaries():
+        problem = check(client.get_redis_connection(node))
+        if problem:
+            problems.append(f"node {node.name}: {problem}")
+    return "; ".join(problems) or None
