@@ -156,8 +156,24 @@ def test_filters_are_structured_and_injection_proof(settings, corpus: Path) -> N
         idx.search("x", filters=[Filter("tenant = 'acme' OR 1=1 --", "eq", "x")])
     with pytest.raises(FilterError, match="timestamp"):
         idx.search("x", filters=[Filter("event_time", "ge", "yesterday")])
-    recent = idx.search("volcano", k=10, filters=[Filter("event_time", "ge", "2000-01-01T00:00:00Z")]).hits
-    assert recent
+
+
+def test_time_filters_select_by_event_time(settings, tmp_path: Path) -> None:
+    dated = tmp_path / "dated.jsonl"
+    dated.write_text("\n".join(json.dumps(r) for r in [
+        {"id": "old", "text": "Volcano report from the last century.", "event_time": "1999-05-01T00:00:00Z"},
+        {"id": "new", "text": "Volcano report from this century.", "event_time": "2024-05-01T00:00:00Z"},
+    ]))
+    build_index(settings, [dated])
+    idx = VectorIndex.open(settings)
+    for mode in ("dense", "fts", "hybrid"):
+        def ids(*filters: Filter, mode: str = mode) -> set[str]:
+            return {h.doc_id for h in idx.search("volcano report", mode=mode, k=10, filters=list(filters)).hits}
+
+        assert ids() == {"old", "new"}
+        assert ids(Filter("event_time", "ge", "2000-01-01T00:00:00Z")) == {"new"}, mode
+        assert ids(Filter("event_time", "lt", "2000-01-01T00:00:00Z")) == {"old"}, mode
+        assert ids(Filter("event_time", "ge", "2030-01-01T00:00:00Z")) == set(), mode
 
 
 def test_ann_index_is_built_above_the_threshold_with_good_recall(tmp_path: Path) -> None:
