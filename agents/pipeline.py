@@ -30,11 +30,13 @@ from collections.abc import AsyncIterator
 from concurrent.futures import Future
 from typing import Any
 
+from agents.embedding_cache import EmbeddingCache
 from agents.query_batcher import QueryBatcher
 from agents.redis_link import RedisLink, wait_durable
 from agents.served_model import ServedModel, follows_alias, served_model
 from agents.served_requests import ServedRequests
 from agents.turn import AgentAnswer, AgentRequest, Turn, citations, elapsed_ms
+from llmfti.answer_calibration import abstain_threshold, embedder_key
 from llmfti.config import Settings
 from llmfti.errors import (
     GenerationError,
@@ -79,6 +81,8 @@ class AgentPipeline:
         self.served_requests = ServedRequests(settings, redis)
         self.index: Any = None
         self._batcher: QueryBatcher | None = None
+        self.sentence_embeddings: EmbeddingCache | None = None
+        self.abstain_below: float | None = None
         self._index_lock = threading.Lock()
         self._store: Any = None
         self._background: set[asyncio.Task[Any]] = set()
@@ -169,6 +173,9 @@ class AgentPipeline:
             embedder = index.embedder()
             embedder.encode(["warm up the query embedder"])
             self._batcher = QueryBatcher(embedder.encode)
+            self.sentence_embeddings = EmbeddingCache(self._batcher.embed)
+            self.abstain_below, source = abstain_threshold(self.settings, index.name, embedder_key(index.info))
+            log.info("extractive answers abstain below evidence %s (%s)", self.abstain_below, source)
             self.index = index
             return index
 
@@ -298,6 +305,8 @@ class AgentPipeline:
         generation = GenerationRequest(
             messages=messages, question=question, passages=passages, max_tokens=max_tokens,
             temperature=request.temperature, top_p=request.top_p, seed=request.seed, stop=request.stop,
+            embed=self.sentence_embeddings.embed if self.sentence_embeddings is not None else None,
+            abstain_below=self.abstain_below,
         )
         request.timings_ms["prompt"] = elapsed_ms(start)
         return Turn(request, question, on_demand, user_features, missing, passages, index_version, messages,
@@ -521,6 +530,8 @@ class AgentPipeline:
             degraded=degraded,
             user_features=turn.user_features,
             messages=turn.messages,
+            abstained=result.abstained,
+            evidence=result.evidence,
         )
         record = self._record(request, turn, turn.served, streamed=streamed)
         record.prompt, record.answer = result.prompt, result.text

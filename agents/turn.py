@@ -55,6 +55,8 @@ class AgentAnswer:
     degraded: list[str] = field(default_factory=list)
     user_features: dict[str, Any] | None = None
     messages: list[dict[str, str]] = field(default_factory=list)
+    abstained: bool = False  # the generator said it does not know (the passages do not answer)
+    evidence: float | None = None  # extractive: question-sentence match of the best passage sentence
 
 
 @dataclass

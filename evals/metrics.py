@@ -57,6 +57,31 @@ def mrr_at_10(r: RowResult) -> float:
     return 0.0
 
 
+# ---------------------------------------------------------------- answers: did it answer, and first
+_FIRST_SENTENCE = re.compile(r"(?<=[.!?])\s+(?=[A-Z0-9\"'(])")
+
+
+def answered(r: RowResult) -> float:
+    """1 unless the agent said it had no answer (abstained or found no passage)."""
+    from llmfti.llm.backends.extractive import is_no_answer
+
+    return 0.0 if is_no_answer(r.answer.strip()) else 1.0
+
+
+def first_sentence(answer: str) -> str:
+    """The answer's first sentence: up to its first citation marker, else its first sentence end."""
+    head = _CITATION.split(answer, maxsplit=1)[0].strip()
+    return _FIRST_SENTENCE.split(head, maxsplit=1)[0]
+
+
+def first_sentence_presence(r: RowResult) -> float:
+    """1 when the answer's first sentence contains a gold answer (SQuAD-normalised); abstaining scores 0."""
+    if not answered(r):
+        return 0.0
+    sentence = normalize_answer(first_sentence(r.answer))
+    return float(any(normalize_answer(a) and normalize_answer(a) in sentence for a in r.row.answers))
+
+
 # ---------------------------------------------------------------- SQuAD official EM / F1
 def normalize_answer(text: str) -> str:
     """SQuAD v1.1's evaluation normalisation: lower case, no punctuation, articles or extra spaces."""
@@ -242,6 +267,8 @@ LOCAL = {
     "mrr@10": mrr_at_10,
     "squad_em": squad_em,
     "squad_f1": squad_f1,
+    "answered": answered,
+    "first_sentence_presence": first_sentence_presence,
 }
 RAGAS = {"id_context_precision", "id_context_recall", "exact_match", "string_presence", "string_similarity",
          "rouge_l", "semantic_similarity"}

@@ -38,6 +38,7 @@ class EvalRun:
     unmeasured: dict[str, int]
     durations_s: dict[str, float]
     per_row: list[dict[str, Any]] = field(default_factory=list)
+    calibration: dict[str, Any] | None = None  # the abstention threshold measured (calibrate_abstention)
 
     def summary(self) -> dict[str, Any]:
         return {k: v for k, v in self.__dict__.items() if k != "per_row"}
@@ -91,8 +92,9 @@ def run_suite(settings: Settings, suite: Suite, *, full: bool = False, mode: str
     means, unmeasured = aggregate(results, metrics)
     finished = time.perf_counter()
     created = datetime.now(UTC)
+    run_id = f"{suite.name}-{created:%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:6]}"
     return EvalRun(
-        run_id=f"{suite.name}-{created:%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:6]}",
+        run_id=run_id,
         suite=suite.name,
         created_at=created,
         dataset_hash=dataset_hash(rows),
@@ -111,8 +113,22 @@ def run_suite(settings: Settings, suite: Suite, *, full: bool = False, mode: str
                      "total": round(finished - started, 3), "per_row_ms_p50": _p50(timings)},
         per_row=[{"id": r.row.id, "question": r.row.question, "answers": r.row.answers, "answer": r.answer,
                   "reference_doc_ids": r.row.reference_doc_ids, "retrieved_doc_ids": r.retrieved_doc_ids,
-                  "retrieved_chunk_ids": r.retrieved_chunk_ids, "scores": r.scores} for r in results],
+                  "retrieved_chunk_ids": r.retrieved_chunk_ids, "scores": r.scores, "evidence": a.evidence}
+                 for r, a in zip(results, answers, strict=True)],
+        calibration=_calibration(suite, index, results, answers, run_id) if suite.calibrate_abstention else None,
     )
+
+
+def _calibration(suite: Suite, index: Any, results: list[RowResult], answers: list[Any],
+                 run_id: str) -> dict[str, Any]:
+    """The abstention threshold that keeps 95% of the answerable questions (gold passage retrieved) answered."""
+    from dataclasses import asdict
+
+    from llmfti.answer_calibration import calibrate, embedder_key
+
+    evidence = [a.evidence for r, a in zip(results, answers, strict=True)
+                if a.evidence is not None and any(d in r.row.reference_doc_ids for d in r.retrieved_doc_ids)]
+    return asdict(calibrate(evidence, index=suite.index.name, embedder=embedder_key(index.info), source=run_id))
 
 
 async def _answer_all(settings: Settings, rows: list[EvalRow],

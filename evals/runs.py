@@ -44,6 +44,10 @@ def save_run(settings: Settings, run: EvalRun, passed: bool | None) -> Path:
     summary = json.dumps({**run.summary(), "passed": passed}, default=_json_default)
     _table(settings).add([{"run_id": run.run_id, "suite": run.suite, "created_at": run.created_at,
                            "passed": passed, "summary": summary}])
+    if run.calibration is not None:
+        from llmfti.answer_calibration import Calibration, record
+
+        record(settings, Calibration(**run.calibration))
     return folder
 
 

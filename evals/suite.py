@@ -42,6 +42,9 @@ class Suite(BaseModel):
     thresholds: dict[str, float] = Field(default_factory=dict, description="Absolute minimum per metric.")
     tolerance: float = Field(0.02, ge=0, description="Allowed drop below the baseline, per metric.")
     max_unmeasured: int = Field(0, ge=0, description="Rows a metric may leave unmeasured (NaN) before failing.")
+    calibrate_abstention: bool = Field(
+        False, description="Record the extractive abstention threshold of this suite's index from its answerable "
+        "questions (llmfti/answer_calibration.py); the agent serving that index uses it.")
 
     def resolve(self, relative: str) -> Path:
         return (REPO_ROOT / relative).resolve()

@@ -159,7 +159,15 @@ class GeneratorSettings(BaseModel):
     device: str = Field("cpu", description="transformers: torch device (cpu, cuda, cuda:1, ...).")
     timeout_s: float = Field(60.0, gt=0, description="A generation slower than this falls back (or fails).")
     fallback: bool = Field(True, description="Answer with the extractive generator when this one fails.")
-    max_sentences: int = Field(3, ge=1, le=20, description="extractive: sentences per answer.")
+    max_sentences: int = Field(3, ge=1, le=20, description="extractive: most sentences per answer.")
+    abstain: bool = Field(True, description="extractive: answer \"I don't know\" when no sentence is close "
+                          "enough to the question (see abstain_below).")
+    abstain_below: float = Field(
+        0.25, ge=-1, le=1,
+        description="extractive: question-sentence cosine under which it abstains, used only until an eval suite "
+        "with calibrate_abstention has recorded a calibration for the served index and its embedder (which then "
+        "wins). 0.25 is deliberately low: with all-MiniLM-L6-v2, off-topic questions sit near 0.1 while answerable "
+        "ones sit at 0.3-0.5 on terse docs and 0.4-0.8 on SQuAD (llmfti/answer_calibration.py).")
 
 
 class ApiKeySettings(BaseModel):
@@ -263,6 +271,11 @@ class RegistrySettings(BaseModel):
         default_factory=lambda: ["production"],
         description="Aliases a version may take only when its latest recorded eval run passed.",
     )
+    gate_suites: list[str] = Field(
+        default_factory=lambda: ["docs"],
+        description="Eval suites gating those aliases: the version's latest run of EACH must have passed "
+        "(a passing run of another suite does not count).",
+    )
 
     @field_validator("model_name")
     @classmethod
@@ -314,7 +327,8 @@ class MonitoringSettings(BaseModel):
     # alert thresholds: an alert fires when the window's value passes it
     drift_p_value: float = Field(0.01, gt=0, lt=1, description="Alert when an embedding (MMD) or top-score (KS) "
                                  "test's p-value is below this.")
-    psi_max: float = Field(0.25, gt=0, description="Alert when a user feature's PSI exceeds this (0.25: major shift).")
+    psi_max: float = Field(0.25, gt=0, description="Alert when a user feature's PSI exceeds this (0.25: major shift) "
+                           "and its chi-square p-value is below drift_p_value.")
     out_of_coverage_max: float = Field(0.25, gt=0, le=1, description="Alert above this share of uncovered queries.")
     error_rate_max: float = Field(0.05, ge=0, le=1, description="Alert above this share of failed requests.")
     fallback_rate_max: float = Field(0.2, ge=0, le=1, description="Alert above this share of fallback answers.")

@@ -15,7 +15,9 @@ a **reference**:
   tenant that served it, compared with a two-sample KS test;
 - out of coverage: the share of queries whose best score is below the reference's
   ``monitoring.coverage_quantile`` quantile (questions the documents do not cover);
-- user features: PSI of each feature of the agent's user feature group, against the training
+- user features: PSI of each feature of the agent's user feature group (an alert needs PSI above
+  ``monitoring.psi_max`` and a chi-square p-value on the same bins below ``drift_p_value``, since PSI
+  alone is inflated on small windows), against the training
   dataset recorded in the served model's lineage when that dataset holds the group's columns, else
   against the reference window's logged user features (the row says which).
 
@@ -39,7 +41,7 @@ import numpy as np
 from llmfti.config import Settings
 from llmfti.errors import InvalidInputError, NotFoundError
 from llmfti.features.timestamps import to_utc
-from llmfti.monitoring.drift import ks_test, mmd_test, psi
+from llmfti.monitoring.drift import ks_test, mmd_test, psi_test
 from llmfti.monitoring.group import Alert, evaluate_alerts, monitoring_spec
 
 WINDOWS = {"1h": timedelta(hours=1), "1d": timedelta(days=1)}
@@ -192,7 +194,7 @@ def _reference_window(by_window: dict[datetime, list[int]], reference: str, wind
 
 def _health(log: dict[str, list[Any]], indices: list[int], feedback: dict[str, list[int]], window: str,
             start: datetime) -> dict[str, Any]:
-    from llmfti.llm.backends.extractive import NO_ANSWER
+    from llmfti.llm.backends.extractive import is_no_answer
 
     n = len(indices)
     failed = [bool(log["error"][i]) or (log["status"][i] or 200) >= 400 for i in indices]
@@ -216,7 +218,7 @@ def _health(log: dict[str, list[Any]], indices: list[int], feedback: dict[str, l
         "error_rate": sum(failed) / n,
         "fallback_rate": sum(bool(log["fallback"][i]) for i in indices) / n,
         "degraded_rate": sum(bool(log["degraded"][i]) for i in indices) / n,
-        "no_answer_rate": (sum(1 for a in answers if not a or a.startswith(NO_ANSWER)) / len(answers)
+        "no_answer_rate": (sum(1 for a in answers if is_no_answer(a)) / len(answers)
                            if answers else None),
         "latency_total_p50_ms": _num(p50), "latency_total_p95_ms": _num(p95), "latency_total_p99_ms": _num(p99),
         "latency_stages_ms": json.dumps({s: dict(zip(("p50", "p95", "p99"),
@@ -282,7 +284,7 @@ def _drift(settings: Settings, scorer: Any, log: dict[str, list[Any]], indices: 
                            "embedding_drift_p": None, "top_score_mean": None, "top_score_ks": None,
                            "top_score_drift_p": None, "coverage_threshold": None, "out_of_coverage_share": None,
                            "user_feature_reference": "none", "user_feature_psi": "{}",
-                           "user_feature_psi_max": None}
+                           "user_feature_psi_max": None, "user_feature_drift_p": "{}"}
     enough = len(indices) >= config.min_requests
     if ref_start is not None and ref is not None and enough:
         row["reference"] = window_id(window, ref_start)
@@ -334,15 +336,17 @@ def _user_feature_drift(settings: Settings, log: dict[str, list[Any]], indices: 
     else:
         return {}
     kinds = kinds or _infer_kinds(current)
-    scores = {}
+    scores, p_values = {}, {}
     for name, kind in sorted(kinds.items()):
         if name not in reference or kind == "skip":
             continue
-        value = psi(reference[name], [r.get(name) for r in current], kind=kind, bins=settings.monitoring.psi_bins)
-        if value is not None:
-            scores[name] = round(value, 6)
+        result = psi_test(reference[name], [r.get(name) for r in current], kind=kind,
+                          bins=settings.monitoring.psi_bins)
+        if result is not None:
+            scores[name], p_values[name] = round(result.statistic, 6), result.p_value
     return {"user_feature_reference": label, "user_feature_psi": json.dumps(scores, sort_keys=True),
-            "user_feature_psi_max": max(scores.values()) if scores else None}
+            "user_feature_psi_max": max(scores.values()) if scores else None,
+            "user_feature_drift_p": json.dumps(p_values, sort_keys=True)}
 
 
 def _infer_kinds(rows: list[dict[str, Any]]) -> dict[str, str]:

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Literal, Protocol, runtime_checkable
+from typing import Any, Literal, Protocol, runtime_checkable
 
 FinishReason = Literal["stop", "length"]
 
@@ -32,6 +32,10 @@ class GenerationRequest:
     top_p: float | None = None
     seed: int | None = None
     stop: Sequence[str] = ()
+    embed: Callable[[Sequence[str]], Awaitable[Sequence[Any]]] | None = field(default=None, compare=False)
+    """The agent's embedder (texts -> vectors, off the event loop), for generators that compare meaning."""
+    abstain_below: float | None = None
+    """Calibrated evidence under which a generator that can tell should answer "I don't know"."""
 
 
 @dataclass
@@ -44,6 +48,10 @@ class GenerationResult:
     completion_tokens: int
     prompt: str = ""
     cited: list[int] = field(default_factory=list)
+    abstained: bool = False
+    """The generator judged the passages not to answer the question and said so."""
+    evidence: float | None = None
+    """How well the best passage sentence matches the question (extractive; None when not measured)."""
 
     @property
     def total_tokens(self) -> int:

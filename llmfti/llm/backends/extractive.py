@@ -1,9 +1,13 @@
-"""The model-free generator: answers with the retrieved sentences most relevant to the question.
+"""The model-free generator: answers with the retrieved sentences that answer the question.
 
-Sentences of the retrieved passages are scored with BM25 against the question (IDF over the
-candidate sentences) plus a small bonus for the passage's retrieval rank; the best ones are
-returned in order of score, each followed by its citation ``[n]``. Deterministic, instant, no
-download: the default backend and the fallback when a model backend fails or times out.
+Which sentences is decided by :mod:`llmfti.llm.backends.answer_selection`: question-sentence
+meaning (from the embedder the agent already loaded, when the request carries ``embed``), words in
+common, retrieval rank and answer type. The answer starts with the best sentence and adds the next
+ones only while they score nearly as well (as short as the answer allows), each followed by its
+citation ``[n]``. When the best sentence is too far from the question (evidence below the calibrated
+``abstain_below`` of the request), it answers :data:`ABSTAIN` and cites the closest passages.
+Deterministic, no download: the default backend and the fallback when a model backend fails.
+
 Its "tokens" are words and punctuation marks, a word counting one token per 12 characters
 (``\\w{1,12}|[^\\w\\s]``): it has no model tokenizer, and a 100,000-character "word" must not pass
 the input limit as one token.
@@ -12,79 +16,30 @@ the input limit as one token.
 from __future__ import annotations
 
 import asyncio
-import math
 import re
-from collections import Counter
 from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import TYPE_CHECKING
 
-from llmfti.llm.backends.base import GenerationRequest, GenerationResult, Passage
+from llmfti.llm.backends.answer_selection import candidates, select
+from llmfti.llm.backends.base import GenerationRequest, GenerationResult
 
 if TYPE_CHECKING:
     from llmfti.config import GeneratorSettings
 
-VERSION = "extractive-bm25-v1"
+VERSION = "extractive-v2"
 NO_ANSWER = "I could not find an answer to this in the indexed documents."
+ABSTAIN = "I don't know: the indexed documents do not seem to answer this."
+CLOSE_SCORE = 0.1  # a further sentence joins the answer only when it scores within this of the best
 _TOKEN = re.compile(r"\w{1,12}|[^\w\s]")  # bounded: a long word is many tokens
-_WORD = re.compile(r"\w+")
-_SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[\"'(\[`]?[A-Z0-9`])|\n+")
-_SOFT_BREAK = re.compile(r"(?<=\S)[ \t]*\n(?![ \t]*(?:\n|#|[-*+>|]\s|\d+[.)]\s|```))")
-_MARKUP = re.compile(r"^\s*(?:#{1,6}\s+|[-*+>]\s+|\d+[.)]\s+)+")
-_STOPWORDS = frozenset(
-    "a an and are as at be by can do does for from has have how i if in into is it its of on or that the "
-    "their then there these this to was were what when where which who why will with you your".split()
-)
-_K1, _B = 1.2, 0.75
 
 
 def count_tokens(text: str) -> int:
     return len(_TOKEN.findall(text))
 
 
-def _terms(text: str) -> list[str]:
-    return [w for w in _WORD.findall(text.lower()) if w not in _STOPWORDS and len(w) > 1]
-
-
-def split_sentences(text: str) -> list[str]:
-    out = []
-    for raw in _SENTENCE_END.split(_SOFT_BREAK.sub(" ", text)):
-        sentence = _MARKUP.sub("", raw).strip()
-        if len(_WORD.findall(sentence)) >= 3:
-            out.append(sentence)
-    return out
-
-
-def select_sentences(question: str, passages: Sequence[Passage], limit: int) -> list[tuple[str, int]]:
-    """The ``limit`` best (sentence, passage number) pairs for ``question``."""
-    candidates = [(s, p.n, rank) for rank, p in enumerate(passages) for s in split_sentences(p.text)]
-    if not candidates:
-        return []
-    query = set(_terms(question))
-    docs = [Counter(_terms(s)) for s, _, _ in candidates]
-    avg_len = sum(sum(d.values()) for d in docs) / len(docs) or 1.0
-    df = Counter(t for d in docs for t in d if t in query)
-    scored = []
-    for (sentence, n, rank), terms in zip(candidates, docs, strict=True):
-        length = sum(terms.values())
-        bm25 = 0.0
-        for t in query & terms.keys():
-            idf = math.log(1 + (len(docs) - df[t] + 0.5) / (df[t] + 0.5))
-            tf = terms[t]
-            bm25 += idf * tf * (_K1 + 1) / (tf + _K1 * (1 - _B + _B * length / avg_len))
-        if bm25 > 0:
-            scored.append((bm25 + 0.1 / (rank + 1), sentence, n))
-    if not scored:  # no word in common: trust the retriever's ranking
-        return [(candidates[0][0], candidates[0][1])]
-    scored.sort(key=lambda x: -x[0])
-    chosen, seen = [], set()
-    for _, sentence, n in scored:
-        key = sentence.lower()
-        if key not in seen:
-            seen.add(key)
-            chosen.append((sentence, n))
-        if len(chosen) == limit:
-            break
-    return chosen
+def is_no_answer(text: str) -> bool:
+    """Whether an answer of this generator says it has none (no passages, or it abstained)."""
+    return not text or text.startswith((NO_ANSWER, ABSTAIN))
 
 
 def truncate_tokens(text: str, max_tokens: int) -> tuple[str, bool]:
@@ -129,9 +84,23 @@ class ExtractiveGenerator:
     def count_tokens(self, text: str) -> int:
         return count_tokens(text)
 
-    def answer(self, request: GenerationRequest) -> GenerationResult:
-        chosen = select_sentences(request.question, request.passages, self.max_sentences)
-        text = " ".join(f"{s} [{n}]" for s, n in chosen) if chosen else NO_ANSWER
+    def answer(self, request: GenerationRequest, similarities: Sequence[float] | None = None) -> GenerationResult:
+        """The answer from ``similarities`` (question cosine per candidate sentence; None: lexical only)."""
+        selection = select(request.question, request.passages, self.max_sentences, similarities=similarities)
+        abstained = (selection.evidence is not None and request.abstain_below is not None
+                     and selection.evidence < request.abstain_below)
+        if abstained:
+            closest = [p.n for p in request.passages[:3]]
+            text = ABSTAIN + (" The closest passages: " + " ".join(f"[{n}]" for n in closest) if closest else "")
+            cited = closest
+        elif selection.chosen:
+            best = selection.scores[0]
+            chosen = [c for c, score in zip(selection.chosen, selection.scores, strict=True)
+                      if score >= best - CLOSE_SCORE]
+            text = " ".join(f"{c.sentence} [{c.n}]" for c in chosen)
+            cited = sorted({c.n for c in chosen})
+        else:
+            text, cited = NO_ANSWER, []
         text, cut = truncate_tokens(text, request.max_tokens)
         prompt = self.render_prompt(request.messages)
         return GenerationResult(
@@ -140,15 +109,36 @@ class ExtractiveGenerator:
             prompt_tokens=count_tokens(prompt),
             completion_tokens=count_tokens(text),
             prompt=prompt,
-            cited=sorted({n for _, n in chosen}),
+            cited=cited,
+            abstained=abstained,
+            evidence=selection.evidence,
         )
 
+    async def similarities(self, request: GenerationRequest) -> list[float] | None:
+        """Question cosine of every candidate sentence, through the request's embedder (None without one)."""
+        if request.embed is None:
+            return None
+        sentences = [c.sentence for c in candidates(request.passages)]
+        if not sentences:
+            return None
+        vectors = await request.embed([request.question, *sentences])
+        return cosines(vectors[0], vectors[1:])
+
     async def generate(self, request: GenerationRequest) -> GenerationResult:
-        return self.answer(request)
+        return self.answer(request, await self.similarities(request))
 
     async def stream(self, request: GenerationRequest) -> AsyncIterator[str | GenerationResult]:
-        result = self.answer(request)
+        result = await self.generate(request)
         for piece in re.findall(r"\s*\S+", result.text):
             yield piece
             await asyncio.sleep(0)
         yield result
+
+
+def cosines(query: object, vectors: Sequence[object]) -> list[float]:
+    import numpy as np
+
+    matrix = np.asarray(vectors, dtype=np.float32)
+    q = np.asarray(query, dtype=np.float32)
+    norms = np.linalg.norm(matrix, axis=1) * (np.linalg.norm(q) or 1.0)
+    return [float(x) for x in (matrix @ q) / np.where(norms == 0, 1.0, norms)]
