@@ -273,8 +273,16 @@ def test_s3_round_trip_index_features_registry(s3_settings, s3_endpoint: str, tm
     mv = registry.register(adapter_dir=adapter, tokenizer=tokenizer, base_model=str(base),
                            training_dataset_id="qa@v1", index_name="docs", index_version=second["version"])
     assert mv.artifact_uri.startswith(settings.storage.uri + "/registry/assistant/")
-    registry.record_eval(mv.version, "run-1", passed=True)
+    registry.record_eval(mv.version, "run-1", passed=True, suite="docs")
     registry.promote(mv.version, "production")
+    # two more registrations racing on S3 (conditional PUT commits): distinct numbers, no lock
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(2) as pool:
+        raced = sorted(pool.map(lambda _: ModelRegistry(settings).register(
+            adapter_dir=adapter, tokenizer=tokenizer, base_model=str(base), training_dataset_id="qa@v1").version,
+            range(2)))
+    assert raced == [mv.version + 1, mv.version + 2]
     tables = set(table_names(connect(settings)))
     assert {"registry_model_versions", "registry_alias_events", "registry_eval_runs"} <= tables
     assert not (Path(settings.data_dir) / "lancedb").exists()  # nothing fell back to a local folder
