@@ -5,6 +5,7 @@ from __future__ import annotations
 import typer
 
 from llmfti.cli import dataset as dataset_cmd
+from llmfti.cli import embedder as embedder_cmd
 from llmfti.cli import eval as eval_cmd
 from llmfti.cli import features as features_cmd
 from llmfti.cli import index as index_cmd
@@ -26,6 +27,8 @@ app.add_typer(index_cmd.app, name="index")
 app.add_typer(features_cmd.app, name="features")
 app.command("search")(index_cmd.search)
 app.command("train")(train_cmd.train)
+app.command("train-embedder")(embedder_cmd.train)
+app.add_typer(embedder_cmd.app, name="embedder")
 app.add_typer(dataset_cmd.app, name="dataset")
 app.add_typer(registry_cmd.app, name="registry")
 app.command("serve")(serve_cmd.serve)
@@ -36,13 +39,21 @@ app.add_typer(users_cmd.app, name="users")
 
 
 def run() -> None:
-    from llmfti.features.embedded_redis import exit_on_termination, stop_unused_servers
+    import signal
+    import sys
 
-    exit_on_termination()  # SIGTERM/SIGHUP exit like Ctrl+C: cleanup runs, the embedded Redis is stopped
+    def terminate(signum: int, frame: object) -> None:
+        sys.exit(128 + signum)
+
+    for sig in (signal.SIGTERM, signal.SIGHUP):  # exit like Ctrl+C: cleanup runs, the embedded Redis stops
+        if signal.getsignal(sig) in (signal.SIG_DFL, None):
+            signal.signal(sig, terminate)
     try:
         app()
     finally:
-        stop_unused_servers()  # unless another llmfti process still uses it
+        redis = sys.modules.get("llmfti.features.embedded_redis")  # not imported: no server was used
+        if redis is not None:
+            redis.stop_unused_servers()  # unless another llmfti process still uses it
 
 
 if __name__ == "__main__":
