@@ -33,7 +33,10 @@ def load_model_version(
     tokenizer: str | Path | None = None,
     merge: bool = False,
 ) -> tuple[Any, PinnedTokenizer]:
-    """(model in eval mode, pinned tokenizer) for ``mv``; ``merge`` folds the adapter into the base."""
+    """(model in eval mode, pinned tokenizer) for ``mv``; ``merge`` folds the adapter into the base.
+
+    On object storage ``mv`` must have been fetched (``ModelRegistry.fetch``) so its files are local.
+    """
     pinned = load_pinned_tokenizer_for(mv, tokenizer)
     try:
         import torch
@@ -43,9 +46,12 @@ def load_model_version(
         raise MissingDependencyError(f"loading a model version needs torch, transformers and peft ({exc})",
                                      fix="pip install 'llmfti[train]'") from exc
     if not (mv.adapter_dir / "adapter_config.json").is_file():
-        raise NotFoundError(f"{mv.ref} has no adapter at {mv.adapter_dir}",
+        stored = mv.artifact_uri is not None
+        raise NotFoundError(f"{mv.ref} has no adapter at {mv.adapter_dir}"
+                            + (f" (its artifacts are stored at {mv.artifact_uri})" if stored else ""),
                             expected="adapter_config.json + adapter weights",
-                            fix="re-register the version; its artifact folder is incomplete")
+                            fix="download them first: ModelRegistry.fetch(mv)" if stored
+                            else "re-register the version; its artifact folder is incomplete")
     torch_dtype = getattr(torch, dtype) if dtype else (torch.bfloat16 if device.startswith("cuda") else None)
     try:
         base = AutoModelForCausalLM.from_pretrained(mv.base_model, dtype=torch_dtype)
