@@ -47,7 +47,7 @@ from llmfti.errors import (
 )
 from llmfti.inference_log import INCOMPLETE, InferenceLogWriter, InferenceRecord, now_utc
 from llmfti.llm.backends import GenerationRequest, GenerationResult, Generator, Passage, StopMatcher, create_generator
-from llmfti.on_demand import request_features
+from llmfti.on_demand import request_features, retrieval_query
 from llmfti.prompts import PromptTemplate, load_prompt
 from llmfti.tracing import Span, annotate_request, span, start_span
 
@@ -289,7 +289,8 @@ class AgentPipeline:
 
         features_task = asyncio.create_task(self._user_features(request))
         try:
-            hits, index_version = await self._retrieve(request, question, served)
+            hits, index_version = await self._retrieve(
+                request, retrieval_query(request.messages, self.config.history_turns), served)
         finally:
             user_features, missing = await features_task
 

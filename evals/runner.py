@@ -142,8 +142,8 @@ async def _answer_all(settings: Settings, rows: list[EvalRow],
     try:
         for done, row in enumerate(rows, start=1):
             start = time.perf_counter()
-            answers.append(await pipeline.answer(
-                AgentRequest(messages=[{"role": "user", "content": row.question}], endpoint="eval")))
+            turns = [{"role": "user", "content": text} for text in (*row.history, row.question)]
+            answers.append(await pipeline.answer(AgentRequest(messages=turns, endpoint="eval")))
             timings.append((time.perf_counter() - start) * 1000)
             if done % 10 == 0 or done == len(rows):
                 report("answer", done, len(rows))

@@ -17,7 +17,7 @@ SUITES_DIR = EVALS_DIR / "suites"
 
 class DatasetSpec(BaseModel):
     model_config = {"extra": "forbid"}
-    kind: Literal["squad", "golden"]
+    kind: Literal["squad", "squad_followups", "golden"]
     path: str = Field(description="Relative to the repository root (e.g. ../shared/data/... for SQuAD).")
     sample: int | None = Field(None, ge=1, description="Questions evaluated (seeded sample); null: all.")
     seed: int = 0

@@ -228,6 +228,9 @@ class AgentSettings(BaseModel):
     max_completion_tokens: int = Field(1024, ge=1, description="Largest max_tokens a request may ask for.")
     default_max_tokens: int = Field(256, ge=1, description="max_tokens when a request sets none.")
     retrieval_k: int = Field(5, ge=0, le=100, description="Passages retrieved per request (0: no RAG).")
+    history_turns: int = Field(
+        2, ge=0, le=20, description="Earlier user messages searched together with a follow-up question (one that "
+        "refers back, e.g. 'and how do I undo that?'; llmfti/on_demand.py retrieval_query); 0: the last message only.")
     registry_poll_s: float = Field(
         10.0, ge=0, description="With generator.model registry:<alias>, how often the agent re-resolves the "
         "alias and switches model + coupled index version when it moved (promote/rollback); 0: at start-up only.")

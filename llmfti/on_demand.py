@@ -31,6 +31,34 @@ def query_text(messages: Sequence[Mapping[str, str]]) -> str:
     )
 
 
+_REFERRING = frozenset(
+    "it its it's they them their theirs this that these those he him his she her there then such one ones "
+    "former latter above same".split()
+)
+_FOLLOW_UP_START = re.compile(r"^\s*(and|but|also|so|or|what about|how about|why|then)\b", re.IGNORECASE)
+_FILLER = frozenset("a an the is are was were do does did how what why when where which who can could should "
+                    "would will i you we to of in on for and or but so about with".split())
+
+
+def is_follow_up(text: str) -> bool:
+    """Whether a message leans on what was said before: it refers back ("it", "that", "those"...),
+    opens like a continuation ("and ...", "what about ..."), or names fewer than two things itself."""
+    words = [w.lower() for w in _WORD.findall(text)]
+    content = [w for w in words if w not in _FILLER and w not in _REFERRING]
+    return bool(_REFERRING & set(words)) or bool(_FOLLOW_UP_START.match(text)) or len(content) < 2
+
+
+def retrieval_query(messages: Sequence[Mapping[str, str]], history_turns: int = 2) -> str:
+    """What to search for: the last user message, preceded by up to ``history_turns`` earlier user
+    messages when it is a follow-up (:func:`is_follow_up`), so "and how do I undo that?" is searched
+    together with the question it follows. ``history_turns=0``: the last message only."""
+    question = query_text(messages)
+    if history_turns <= 0 or not is_follow_up(question):
+        return question
+    earlier = [str(m.get("content") or "") for m in messages if m.get("role") == "user"][:-1]
+    return " ".join([*earlier[-history_turns:], question]).strip()
+
+
 def request_features(messages: Sequence[Mapping[str, str]], *, at: datetime) -> dict[str, Any]:
     """Request-time features of a conversation ``messages`` received at ``at`` (UTC)."""
     query = query_text(messages)
