@@ -19,7 +19,7 @@ from __future__ import annotations
 import pickle
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -49,13 +49,36 @@ class RayEngine:
 
     workers: int | None = None
     num_gpus: float = 0.0
+    address: str | None = None
     timings: dict[str, float] = field(default_factory=dict)
+    _session: ExitStack | None = field(default=None, repr=False)
+
+    def __enter__(self) -> RayEngine:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Shut down the Ray this engine started (a Ray that was already running is left alone)."""
+        if self._session is not None:
+            self._session.close()
+            self._session = None
+
+    def _connect(self) -> None:
+        """Join the cluster on first use, so a build that fails its checks never starts Ray."""
+        if self._session is None:
+            stack = ExitStack()
+            self.timings["startup_s"] = stack.enter_context(ray_session(self.address))
+            self._session = stack
+            check_gpus(self.num_gpus, self.workers)
 
     def load(self, settings: Settings, roots: list[Path], tenant: str) -> tuple[list[Document], list[Quarantined]]:
         import ray.data
 
         from llmfti.text.loaders.base import walk
 
+        self._connect()
         started = time.perf_counter()
         listed = list(walk(roots))
         files = [{"i": i, "path": str(item[0]), "source": item[1], "default_id": item[2]}
@@ -75,6 +98,7 @@ class RayEngine:
         import ray
         import ray.data
 
+        self._connect()
         started = time.perf_counter()
         workers = self._pool_size()
         reuse_ref = ray.put(sorted(reuse))
@@ -201,12 +225,18 @@ def ray_session(address: str | None = None) -> Iterator[float]:
         yield 0.0
         return
     started = time.perf_counter()
+    if address:
+        _check_reachable(address)
     try:
         if address:
             ray.init(address=address, log_to_driver=False)
         else:
             ray.init(**LOCAL_RAY)
     except (ConnectionError, RuntimeError, ValueError) as exc:
+        if not address:
+            raise ConfigError(f"cannot start a local Ray: {exc}",
+                              fix="stop a stale local Ray (ray stop), or pass --ray-address of a running "
+                                  "cluster (RAY_ADDRESS set in the environment is used too)") from exc
         raise ConfigError(f"cannot connect to the Ray cluster at {address!r}: {exc}",
                           expected="the address of a running Ray head, e.g. ray://head:10001 or head:6379",
                           fix="check --ray-address (or leave it out to start a local Ray)") from exc
@@ -214,6 +244,21 @@ def ray_session(address: str | None = None) -> Iterator[float]:
         yield time.perf_counter() - started
     finally:
         ray.shutdown()
+
+
+def _check_reachable(address: str) -> None:
+    """Fail in seconds on an address nothing listens at (Ray itself retries for minutes)."""
+    import socket
+
+    host, _, port = address.removeprefix("ray://").rpartition(":")
+    if address == "auto" or not host or not port.isdigit():
+        return
+    try:
+        socket.create_connection((host, int(port)), timeout=5).close()
+    except OSError as exc:
+        raise ConfigError(f"nothing answers at the Ray address {address!r} ({exc})",
+                          expected="a running Ray head: ray://HOST:10001 (client) or HOST:6379 (GCS)",
+                          fix="start the cluster (ray start --head) or fix --ray-address") from exc
 
 
 def quiet_ray_data() -> None:

@@ -38,6 +38,20 @@ def test_unknown_engine_is_refused_before_anything_loads(tmp_path: Path, data_di
     assert "local, ray" in payload["error"]["message"]
 
 
+def test_an_address_where_no_ray_listens_fails_fast(tmp_path: Path, data_dir: Path) -> None:
+    """Ray itself would retry for minutes; the build says what is wrong at once and writes nothing."""
+    import socket
+
+    with socket.socket() as sock:  # a port nothing listens on
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    write_corpus(tmp_path / "corpus")
+    code, payload = _cli("index", "build", str(tmp_path / "corpus"), "--engine", "ray", "--ray-address",
+                         f"127.0.0.1:{port}")
+    assert code == 1 and f"nothing answers at the Ray address '127.0.0.1:{port}'" in payload["error"]["message"]
+    assert not (data_dir / "lancedb").exists()
+
+
 def test_ray_options_without_the_ray_engine_are_refused() -> None:
     from pipelines.index_build_ray import check_engine_options
 

@@ -37,13 +37,12 @@ def build(
         from pipelines.index_build import build_index
 
         if engine != "local" or ray_address or num_gpus or workers is not None:
-            from pipelines.index_build_ray import RayEngine, check_engine_options, check_gpus, ray_session
+            from pipelines.index_build_ray import RayEngine, check_engine_options
 
             check_engine_options(engine, ray_address, num_gpus, workers)
-            with ray_session(ray_address), stage_progress(not as_json) as update:
-                check_gpus(num_gpus, workers)
+            with RayEngine(workers, num_gpus, ray_address) as ray_engine, stage_progress(not as_json) as update:
                 summary = build_index(_settings(), paths, index, tenant=tenant, on_progress=update,
-                                      engine=RayEngine(workers=workers, num_gpus=num_gpus))
+                                      engine=ray_engine)
         else:
             with stage_progress(not as_json) as update:
                 summary = build_index(_settings(), paths, index, tenant=tenant, on_progress=update)

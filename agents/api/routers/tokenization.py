@@ -90,8 +90,15 @@ def _tokenize(pinned: Any, body: TokenizeRequest) -> list[int]:
     if body.prompt is not None:
         special = True if body.add_special_tokens is None else body.add_special_tokens
         return list(pinned.tokenizer(body.prompt, add_special_tokens=special)["input_ids"])
-    text = pinned.render([m.model_dump() for m in body.messages or []],
-                         add_generation_prompt=body.add_generation_prompt)
+    from jinja2 import TemplateError
+
+    try:
+        text = pinned.render([m.model_dump() for m in body.messages or []],
+                             add_generation_prompt=body.add_generation_prompt)
+    except TemplateError as exc:  # e.g. a template that requires alternating roles
+        raise InvalidInputError(f"the chat template cannot render these messages: {exc}",
+                                expected="messages in the order this model's chat template accepts",
+                                fix="reorder or merge the messages") from exc
     return list(pinned.tokenizer(text, add_special_tokens=bool(body.add_special_tokens))["input_ids"])
 
 
