@@ -17,6 +17,7 @@ from tests.agent_support import agent_settings, api_keys_setting, data_dir_with_
 
 H0 = datetime(2026, 11, 2, tzinfo=UTC)
 ADMIN = {"Authorization": "Bearer key-ops"}
+SCREENSHOT = Path(__file__).resolve().parent.parent / "benchmarks" / "results" / "dashboard.png"
 
 
 @pytest.fixture(scope="module")
@@ -66,11 +67,13 @@ def test_monitor_report_is_a_static_page_with_every_section(env, tmp_path, monke
                  "alice", "better eval on docs", "index docs"):
         assert text in page, text
     if Path("/usr/bin/chromium").exists():  # the page renders in a real browser
-        shot = tmp_path / "dashboard.png"
+        shot = SCREENSHOT
+        shot.parent.mkdir(parents=True, exist_ok=True)
         subprocess.run(["/usr/bin/chromium", "--headless", "--no-sandbox", "--disable-gpu",
-                        f"--screenshot={shot}", "--window-size=1280,2400", report.as_uri()],
+                        f"--screenshot={shot}", "--window-size=1280,3600", report.as_uri()],
                        check=True, capture_output=True, timeout=120)
         assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and shot.stat().st_size > 20_000
+        print(f"dashboard screenshot: {shot}")
 
 
 def test_agent_serves_the_dashboard_to_admin_keys_only_and_exports_gauges(env) -> None:

@@ -61,6 +61,7 @@ def monitoring_spec(name: str = "monitoring") -> FeatureGroupSpec:
             _f("user_feature_reference", "string", "Where user-feature drift was measured against"),
             _f("user_feature_psi", "string", "JSON: user feature -> PSI vs the reference"),
             _f("user_feature_psi_max", "float64", "Largest PSI over user features"),
+            _f("user_feature_drift_p", "string", "JSON: user feature -> chi-square p-value on the PSI bins"),
             _f("alerts", "list<string>", "Alerts that fired for this window"),
         ],
     )
@@ -105,11 +106,13 @@ def evaluate_alerts(row: dict[str, Any], settings: MonitoringSettings) -> list[A
             word = "above" if direction == ">" else "below"
             alerts.append(Alert(name, row["window_id"], float(value), threshold,
                                 f"{column}={value:.4g} is {word} monitoring.{setting}={threshold:g}"))
+    p_values = json.loads(row.get("user_feature_drift_p") or "{}")
     for feature, value in sorted(json.loads(row.get("user_feature_psi") or "{}").items()):
-        if value is not None and value > settings.psi_max:
+        p_value = p_values.get(feature, 0.0)
+        if value is not None and value > settings.psi_max and p_value < settings.drift_p_value:
             alerts.append(Alert(f"user_feature_drift:{feature}", row["window_id"], float(value), settings.psi_max,
                                 f"PSI of user feature {feature}={value:.3f} is above monitoring.psi_max="
-                                f"{settings.psi_max:g}"))
+                                f"{settings.psi_max:g} (chi-square p={p_value:.2g} < {settings.drift_p_value:g})"))
     return alerts
 
 
