@@ -167,6 +167,13 @@ def test_openai_backend_accepts_the_pinned_tokenizer_and_refuses_another(tiny, t
         assert str(pinned_dir) in message and other.url in message and "first difference at token" in message
         assert refused.tokenizer_verified is None and not refused.ready()
 
+        from agents.api.app import create_app
+
+        settings = agent_settings(data_dir_with_index(tmp_path / "agent"), generator={  # agent.generator.tokenizer
+            "backend": "openai", "base_url": other.url + "/v1", "model": "tiny", "tokenizer": str(pinned_dir)})
+        with pytest.raises(TokenizerMismatchError), TestClient(create_app(settings)):
+            pass  # the agent refuses to start serving
+
         with pytest.raises(GenerationError, match="refused the tokenizer check for model 'assistant-v7'"):
             _start(OpenAICompatGenerator(same.url + "/v1", "assistant-v7", api_key="key-default", timeout_s=30,
                                          tokenizer=str(pinned_dir), tokenizer_fingerprint=fingerprint))
@@ -197,7 +204,7 @@ def test_a_registry_alias_on_the_openai_backend_serves_the_exported_module_with_
         registry, v1 = _register(settings, tiny, first)
         _, v2 = _register(settings, tiny, latest)
         for mv in (v1, v2):
-            registry.record_eval(mv.version, f"run-{mv.version}", passed=True)
+            registry.record_eval(mv.version, f"run-{mv.version}", passed=True, suite="docs")
         registry.promote(1, "production")
         assert follows_alias(settings)
 
