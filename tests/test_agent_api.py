@@ -511,3 +511,17 @@ def test_responses_endpoint_refuses_what_it_cannot_do(env):
     r = client.post("/v1/responses", headers=AUTH, json={"model": MODEL, "instructions": "Be brief.",
                                                          "input": [{"role": "user", "content": "Which port?"}]})
     assert r.status_code == 200 and r.json()["output"][0]["content"][0]["text"]
+
+
+def test_a_streamed_answer_carries_the_same_annotations_in_its_last_chunk(env):
+    _, _, client = env
+    body = chat("How do I roll back the index version?")
+    whole = client.post("/v1/chat/completions", headers=AUTH, json=body).json()
+    events = parse_sse(client.post("/v1/chat/completions", headers=AUTH, json={**body, "stream": True}).text)
+    text = "".join(e["choices"][0]["delta"].get("content") or "" for e in events[:-1])
+    last = events[-2]["choices"][0]
+    assert last["finish_reason"] == "stop" and text == whole["choices"][0]["message"]["content"]
+    annotations = last["delta"]["annotations"]
+    assert annotations == whole["choices"][0]["message"]["annotations"] and annotations
+    assert all(text[a["url_citation"]["start_index"]:a["url_citation"]["end_index"]].startswith("[")
+               for a in annotations)
