@@ -525,3 +525,32 @@ def test_a_streamed_answer_carries_the_same_annotations_in_its_last_chunk(env):
     assert annotations == whole["choices"][0]["message"]["annotations"] and annotations
     assert all(text[a["url_citation"]["start_index"]:a["url_citation"]["end_index"]].startswith("[")
                for a in annotations)
+
+
+def test_tokenizing_and_prompt_fitting_run_off_the_event_loop(env):
+    import asyncio
+
+    from agents.pipeline import AgentRequest
+
+    _, app, _ = env
+    pipeline = app.state.agent.pipeline
+    generator = pipeline.generator
+    on_loop: list[bool] = []
+    real_count = type(generator).count_tokens
+
+    def count_tokens(text: str) -> int:
+        try:
+            asyncio.get_running_loop()
+            on_loop.append(True)
+        except RuntimeError:  # a worker thread has no running loop
+            on_loop.append(False)
+        return real_count(generator, text)
+
+    generator.count_tokens = count_tokens  # the real count, recording which thread asked
+    generator.context_length = 100_000  # make prompt fitting tokenize the rendered prompt too
+    try:
+        request = AgentRequest(messages=[{"role": "user", "content": "How do I roll back? " * 20}])
+        asyncio.run(pipeline.prepare(request))
+    finally:
+        del generator.count_tokens, generator.context_length
+    assert len(on_loop) >= 2 and not any(on_loop)  # input limit check and prompt fitting, both on threads
