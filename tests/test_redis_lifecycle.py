@@ -80,3 +80,28 @@ def test_a_server_another_process_uses_is_left_running_then_the_last_one_stops_i
         from benchmarks.chaos.harness import stop_embedded_redis
 
         stop_embedded_redis(data_dir)
+
+
+def test_the_end_of_a_cli_command_stops_the_server_it_started(tmp_path):
+    data_dir = tmp_path / "data"
+    out = subprocess.run([llmfti_exe(), "logs", "status", "--json"], capture_output=True, text=True,
+                         env={**os.environ, "LLMFTI_DATA_DIR": str(data_dir)}, timeout=120, check=True)
+    assert json.loads(out.stdout)["stream_pending"] == 0  # it did start and use the embedded server
+    assert (data_dir / "redis" / "redis.conf").exists()
+    assert not servers_on(data_dir / "redis" / "redis.sock"), "redis-server outlived `llmfti logs status`"
+
+
+def servers_on(socket) -> list[int]:
+    """Pids of live processes whose command line names ``socket`` (a redis-server of that data_dir)."""
+    from pathlib import Path
+
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                cmdline = (entry / "cmdline").read_bytes().decode(errors="replace")
+            except OSError:
+                continue
+            if str(socket) in cmdline and alive(int(entry.name)):
+                pids.append(int(entry.name))
+    return pids
