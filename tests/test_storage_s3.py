@@ -300,3 +300,31 @@ def test_s3_round_trip_index_features_registry(s3_settings, s3_endpoint: str, tm
     _assert_no_credentials(s3_endpoint, settings, Path(settings.data_dir), tmp_path / "other-machine")
     cards = [r["model_card"] for r in connect(settings).open_table("registry_model_versions").to_arrow().to_pylist()]
     assert cards and not any(KEY_ID in c or SECRET in c for c in cards)
+
+
+@pytest.mark.slow
+def test_s3_a_served_agent_answers_from_the_bucket_and_its_log_drains_there(s3_settings, s3_endpoint: str,
+                                                                               tmp_path: Path) -> None:
+    """A real ``llmfti serve`` and ``llmfti index build`` / ``logs drain`` subprocesses, configured only by
+    LLMFTI_STORAGE__* in their environment: the index they search and the inference log they drain are
+    tables in the bucket, nothing under data_dir/lancedb."""
+    from benchmarks.chaos.harness import ServedAgent, build_index, load, logged_request_ids, stop_embedded_redis
+
+    data_dir = Path(s3_settings.data_dir)
+    summary = build_index(data_dir, _docs(tmp_path / "docs"))
+    assert summary["docs_added"] == 2
+    try:
+        with ServedAgent(data_dir, args=["--no-samples"]) as agent:
+            outcomes = load(agent.url, clients=2, requests=6,
+                            body=lambda i: {"model": "llmfti-extractive",
+                                            "messages": [{"role": "user", "content": f"Why do glaciers move? {i}"}]})
+        answered = {o.request_id for o in outcomes if o.status == 200}
+        assert len(answered) == 6 and all("glacier" in str(o.body).lower() for o in outcomes)
+        assert answered <= logged_request_ids(data_dir)  # drained into the inference_log table on S3
+    finally:
+        stop_embedded_redis(data_dir)
+    keys = _objects(s3_endpoint, s3_settings.storage.uri.split("/", 3)[3])
+    assert any("/lancedb/inference_log.lance/" in k for k in keys)
+    assert not (data_dir / "lancedb").exists()
+    assert list(tmp_path.glob("serve-*.log"))  # the server's log is scanned too
+    _assert_no_credentials(s3_endpoint, s3_settings, tmp_path)
