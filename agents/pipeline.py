@@ -45,7 +45,7 @@ from llmfti.errors import (
     RequestLimitError,
     StoreUnavailableError,
 )
-from llmfti.inference_log import INCOMPLETE, InferenceLogWriter, InferenceRecord, now_utc
+from llmfti.inference_log import INCOMPLETE, InferenceLogWriter, InferenceRecord, now_utc, spool_size
 from llmfti.llm.backends import GenerationRequest, GenerationResult, Generator, Passage, StopMatcher, create_generator
 from llmfti.on_demand import request_features, retrieval_query
 from llmfti.prompts import PromptTemplate, load_prompt
@@ -212,7 +212,10 @@ class AgentPipeline:
             "index_version": (self.index_version or index.version) if index is not None else None,
             "model_version": self.generator.model_version,
             "prompt_id": self.prompt.id,
-            "log_spool_pending_records": self.log_writer.pending,
+            "log_queue_records": self.log_writer.pending,  # submitted, not yet durable
+            "log_spool_bytes": spool_size(self.log_writer.spool_dir, self.log_writer.spool_name),  # replayed later
+            "redis_recoveries": self.redis.recoveries,
+            "redis_durability_warning": self.redis.durability_warning,
         }
 
     # -- the request path -----------------------------------------------------------------------
