@@ -410,7 +410,10 @@ class InferenceLogWriter:
         """
         moved = 0
         for path in log_spool.claim_spool(self.spool_dir, self.spool_name):
-            lines = [raw for _, raw in log_spool.spool_lines(path)]
+            try:
+                lines = [raw for _, raw in log_spool.spool_lines(path)]
+            except FileNotFoundError:  # a drain (or another process) took this file first
+                continue
             done = 0
             try:
                 for start in range(0, len(lines), self.batch_size):
@@ -421,10 +424,10 @@ class InferenceLogWriter:
                     self.on_redis_error(exc)
                 self._report_down(exc)
                 log_spool.spool_append(self.spool_dir, lines[done:], self.spool_name)
-                path.unlink()
+                path.unlink(missing_ok=True)
                 moved += done
                 break
-            path.unlink()
+            path.unlink(missing_ok=True)
             moved += done
         self.replayed += moved
         return moved

@@ -180,13 +180,16 @@ def drain_kind(settings: Settings, kind: LogKind, *, batch_size: int = 5000,
         inserted, completed = inserted + new, completed + done
 
     for path in claim_spool(settings.data_dir / "spool", kind.spool_name):
-        entries = list(read_spool(path, kind.record_type))
+        try:
+            entries = list(read_spool(path, kind.record_type))
+        except FileNotFoundError:  # another reader (a replaying writer, a second drain) took it first
+            continue
         records = [e.record for e in entries if e.record is not None]
         unreadable += _dead_letter(settings, kind, "spool", path.name, [e for e in entries if e.record is None])
         read += len(records)
         for first in range(0, len(records), batch_size):
             store(records[first : first + batch_size])
-        path.unlink()
+        path.unlink(missing_ok=True)
     spooled = read
 
     if include_stream:

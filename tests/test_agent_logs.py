@@ -200,3 +200,34 @@ def test_logs_cli_shows_dead_letters_and_status(settings):
     [entry] = shown["entries"]
     assert entry["raw"] == "\\xff not json" and entry["raw_bytes"] == 10 and entry["source"] == "stream"
     assert "unreadable as InferenceRecord" in entry["reason"]
+
+
+def test_a_drain_racing_a_replay_of_the_same_spool_loses_and_duplicates_nothing(settings):
+    from llmfti.features.embedded_redis import redis_client
+    from llmfti.inference_log import InferenceLogWriter, spool_append
+    from pipelines.drain_logs import drain_logs, open_log_table
+
+    client = redis_client(settings)
+    spool = settings.data_dir / "spool"
+    for chunk in range(10):
+        spool_append(spool, [record(chunk * 50 + i).to_json() for i in range(50)])
+        spool_append(spool, [b"{torn"])
+    writer = InferenceLogWriter(lambda: client, settings.agent.log_stream, spool, batch_size=20)
+    errors = []
+
+    def replay():
+        try:
+            writer.replay_spool()
+        except Exception as exc:  # noqa: BLE001 - the assertion below reports it
+            errors.append(exc)
+
+    racing = threading.Thread(target=replay)
+    racing.start()
+    first = drain_logs(settings)
+    racing.join()
+    last = drain_logs(settings)
+    assert not errors
+    ids = open_log_table(settings).to_arrow().column("request_id").to_pylist()
+    assert len(ids) == len(set(ids)) == 500  # every record once, whichever reader got it
+    assert first["dead_lettered"] + last["dead_lettered"] >= 10  # each torn line kept, never dropped
+    assert not list(spool.glob("*.jsonl")) and client.xlen(settings.agent.log_stream) == 0
