@@ -189,35 +189,50 @@ def test_a_registry_alias_on_the_openai_backend_serves_the_exported_module_with_
     tiny, tmp_path, monkeypatch
 ) -> None:
     """registry:production on vLLM's path: the LoRA module of that version, its pinned tokenizer checked,
-    retrieval at the index version it was registered with; a promote moves module and index together."""
+    retrieval at the index version it was registered with; a promote or rollback moves module and index
+    together, live, once the upstream serves the new module (until then the agent keeps the old one)."""
+    import time
+
     from agents.api.app import create_app
-    from agents.served_model import follows_alias, served_model
+    from agents.served_model import follows_alias
     from llmfti.index import VectorIndex
 
     pinned_dir = tiny[0]
     monkeypatch.setenv("LLMFTI_UPSTREAM_API_KEY", "key-default")
     with _upstream(tmp_path, pinned_dir, "assistant-v1") as upstream:  # what `vllm serve --lora-modules` names
-        settings = agent_settings(data_dir_with_index(tmp_path / "agent"), retrieval_k=1, generator={
-            "backend": "openai", "model": "registry:production", "base_url": upstream.url + "/v1", "timeout_s": 30})
+        settings = agent_settings(data_dir_with_index(tmp_path / "agent"), retrieval_k=1, registry_poll_s=0.2,
+                                  generator={"backend": "openai", "model": "registry:production",
+                                             "base_url": upstream.url + "/v1", "timeout_s": 30})
         builds = [v["version"] for v in VectorIndex.open(settings).versions() if v["rows"] > 0]
         first, latest = builds[0], builds[-1]
+        assert first != latest
         registry, v1 = _register(settings, tiny, first)
         _, v2 = _register(settings, tiny, latest)
         for mv in (v1, v2):
             registry.record_eval(mv.version, f"run-{mv.version}", passed=True, suite="docs")
         registry.promote(1, "production")
         assert follows_alias(settings)
+        body = {"model": "production", "messages": [{"role": "user", "content": "How do I roll back?"}],
+                "max_tokens": 4}
 
-        with TestClient(create_app(settings)) as client:
-            body = {"model": "production", "messages": [{"role": "user", "content": "How do I roll back?"}],
-                    "max_tokens": 4}
+        def served(client: TestClient) -> tuple[str, int]:
             answer = client.post("/v1/chat/completions", headers=AUTH, json=body).json()
             assert answer["fallback"] is False, answer.get("fallback_reason")
-            assert answer["model_version"] == "assistant:v1" and answer["index_version"] == first
+            return answer["model_version"], answer["index_version"]
 
-        registry.promote(2, "production")  # what the agent's poll re-resolves after a move
-        moved = served_model(settings)
-        assert moved.generator.upstream_model == "assistant-v2" and moved.index_version == latest
-        assert moved.generator.model_version == "assistant:v2" and moved.generator.aliases == ["production"]
-        with pytest.raises(GenerationError, match="assistant-v2"):  # not loaded upstream: refused, v1 stays
-            _start(moved.generator)
+        def wait_for(client: TestClient, expected: tuple[str, int]) -> tuple[str, int]:
+            deadline = time.monotonic() + 30
+            while served(client) != expected and time.monotonic() < deadline:
+                time.sleep(0.2)
+            return served(client)
+
+        with TestClient(create_app(settings)) as client:
+            assert served(client) == ("assistant:v1", first)
+            registry.promote(2, "production")
+            time.sleep(1.5)  # several polls: assistant-v2 is not served upstream, so its check fails
+            assert served(client) == ("assistant:v1", first)
+            # now the upstream also answers to assistant-v2, as one vLLM with two --lora-modules does
+            upstream.server.config.app.state.agent.pipeline.generator.aliases = ["assistant-v2"]
+            assert wait_for(client, ("assistant:v2", latest)) == ("assistant:v2", latest)
+            registry.rollback("production")
+            assert wait_for(client, ("assistant:v1", first)) == ("assistant:v1", first)
