@@ -6,8 +6,10 @@ acknowledged). Slots are split evenly with ``CLUSTER ADDSLOTS``, the nodes are j
 ``CLUSTER MEET`` and :meth:`LocalRedisCluster.start` returns once every node reports
 ``cluster_state:ok`` and knows every other node.
 
-Servers are always stopped: by :meth:`LocalRedisCluster.stop` (the context manager calls it), and
-by an ``atexit`` hook for anything a crashed test left behind.
+Servers are always stopped: by :meth:`LocalRedisCluster.stop` (the context manager calls it), by an
+``atexit`` hook for anything a failed test left behind, and by the kernel when the process (strictly:
+the thread) that started them dies, even by ``kill -9`` (``PR_SET_PDEATHSIG``; start clusters from a
+thread that outlives them, e.g. the main thread).
 
     with LocalRedisCluster(tmp_path / "cluster") as cluster:
         env = {"LLMFTI_REDIS__URL": cluster.url, "LLMFTI_REDIS__CLUSTER": "true"}
@@ -30,6 +32,15 @@ from typing import Any
 SLOTS = 16384
 _BUS_OFFSET = 10000  # a cluster node also listens on port + 10000 (the cluster bus)
 _running: set[subprocess.Popen[bytes]] = set()
+
+
+def _die_with_parent() -> None:
+    """In the child before exec: SIGKILL it when the thread that started it dies (Linux
+    PR_SET_PDEATHSIG), so not even a ``kill -9`` of the test process leaves a node running."""
+    import ctypes
+
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # 1 = PR_SET_PDEATHSIG
 
 
 def redis_server_binary() -> str:
@@ -94,7 +105,8 @@ class ClusterNode:
             "--logfile", str(self.log),
             "--daemonize", "no",
         ]
-        self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                     preexec_fn=_die_with_parent)
         _running.add(self.proc)
 
     def client(self, timeout_s: float = 1.0) -> Any:
