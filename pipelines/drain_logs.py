@@ -134,6 +134,24 @@ def _dead_letter(settings: Settings, kind: LogKind, source: str, location: str, 
     return len(rows)
 
 
+def _check_fit(kind: LogKind, entries: list[LogEntry]) -> list[LogEntry]:
+    """Mark parsed records that cannot become rows of the table (e.g. text where a number belongs) as
+    unreadable, so one bad record goes to the dead-letter table instead of failing every drain."""
+    parsed = [e for e in entries if e.record is not None]
+    try:
+        kind.to_table([e.record for e in parsed])
+        return entries
+    except (pa.ArrowException, TypeError, ValueError, OverflowError):
+        pass
+    for entry in parsed:
+        try:
+            kind.to_table([entry.record])
+        except (pa.ArrowException, TypeError, ValueError, OverflowError) as exc:
+            entry.record = None
+            entry.reason = f"does not fit the {kind.table} table: {type(exc).__name__}: {exc}"
+    return entries
+
+
 def _store(table: Any, kind: LogKind, records: list[Any]) -> tuple[int, int]:
     """Insert records whose key is new, complete started ones; returns (inserted, completed)."""
     latest: dict[str, Any] = {}
@@ -181,7 +199,7 @@ def drain_kind(settings: Settings, kind: LogKind, *, batch_size: int = 5000,
 
     for path in claim_spool(settings.data_dir / "spool", kind.spool_name):
         try:
-            entries = list(read_spool(path, kind.record_type))
+            entries = _check_fit(kind, list(read_spool(path, kind.record_type)))
         except FileNotFoundError:  # another reader (a replaying writer, a second drain) took it first
             continue
         records = [e.record for e in entries if e.record is not None]
@@ -198,7 +216,7 @@ def drain_kind(settings: Settings, kind: LogKind, *, batch_size: int = 5000,
         try:
             client = redis_client(settings)
             while True:
-                entries = read_stream(client, kind.stream, batch_size, kind.record_type)
+                entries = _check_fit(kind, read_stream(client, kind.stream, batch_size, kind.record_type))
                 if not entries:
                     break
                 records = [e.record for e in entries if e.record is not None]

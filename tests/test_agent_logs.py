@@ -231,3 +231,24 @@ def test_a_drain_racing_a_replay_of_the_same_spool_loses_and_duplicates_nothing(
     assert len(ids) == len(set(ids)) == 500  # every record once, whichever reader got it
     assert first["dead_lettered"] + last["dead_lettered"] >= 10  # each torn line kept, never dropped
     assert not list(spool.glob("*.jsonl")) and client.xlen(settings.agent.log_stream) == 0
+
+
+def test_a_record_that_does_not_fit_the_table_is_dead_lettered_not_blocking_the_drain(settings):
+    import json
+
+    from llmfti.features.embedded_redis import redis_client
+    from llmfti.inference_log import STREAM_FIELD
+    from pipelines.drain_logs import drain_logs, open_dead_letter_table, open_log_table
+
+    client = redis_client(settings)
+    bad = json.loads(record(2).to_json())
+    bad["prompt_tokens"] = "many"  # valid JSON, a known record shape, but not an int64 column
+    raw = json.dumps(bad).encode()
+    for entry in (record(1).to_json().encode(), raw, record(3).to_json().encode()):
+        client.xadd(settings.agent.log_stream, {STREAM_FIELD: entry})
+    result = drain_logs(settings)
+    assert (result["inserted"], result["dead_lettered"]) == (2, 1)
+    assert sorted(open_log_table(settings).to_arrow().column("request_id").to_pylist()) == ["req-1", "req-3"]
+    [dead] = open_dead_letter_table(settings).to_arrow().to_pylist()
+    assert dead["raw"] == raw and "does not fit the inference_log table" in dead["reason"]
+    assert client.xlen(settings.agent.log_stream) == 0
