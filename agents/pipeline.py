@@ -30,7 +30,7 @@ from collections.abc import AsyncIterator
 from concurrent.futures import Future
 from typing import Any
 
-from agents.embedding_cache import EmbeddingCache
+from agents.embedding_cache import EmbeddingCache, embedder_fingerprint
 from agents.query_batcher import QueryBatcher
 from agents.redis_link import RedisLink, wait_durable
 from agents.served_model import ServedModel, follows_alias, served_model
@@ -82,6 +82,7 @@ class AgentPipeline:
         self.index: Any = None
         self._batcher: QueryBatcher | None = None
         self.sentence_embeddings: EmbeddingCache | None = None
+        self.query_embeddings: EmbeddingCache | None = None
         self.abstain_below: float | None = None
         self._index_lock = threading.Lock()
         self._store: Any = None
@@ -173,7 +174,10 @@ class AgentPipeline:
             embedder = index.embedder()
             embedder.encode(["warm up the query embedder"])
             self._batcher = QueryBatcher(embedder.encode)
-            self.sentence_embeddings = EmbeddingCache(self._batcher.embed)
+            fingerprint = embedder_fingerprint(embedder.info)
+            self.sentence_embeddings = EmbeddingCache(self._batcher.embed, fingerprint=fingerprint)
+            self.query_embeddings = EmbeddingCache(self._batcher.embed, fingerprint=fingerprint,
+                                                   max_entries=self.config.query_embedding_cache)
             self.abstain_below, source = abstain_threshold(self.settings, index.name, embedder_key(index.info))
             log.info("extractive answers abstain below evidence %s (%s)", self.abstain_below, source)
             self.index = index
@@ -317,23 +321,29 @@ class AgentPipeline:
                      generation, created_at, served=served)
 
     async def _user_features(self, request: AgentRequest) -> tuple[dict[str, Any] | None, bool]:
-        """Records the request as served (what /v1/feedback checks), then reads the user's features."""
-        await asyncio.to_thread(self.served_requests.remember, request.request_id, request.tenant)
+        """Reads the user's features and records the request as served (what /v1/feedback checks)."""
         if not request.user_id:
+            await asyncio.to_thread(self.served_requests.remember, request.request_id, request.tenant)
             return None, False
         start = time.perf_counter()
         with span("agent.features.user", group=self.config.user_feature_group) as traced:
-            try:
-                vector = await asyncio.to_thread(self._read_features, request.user_id, request.tenant)
+            try:  # one thread hop for both Redis calls; the stage times the hop and the read
+                vector = await asyncio.to_thread(self._read_features_and_remember, request, start)
                 traced.set(missing=vector.missing)
                 return vector.values, vector.missing
             except StoreUnavailableError as exc:
+                request.timings_ms.setdefault("user_features", elapsed_ms(start))
                 log.debug("user features unavailable: %s", exc)
                 request.degraded.append("user_features")
                 traced.set(degraded=True, missing=True)
                 return None, True
-            finally:
-                request.timings_ms["user_features"] = elapsed_ms(start)
+
+    def _read_features_and_remember(self, request: AgentRequest, start: float) -> Any:
+        try:
+            return self._read_features(request.user_id, request.tenant)  # type: ignore[arg-type]
+        finally:
+            request.timings_ms["user_features"] = elapsed_ms(start)
+            self.served_requests.remember(request.request_id, request.tenant)
 
     def _read_features(self, user_id: str, tenant: str | None) -> Any:
         """The user's online features within the caller's tenant (never another tenant's user)."""
@@ -358,7 +368,7 @@ class AgentPipeline:
             )
         start = time.perf_counter()
         with span("agent.embedding"):
-            vector = await self._batcher.embed(question)  # type: ignore[union-attr]
+            vector = await self.query_embeddings.embed_one(question)  # type: ignore[union-attr]
         request.timings_ms["query_embedding"] = elapsed_ms(start)
         with span("agent.retrieval", index=self.settings.index.name, mode=self.config.retrieval_mode,
                   k=self.config.retrieval_k, tenant=request.tenant) as traced:

@@ -261,6 +261,10 @@ class AgentSettings(BaseModel):
         7 * 86400, ge=60, description="How long POST /v1/feedback can name a served request (its id and tenant "
         "are kept in Redis this long; later feedback is looked up in the drained inference_log table)."
     )
+    query_embedding_cache: int = Field(
+        10_000, ge=0, description="Query vectors kept in memory, keyed by embedder fingerprint + whitespace-"
+        "normalised text (least recently used out first); a repeated question skips the encode. 0: no cache. "
+        "The extractive generator's sentence vectors have their own cache of the same kind.")
     generator: GeneratorSettings = GeneratorSettings()
 
 

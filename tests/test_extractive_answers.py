@@ -113,7 +113,7 @@ def test_embedding_cache_computes_each_text_once_and_stays_bounded():
         calls.append(text)
         return [float(len(text))]
 
-    cache = EmbeddingCache(embed_one, max_entries=3)
+    cache = EmbeddingCache(embed_one, fingerprint="e@1", max_entries=3)
     assert asyncio.run(cache.embed(["a", "bb", "a"])) == [[1.0], [2.0], [1.0]]
     assert asyncio.run(cache.embed(["bb", "ccc", "dddd"])) == [[2.0], [3.0], [4.0]]
     assert calls == ["a", "bb", "ccc", "dddd"] and cache.hits == 2 and cache.misses == 4

@@ -30,7 +30,20 @@ class AgentMetrics:
                                     registry=self.registry)
         self.log_pending = Gauge("llmfti_inference_log_pending", "Log records queued, not yet in Redis/spool",
                                  registry=self.registry)
+        self.embedding_cache_hit_rate = Gauge(
+            "llmfti_embedding_cache_hit_rate", "Share of texts found in the embedding cache since start "
+            "(query: questions; sentence: the extractive generator's passage sentences)", ["cache"],
+            registry=self.registry)
+        self.embedding_cache_entries = Gauge("llmfti_embedding_cache_entries", "Vectors held by the embedding cache",
+                                             ["cache"], registry=self.registry)
         self.monitoring = MonitoringGauges(self.registry)
+
+    def observe_embedding_caches(self, caches: dict[str, Any]) -> None:
+        """Set the hit-rate and size gauges of each ``EmbeddingCache`` (None: not open yet)."""
+        for name, cache in caches.items():
+            if cache is not None:
+                self.embedding_cache_hit_rate.labels(name).set(cache.hit_rate)
+                self.embedding_cache_entries.labels(name).set(len(cache))
 
     def observe_answer(self, timings_ms: dict[str, float], prompt_tokens: int, completion_tokens: int,
                        fallback: bool, degraded: list[str]) -> None:
