@@ -4,6 +4,7 @@ model version, and the index / alias timeline with who and why; /metrics exposes
 
 from __future__ import annotations
 
+import getpass
 import random
 import re
 import subprocess
@@ -66,6 +67,7 @@ def test_monitor_report_is_a_static_page_with_every_section(env, tmp_path, monke
                  "<td>plan</td>", "rag_answer@aaa111", "assistant:v2", "model assistant:production",
                  "alice", "better eval on docs", "index docs"):
         assert text in page, text
+    assert f"<td>{getpass.getuser()}</td>" in page and "not recorded" not in page  # who built each index version
     if Path("/usr/bin/chromium").exists():  # the page renders in a real browser
         shot = SCREENSHOT
         shot.parent.mkdir(parents=True, exist_ok=True)

@@ -39,8 +39,19 @@ def _table(db: lancedb.DBConnection, name: str) -> Any:
     return db.create_table(name, schema=_schemas()[name], exist_ok=True)
 
 
+def _whoami() -> str:
+    import getpass
+
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return "unknown"
+
+
 def record_build(db: lancedb.DBConnection, index: str, version: int, kind: str, summary: dict[str, Any]) -> None:
-    """Append one entry (``kind`` is 'build' or 'rollback') to the index's build log."""
+    """Append one entry (``kind`` is 'build' or 'rollback') to the index's build log; the summary records
+    who made it (``by``: the caller's, else the OS user) for the operator's timeline."""
+    summary = {**summary, "by": summary.get("by") or _whoami()}
     row = {"index_name": index, "version": version, "kind": kind, "summary": json.dumps(summary),
            "at": datetime.now(UTC)}
     _table(db, BUILDS_TABLE).add([row])
