@@ -13,10 +13,14 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from llmfti.config import Settings
 from llmfti.errors import ConfigError
 from llmfti.llm.backends import Generator, create_generator
+
+if TYPE_CHECKING:
+    from llmfti.registry.model_version import ModelVersion
 
 PREFIX = "registry:"
 
@@ -29,6 +33,8 @@ class ServedModel:
     generator: Generator
     index_version: int | None = None
     """The index version to search (None: the latest)."""
+    embedder: str | None = None
+    """The embedder (version) whose vectors that index version holds, as the model version recorded it."""
 
 
 def follows_alias(settings: Settings) -> bool:
@@ -55,6 +61,8 @@ def served_model(settings: Settings) -> ServedModel:
     name, _, ref = config.model[len(PREFIX):].rpartition("@")
     registry = ModelRegistry(settings, name or None)
     mv = registry.get(int(ref[1:])) if re.fullmatch(r"v\d+", ref) else registry.resolve(ref)
+    pinned = mv.index_version if mv.index_name == settings.index.name else None
+    _check_embedder(settings, mv, pinned)
     mv = registry.fetch(mv)  # artifacts on object storage: downloaded once into data_dir/cache
     if config.backend == "openai":  # upstream LoRA module of this version; its tokenizer checked at start
         generator: TransformersGenerator | OpenAICompatGenerator = OpenAICompatGenerator.for_model_version(config, mv)
@@ -65,5 +73,22 @@ def served_model(settings: Settings) -> ServedModel:
             tokenizer_fingerprint=mv.tokenizer_fingerprint, version=mv.ref,
         )
     generator.aliases = sorted(alias for alias, version in registry.aliases().items() if version == mv.version)
-    pinned = mv.index_version if mv.index_name == settings.index.name else None
-    return ServedModel(generator, pinned)
+    return ServedModel(generator, pinned, mv.embedder if pinned is not None else None)
+
+
+def _check_embedder(settings: Settings, mv: ModelVersion, pinned: int | None) -> None:
+    """Refuse a model coupled to an index version filled by another embedder than the one queries use."""
+    from llmfti.embedders.registry_embedder import pinned_name
+    from llmfti.errors import EmbedderMismatchError
+
+    recorded = mv.embedder
+    if pinned is None or not recorded:
+        return
+    configured = pinned_name(settings)
+    if recorded != configured:
+        raise EmbedderMismatchError(
+            f"{mv.ref} is coupled to index {settings.index.name!r} version {pinned}, embedded by {recorded!r}, "
+            f"but this process embeds queries with {configured!r}",
+            expected=f"embedder.model = {recorded!r}",
+            fix=f"set embedder.model to {recorded}, or serve a model version coupled to an index version of "
+                f"{configured}")

@@ -225,7 +225,7 @@ def _chunking_salt(settings: Settings) -> str:
 def _load_embedder(settings: Settings):  # noqa: ANN202
     from llmfti.embedders import load_embedder
 
-    return load_embedder(settings.embedder)
+    return load_embedder(settings)  # whole settings: registry embedder versions too
 
 
 def _max_tokens(settings: Settings, limit: int) -> int:

@@ -30,22 +30,36 @@ def build(
     ray_address: str | None = typer.Option(None, "--ray-address", help="Ray cluster (default: a local Ray)."),
     num_gpus: float = typer.Option(0.0, "--num-gpus", help="GPUs per embedding worker (--engine ray)."),
     workers: int | None = typer.Option(None, "--workers", help="Embedding workers (--engine ray; default: all)."),
+    embedder: str | None = typer.Option(
+        None, "--embedder", help="Embed with this embedder (default: setting embedder.model), e.g. a registry version "
+                                 "registry:NAME@ALIAS or registry:NAME:vN; an index built with another one is "
+                                 "re-embedded into a new version first."),
     as_json: bool = JsonOption,
 ) -> None:
     """Build the index, or rebuild it incrementally: only added or changed documents are embedded."""
     with reporting_errors(as_json):
         from pipelines.index_build import build_index
 
+        settings = _settings()
+        reembedded = None
+        if embedder is not None:
+            from pipelines.reembed_index import switch_embedder
+
+            with stage_progress(not as_json) as update:
+                settings, reembedded = switch_embedder(settings, embedder, paths, index, tenant=tenant,
+                                                       on_progress=update)
+
         if engine != "local" or ray_address or num_gpus or workers is not None:
             from pipelines.index_build_ray import RayEngine, check_engine_options
 
             check_engine_options(engine, ray_address, num_gpus, workers)
             with RayEngine(workers, num_gpus, ray_address) as ray_engine, stage_progress(not as_json) as update:
-                summary = build_index(_settings(), paths, index, tenant=tenant, on_progress=update,
-                                      engine=ray_engine)
+                summary = build_index(settings, paths, index, tenant=tenant, on_progress=update, engine=ray_engine)
         else:
             with stage_progress(not as_json) as update:
-                summary = build_index(_settings(), paths, index, tenant=tenant, on_progress=update)
+                summary = build_index(settings, paths, index, tenant=tenant, on_progress=update)
+        if reembedded is not None:
+            summary["reembedded"] = reembedded
         emit(summary, as_json, _print_summary)
 
 
@@ -136,6 +150,10 @@ def search(
 
 
 def _print_summary(s: dict[str, Any]) -> None:
+    if s.get("reembedded"):
+        r = s["reembedded"]
+        console().print(f"[bold]{r['index']}[/] version {r['version']}: {r['reembedded']} chunks re-embedded with "
+                        f"{r['embedder']} (was {r['previous_embedder']})")
     where = f"version {s['version']}" if s["version"] is not None else "nothing indexed yet"
     console().print(
         f"[bold]{s['index']}[/] {where}: +{s['docs_added']} added, ~{s['docs_updated']} updated, "

@@ -5,6 +5,7 @@ from __future__ import annotations
 import typer
 
 from llmfti.cli import dataset as dataset_cmd
+from llmfti.cli import embedder as embedder_cmd
 from llmfti.cli import eval as eval_cmd
 from llmfti.cli import features as features_cmd
 from llmfti.cli import index as index_cmd
@@ -26,6 +27,8 @@ app.add_typer(index_cmd.app, name="index")
 app.add_typer(features_cmd.app, name="features")
 app.command("search")(index_cmd.search)
 app.command("train")(train_cmd.train)
+app.command("train-embedder")(embedder_cmd.train)
+app.add_typer(embedder_cmd.app, name="embedder")
 app.add_typer(dataset_cmd.app, name="dataset")
 app.add_typer(registry_cmd.app, name="registry")
 app.command("serve")(serve_cmd.serve)

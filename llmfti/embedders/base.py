@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 if TYPE_CHECKING:
     import numpy as np
 
-    from llmfti.config import EmbedderSettings
+    from llmfti.config import EmbedderSettings, Settings
 
 
 @dataclass(frozen=True)
@@ -38,16 +38,35 @@ class Embedder(Protocol):
         ...
 
 
-_cache: dict[tuple[str, str], Embedder] = {}
+_cache: dict[tuple[str, str, str], Embedder] = {}
 _lock = threading.Lock()
 
 
-def load_embedder(settings: EmbedderSettings) -> Embedder:
-    """The embedder for ``settings``, loaded once per process."""
-    key = (settings.model, settings.device)
+def load_embedder(settings: EmbedderSettings | Settings) -> Embedder:
+    """The embedder for ``settings``, loaded once per process.
+
+    Pass the whole :class:`~llmfti.config.Settings` to load registry embedder versions
+    (``embedder.model: registry:NAME:vN`` or ``registry:NAME@ALIAS``): the registry lives under its data dir.
+    """
+    root = settings if hasattr(settings, "embedder") else None
+    config: EmbedderSettings = root.embedder if root is not None else settings  # type: ignore[union-attr,assignment]
+    name, path = config.model, None
+    from llmfti.embedders.registry_embedder import is_registry_ref
+
+    if is_registry_ref(name):
+        from llmfti.embedders.registry_embedder import parse_ref, resolve_version
+        from llmfti.errors import ConfigError
+
+        if root is None:
+            raise ConfigError(f"embedder {name!r} is a registry version, loaded with the embedder settings alone",
+                              fix="call load_embedder(settings) with the whole Settings (the registry is under "
+                                  "its data_dir)")
+        mv = resolve_version(root, name)
+        name, path = f"registry:{parse_ref(name).name}:v{mv.version}", str(mv.adapter_dir)
+    key = (name, config.device, path or "")
     with _lock:
         if key not in _cache:
             from llmfti.embedders.sentence_transformer import SentenceTransformerEmbedder
 
-            _cache[key] = SentenceTransformerEmbedder(settings)
+            _cache[key] = SentenceTransformerEmbedder(config, name=name, path=path)
         return _cache[key]

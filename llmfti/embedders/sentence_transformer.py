@@ -34,14 +34,15 @@ def resolve_model_path(model: str) -> str:
 
 
 class SentenceTransformerEmbedder:
-    def __init__(self, settings: EmbedderSettings):
+    def __init__(self, settings: EmbedderSettings, *, name: str | None = None, path: str | None = None):
+        """``name``/``path``: a registry embedder version's pinned name and its local model folder."""
         from sentence_transformers import SentenceTransformer
         from transformers.utils import logging as hf_logging
 
         hf_logging.disable_progress_bar()  # weight-loading bars would clutter CLI output
 
         self._batch_size = settings.batch_size
-        path = resolve_model_path(settings.model)
+        path = path or resolve_model_path(settings.model)
         try:
             self._model = SentenceTransformer(path, device=settings.device)
         except (OSError, ValueError) as exc:
@@ -59,7 +60,7 @@ class SentenceTransformerEmbedder:
         specials = tokenizer.num_special_tokens_to_add(pair=False)
         limit = self._model.max_seq_length or tokenizer.model_max_length
         self.info = EmbedderInfo(
-            name=settings.model,
+            name=name or settings.model,
             dimension=int(self._model.get_embedding_dimension()),
             max_tokens=int(limit) - specials,
             tokenizer_fingerprint=_fingerprint(tokenizer, int(limit)),

