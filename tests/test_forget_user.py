@@ -144,3 +144,30 @@ def test_forget_refuses_an_empty_user_id(settings) -> None:
 
     with pytest.raises(InvalidInputError, match="empty"):
         forget_user(settings, "  ", drain=False)
+
+
+def test_cli_forget_reports_counts_as_json_and_lists_the_audit(settings) -> None:
+    from typer.testing import CliRunner
+
+    from llmfti.cli.main import app
+    from llmfti.features.embedded_redis import shutdown_embedded
+    from llmfti.inference_log import InferenceRecord, records_to_table
+    from pipelines.drain_logs import open_log_table
+
+    open_log_table(settings).add(records_to_table([InferenceRecord(
+        request_id=f"req-{i}", created_at=T0, endpoint="/v1/chat/completions", model_id="m", model_version="m-1",
+        prompt_id="p@1", user_id=user) for i, user in enumerate((GONE, KEPT, GONE))]))
+    runner = CliRunner()
+    try:
+        result = runner.invoke(app, ["users", "forget", GONE, "--by", "dpo", "--reason", "ticket 7", "--json"])
+        listed = runner.invoke(app, ["users", "erasures", "--json"])
+    finally:
+        shutdown_embedded(settings, save=False)
+    assert result.exit_code == 0, result.output
+    payload = json.loads(result.stdout)
+    assert payload["tables"]["inference_log"]["rows_deleted"] == 2 and payload["requested_by"] == "dpo"
+    assert GONE not in result.stdout
+    audit = json.loads(listed.stdout)["erasures"]
+    assert [e["erasure_id"] for e in audit] == [payload["erasure_id"]] and audit[0]["reason"] == "ticket 7"
+    empty = runner.invoke(app, ["users", "forget", " ", "--json"])
+    assert empty.exit_code == 1 and "empty" in json.loads(empty.stdout)["error"]["message"]
