@@ -34,8 +34,13 @@ def env(tmp_path_factory):
         "events_30d": 11, "last_active": now,
     }])
     app = create_app(settings)
-    with TestClient(app) as client:
-        yield settings, app, client
+    try:
+        with TestClient(app) as client:
+            yield settings, app, client
+    finally:  # never leave the module's embedded redis-server running, even after a failed setup
+        from llmfti.features.embedded_redis import shutdown_embedded
+
+        shutdown_embedded(settings, save=False)
 
 
 def drain(env):
