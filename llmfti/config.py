@@ -317,9 +317,10 @@ class MonitoringSettings(BaseModel):
     window: Literal["1h", "1d"] = Field("1h", description="Window length when the command names none.")
     reference: str = Field(
         "first",
-        description="Drift reference for traffic statistics: 'first' (the earliest window with enough requests) "
-        "or an ISO time inside the chosen window. User features use the served model's training dataset when "
-        "its lineage holds them, else this window.")
+        description="Drift reference for query statistics: 'first' (the earliest window with enough requests), "
+        "an ISO time inside the chosen window, or 'training' (the questions of the served model's training "
+        "dataset). User features use the served model's training dataset when its lineage holds them, else the "
+        "reference window.")
     min_requests: int = Field(30, ge=2, description="Windows with fewer requests get no drift tests (too noisy).")
     max_embedded_queries: int = Field(
         400, ge=10, le=100_000,

@@ -21,8 +21,10 @@ a **reference**:
   dataset recorded in the served model's lineage when that dataset holds the group's columns, else
   against the reference window's logged user features (the row says which).
 
-The reference window is ``monitoring.reference``: ``first`` (the earliest window with at least
-``monitoring.min_requests`` requests) or an ISO time inside the window to use. Without ``since``
+The reference is ``monitoring.reference`` (or ``--reference``): ``first`` (the earliest window with at
+least ``monitoring.min_requests`` requests), an ISO time inside the window to use, or ``training``:
+the questions of the served model's training dataset (from its registry lineage), scored against
+the index version the model is coupled to. Without ``since``
 the monitor recomputes from the last window it wrote (which may have been partial) onwards.
 """
 
@@ -117,10 +119,16 @@ def run_monitor(settings: Settings, *, window: str | None = None, since: datetim
     by_window: dict[datetime, list[int]] = {}
     for i, created in enumerate(log["created_at"]):
         by_window.setdefault(window_start(created, window), []).append(i)
-    ref_start = _reference_window(by_window, reference or config.reference, window, config.min_requests)
+    reference = reference or config.reference
     feedback = _read_feedback(settings)
     scorer = _scorer(settings)
-    ref_signals = _query_signals(settings, scorer, log, by_window[ref_start], ref_start) if ref_start else None
+    if reference == "training":
+        ref_start = None
+        ref_label, ref_signals = _training_reference(settings, scorer, log)
+    else:
+        ref_start = _reference_window(by_window, reference, window, config.min_requests)
+        ref_label = window_id(window, ref_start) if ref_start else None
+        ref_signals = _query_signals(settings, scorer, log, by_window[ref_start], ref_start) if ref_start else None
     lineage_reference = _lineage_user_features(settings, log)
     feature_kinds = _user_feature_kinds(settings)
 
@@ -130,7 +138,7 @@ def run_monitor(settings: Settings, *, window: str | None = None, since: datetim
             continue
         indices = by_window[start]
         row = _health(log, indices, feedback, window, start)
-        row.update(_drift(settings, scorer, log, indices, start, ref_start, ref_signals, by_window,
+        row.update(_drift(settings, scorer, log, indices, start, ref_start, ref_label, ref_signals, by_window,
                           lineage_reference, feature_kinds, window))
         rows.append(row)
     alerts: list[Alert] = []
@@ -140,7 +148,7 @@ def run_monitor(settings: Settings, *, window: str | None = None, since: datetim
         alerts.extend(fired)
     data_version = group.write(rows, mode="upsert", source="llmfti monitor").data_version if rows else None
     thresholds = {k: v for k, v in config.model_dump().items() if k.endswith(("_max", "_p_value"))}
-    return MonitorResult(group.name, window, data_version, window_id(window, ref_start) if ref_start else None,
+    return MonitorResult(group.name, window, data_version, ref_label,
                          rows, alerts, round(time.perf_counter() - started, 3), scorer.embedded, thresholds)
 
 
@@ -275,8 +283,42 @@ def _query_signals(settings: Settings, scorer: Any, log: dict[str, list[Any]], i
     return _QuerySignals(vectors, best)
 
 
+def _training_reference(settings: Settings, scorer: Any, log: dict[str, list[Any]]) -> tuple[str, _QuerySignals]:
+    """Reference queries: the questions of the most served registered model's training dataset, scored
+    against the index version that model is coupled to (reference ``training``)."""
+    from llmfti.features.training_data import TrainingDataset
+    from llmfti.registry import ModelRegistry
+
+    for model_version, _ in Counter(v for v in log["model_version"] if v).most_common():
+        match = re.match(r"^([A-Za-z][\w-]*):v(\d+)", model_version)
+        if not match:
+            continue
+        try:
+            mv = ModelRegistry(settings, match[1]).get(int(match[2]))
+            table = TrainingDataset.load(settings, mv.training_dataset_id).read(verify=False)
+        except NotFoundError:
+            continue
+        columns = [c for c in table.column_names if c.endswith("__question")]
+        if not columns:
+            continue
+        questions = [q for q in table.column(columns[0]).to_pylist() if q and q.strip()]
+        rng = np.random.default_rng(settings.monitoring.seed)
+        if len(questions) > settings.monitoring.max_embedded_queries:
+            questions = rng.choice(questions, size=settings.monitoring.max_embedded_queries, replace=False).tolist()
+        vectors = scorer.embed(questions, mv.index_name)
+        best = scorer.best_scores(vectors, mv.index_name, mv.index_version, None)
+        return f"training_dataset:{mv.training_dataset_id} ({mv.ref})", _QuerySignals(vectors, best)
+    raise NotFoundError(
+        "no served model in the log has a training dataset with questions",
+        expected="requests served by a registry model (model_version like assistant:v3) trained on an "
+        "instruction dataset (llmfti dataset build)",
+        fix="use --reference first, or an ISO time inside the reference window",
+    )
+
+
 def _drift(settings: Settings, scorer: Any, log: dict[str, list[Any]], indices: list[int], start: datetime,
-           ref_start: datetime | None, ref: _QuerySignals | None, by_window: dict[datetime, list[int]],
+           ref_start: datetime | None, ref_label: str | None, ref: _QuerySignals | None,
+           by_window: dict[datetime, list[int]],
            lineage_reference: tuple[str, dict[str, list[Any]]] | None, kinds: dict[str, str],
            window: str) -> dict[str, Any]:
     config = settings.monitoring
@@ -286,8 +328,8 @@ def _drift(settings: Settings, scorer: Any, log: dict[str, list[Any]], indices: 
                            "user_feature_reference": "none", "user_feature_psi": "{}",
                            "user_feature_psi_max": None, "user_feature_drift_p": "{}"}
     enough = len(indices) >= config.min_requests
-    if ref_start is not None and ref is not None and enough:
-        row["reference"] = window_id(window, ref_start)
+    if ref is not None and enough:
+        row["reference"] = ref_label
         own = ref if start == ref_start else _query_signals(settings, scorer, log, indices, start)
         row["queries_embedded"] = len(own.vectors)
         scored = own.best[~np.isnan(own.best)]

@@ -154,28 +154,16 @@ def test_drift_statistics_separate_same_from_shifted_distributions() -> None:
 
 
 def test_user_features_drift_against_the_served_models_training_dataset(settings, tmp_path) -> None:
-    from peft import LoraConfig, get_peft_model
-    from transformers import AutoModelForCausalLM
-
     from llmfti.features.training_data import TrainingDataset
-    from llmfti.llm.tokenization import load_tokenizer
-    from llmfti.registry import ModelRegistry
     from pipelines.monitor import run_monitor
     from tests.agent_support import add_user_features
-    from tests.tiny_llm import build_llama, build_tokenizer
 
     trained_on = [{"user_id": f"t-{i}", "event_time": H0 - timedelta(days=2), "plan": "team",
                    "language": "de", "events_30d": 100 + i} for i in range(60)]
     add_user_features(settings, trained_on)
     spine = [{"user_id": r["user_id"], "ts": H0 - timedelta(days=1)} for r in trained_on]
     TrainingDataset.create(settings, "users_train", spine, ["user_profile"])
-    tokenizer = load_tokenizer(build_tokenizer(tmp_path / "tok"))
-    base = build_llama(tmp_path / "base", vocab_size=len(tokenizer.tokenizer))
-    model = get_peft_model(AutoModelForCausalLM.from_pretrained(str(base)),
-                           LoraConfig(r=4, target_modules="all-linear", task_type="CAUSAL_LM"))
-    model.save_pretrained(str(tmp_path / "adapter"))
-    mv = ModelRegistry(settings).register(adapter_dir=tmp_path / "adapter", tokenizer=tokenizer, base_model=str(base),
-                                          training_dataset_id="users_train")
+    mv = _register_model(settings, tmp_path, "users_train")
 
     rng = random.Random(5)
     served = records(rng, start=H0, count=60, shifted=False, index_name="none", index_version=1)
@@ -193,3 +181,53 @@ def test_user_features_drift_against_the_served_models_training_dataset(settings
     assert psi["plan"] > 0.25 and psi["language"] > 0.25 and psi["events_30d"] > 0.25
     assert "last_active" not in psi  # timestamps are not compared
     assert "user_feature_drift:plan" in row["alerts"]
+
+
+def _register_model(settings, folder: Path, dataset: str, **lineage):
+    """A registered version (tiny untrained LoRA) whose lineage names ``dataset``."""
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    from llmfti.llm.tokenization import load_tokenizer
+    from llmfti.registry import ModelRegistry
+    from tests.tiny_llm import build_llama, build_tokenizer
+
+    tokenizer = load_tokenizer(build_tokenizer(folder / "tok"))
+    base = build_llama(folder / "base", vocab_size=len(tokenizer.tokenizer))
+    model = get_peft_model(AutoModelForCausalLM.from_pretrained(str(base)),
+                           LoraConfig(r=4, target_modules="all-linear", task_type="CAUSAL_LM"))
+    model.save_pretrained(str(folder / "adapter"))
+    return ModelRegistry(settings).register(adapter_dir=folder / "adapter", tokenizer=tokenizer, base_model=str(base),
+                                            training_dataset_id=dataset, **lineage)
+
+
+def test_query_drift_against_the_questions_the_served_model_was_trained_on(indexed, tmp_path) -> None:
+    from benchmarks.monitoring import question
+    from llmfti.features.feature_group import FeatureGroup
+    from llmfti.features.training_data import TrainingDataset
+    from pipelines.instruction_dataset import instruction_group_spec
+    from pipelines.monitor import run_monitor, window_id
+
+    settings, index = indexed
+    rng = random.Random(11)
+    examples = FeatureGroup.create(settings, instruction_group_spec("qa"))
+    examples.write([{"example_id": f"ex-{i}", "event_time": H0 - timedelta(days=3), "question": question(rng, False),
+                     "context": "c", "doc_id": "d", "passages": "[]", "answer": "a", "source": "synthetic"}
+                    for i in range(200)])
+    TrainingDataset.create(settings, "qa_train", [{"example_id": f"ex-{i}", "ts": H0 - timedelta(days=2)}
+                                                  for i in range(200)], ["qa"])
+    mv = _register_model(settings, tmp_path, "qa_train", index_name=index[0], index_version=index[1])
+    served = [*records(rng, start=H0, count=150, shifted=False, index_name=index[0], index_version=index[1]),
+              *records(rng, start=H0 + timedelta(hours=1), count=150, shifted=True, index_name=index[0],
+                       index_version=index[1])]
+    for record in served:
+        record.model_version = mv.ref
+    write_log(settings, served)
+
+    result = run_monitor(settings, window="1h", reference="training")
+    rows = {r["window_id"]: r for r in result.rows}
+    on_topic, shifted = rows[window_id("1h", H0)], rows[window_id("1h", H0 + timedelta(hours=1))]
+    assert result.reference == on_topic["reference"] == f"training_dataset:qa_train ({mv.ref})"
+    assert on_topic["embedding_drift_p"] > settings.monitoring.drift_p_value > shifted["embedding_drift_p"]
+    assert "query_embedding_drift" not in on_topic["alerts"] and "out_of_coverage" not in on_topic["alerts"]
+    assert {"query_embedding_drift", "top_score_drift", "out_of_coverage"} <= set(shifted["alerts"])
