@@ -200,7 +200,7 @@ def test_the_agent_serves_the_production_alias_from_the_registry_with_its_index_
     registry = ModelRegistry(settings)
     mv = registry.register(adapter_dir=adapter_dir, tokenizer=load_tokenizer(model_dir), base_model=str(model_dir),
                            training_dataset_id="ds-test", index_name="docs", index_version=first)
-    registry.record_eval(mv.version, "run-1", passed=True)
+    registry.record_eval(mv.version, "run-1", passed=True, suite="docs")
     registry.promote(mv.version, "production")
 
     app = create_app(settings)
@@ -238,7 +238,7 @@ def test_the_agent_follows_a_registry_rollback_without_a_restart(tiny_model, tmp
     for index_version in (first, latest):
         mv = registry.register(adapter_dir=adapter_dir, tokenizer=load_tokenizer(model_dir), base_model=str(model_dir),
                                training_dataset_id="ds-test", index_name="docs", index_version=index_version)
-        registry.record_eval(mv.version, f"run-{mv.version}", passed=True)
+        registry.record_eval(mv.version, f"run-{mv.version}", passed=True, suite="docs")
     registry.promote(1, "production")
 
     body = {"model": "assistant", "messages": [{"role": "user", "content": "How do I roll back?"}], "max_tokens": 4}

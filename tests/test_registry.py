@@ -73,19 +73,23 @@ def test_register_records_lineage_and_artifacts(settings, parts) -> None:
 def test_promotion_to_production_needs_a_passing_eval(settings, parts) -> None:
     registry = ModelRegistry(settings)
     version = _register(registry, parts, 3)
-    with pytest.raises(PromotionRefusedError, match="no eval run recorded"):
+    with pytest.raises(PromotionRefusedError, match="no run of eval suite 'docs' recorded"):
         registry.promote(version, "production")
     registry.promote(version, "staging")  # staging is not gated
     assert registry.resolve("staging").version == version
-    registry.record_eval(version, "run-1", passed=False, metrics={"exact_match": 0.2})
-    with pytest.raises(PromotionRefusedError, match="'run-1' failed"):
+    registry.record_eval(version, "run-1", passed=False, metrics={"exact_match": 0.2}, suite="docs")
+    with pytest.raises(PromotionRefusedError, match=r"latest run of eval suite 'docs' \(run-1\) failed"):
         registry.promote(version, "production")
-    registry.record_eval(version, "run-2", passed=True, metrics={"exact_match": 0.8})
+    registry.record_eval(version, "run-x", passed=True, metrics={"exact_match": 0.9}, suite="squad")
+    registry.record_eval(version, "run-y", passed=True, metrics={"exact_match": 0.9})  # no suite named
+    with pytest.raises(PromotionRefusedError, match=r"'docs' \(run-1\) failed"):  # another suite never counts
+        registry.promote(version, "production")
+    registry.record_eval(version, "run-2", passed=True, metrics={"exact_match": 0.8}, suite="docs")
     event = registry.promote(version, "production", reason="eval run-2 passed")
     assert (event.alias, event.version, event.from_version) == ("production", version, None)
     mv = registry.resolve("production")
     assert mv.aliases == ("production", "staging")
-    assert [r.run_id for r in mv.eval_runs] == ["run-1", "run-2"] and mv.latest_eval.passed
+    assert [r.run_id for r in mv.eval_runs] == ["run-1", "run-x", "run-y", "run-2"] and mv.latest_eval.passed
     assert "| run-2 | yes |" in (mv.artifact_dir / "model_card.md").read_text()
     with pytest.raises(PromotionRefusedError, match="already points"):
         registry.promote(version, "production")
@@ -98,7 +102,7 @@ def test_rollback_moves_model_and_index_version_together(settings, parts) -> Non
     versions = {}
     for index_version in (3, 5, 8):
         v = _register(registry, parts, index_version)
-        registry.record_eval(v, f"eval-{v}", passed=True)
+        registry.record_eval(v, f"eval-{v}", passed=True, suite="docs")
         versions[v] = index_version
     with pytest.raises(NotFoundError, match="points at no version"):
         registry.resolve("production")
@@ -142,8 +146,8 @@ def test_registry_cli_json(settings, parts) -> None:
 
     code, refused = cli("promote", "1", "--alias", "production")
     assert code == 1 and refused["error"]["code"] == "promotion_refused"
-    registry.record_eval(1, "r1", passed=True)
-    registry.record_eval(2, "r2", passed=True)
+    registry.record_eval(1, "r1", passed=True, suite="docs")
+    registry.record_eval(2, "r2", passed=True, suite="docs")
     registry.promote(1, "production")
     code, moved = cli("promote", "v2", "--reason", "better")
     assert (code, moved["ref"], moved["from_version"], moved["index_version"]) == (0, "assistant:v2", 1, 5)
@@ -237,3 +241,26 @@ def test_concurrent_threads_claim_distinct_versions(settings, parts) -> None:
         assert sorted(pool.map(write, range(3))) == [1, 2, 3]
     events = ModelRegistry(settings).alias_history("staging")
     assert [e.from_version for e in events] == [None, events[0].version, events[1].version]
+
+
+def test_llmfti_eval_model_version_records_the_run_that_gates_promotion(settings, parts, data_dir: Path) -> None:
+    """The real path: `llmfti eval --suite docs --model-version 1` runs the suite on that version (its LoRA
+    model generates every answer) and records the run on it; promote reads exactly that record."""
+    registry = ModelRegistry(settings)
+    adapter, base, tokenizer = parts
+    version = registry.register(adapter_dir=adapter, tokenizer=tokenizer, base_model=str(base),
+                                training_dataset_id="squad_qa@v3").version  # not coupled to an index version
+    out = subprocess.run([str(Path(sys.executable).with_name("llmfti")), "eval", "--suite", "docs",
+                          "--model-version", str(version), "--json"],
+                         capture_output=True, text=True, timeout=900,
+                         env={**os.environ, "LLMFTI_DATA_DIR": str(data_dir), "OMP_NUM_THREADS": "1"})
+    assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
+    (run,) = json.loads(out.stdout.strip().splitlines()[-1])["runs"]
+    mv = ModelRegistry(settings).get(version)
+    (recorded,) = mv.eval_runs
+    assert (recorded.run_id, recorded.passed, recorded.metrics["suite"]) == (run["run_id"], run["passed"], "docs")
+    assert run["model_version"] == mv.ref  # answers came from this version, not the extractive default
+    # an untrained random model with a 128-token context cannot answer the golden questions: the run fails
+    assert run["passed"] is False and "string_presence" in {f["metric"] for f in run["failures"]}
+    with pytest.raises(PromotionRefusedError, match=f"eval suite 'docs' \\({run['run_id']}\\) failed"):
+        registry.promote(version, "production")

@@ -64,7 +64,7 @@ def _run_one(settings: Any, name: str, full: bool, mode: str | None, model_versi
     if model_version is not None:
         from llmfti.registry import ModelRegistry
 
-        ModelRegistry(settings).record_eval(model_version, run.run_id, verdict.passed, run.metrics)
+        ModelRegistry(settings).record_eval(model_version, run.run_id, verdict.passed, run.metrics, suite=name)
     return {**run.summary(), "passed": verdict.passed, "failures": verdict.failures, "notes": verdict.notes,
             "report": str(report)}
 

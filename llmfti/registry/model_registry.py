@@ -276,12 +276,14 @@ class ModelRegistry:
         return out
 
     def record_eval(self, version: int | str, run_id: str, passed: bool,
-                    metrics: dict[str, Any] | None = None) -> EvalRun:
-        """Record an eval suite run for ``version`` (called by the eval suite). The latest run gates promotion."""
+                    metrics: dict[str, Any] | None = None, *, suite: str | None = None) -> EvalRun:
+        """Record a run of eval ``suite`` for ``version`` (called by ``llmfti eval --model-version``); the
+        latest run of each suite in ``registry.gate_suites`` gates promotion (the suite is kept as metrics["suite"])."""
         mv = self.get(version)
         if not isinstance(run_id, str) or not run_id.strip():
             raise InvalidInputError("run_id is empty", expected="the eval run's id", fix="pass the run id")
-        run = EvalRun(run_id=run_id, passed=bool(passed), metrics=dict(metrics or {}), recorded_at=_now())
+        metrics = {**(metrics or {}), **({"suite": suite} if suite else {})}
+        run = EvalRun(run_id=run_id, passed=bool(passed), metrics=metrics, recorded_at=_now())
         self._table(EVALS_TABLE, eval_schema()).add([{
             "name": self.model_name, "version": mv.version, "run_id": run.run_id, "passed": run.passed,
             "metrics": json.dumps(run.metrics, sort_keys=True, default=str), "recorded_at": run.recorded_at,
@@ -348,15 +350,18 @@ class ModelRegistry:
         for _attempt in self._claims(f"a move of alias {alias!r}"):  # re-checked if another move won
             mv = self.get(version)
             if alias in self.gated_aliases:
-                latest = mv.latest_eval
-                if latest is None or not latest.passed:
-                    got = "no eval run recorded" if latest is None else f"latest eval run {latest.run_id!r} failed"
-                    raise PromotionRefusedError(
-                        f"cannot promote {mv.ref} to {alias!r}: {got}",
-                        expected=f"a passing eval run recorded for {mv.ref} (alias {alias!r} is gated)",
-                        fix="run the eval suite against this version and record it "
-                        "(ModelRegistry.record_eval), then promote again",
-                    )
+                for suite in self.settings.registry.gate_suites:
+                    runs = [r for r in mv.eval_runs if r.metrics.get("suite") == suite]
+                    latest = max(runs, key=lambda r: r.recorded_at) if runs else None
+                    if latest is None or not latest.passed:
+                        got = (f"no run of eval suite {suite!r} recorded" if latest is None
+                               else f"its latest run of eval suite {suite!r} ({latest.run_id}) failed")
+                        raise PromotionRefusedError(
+                            f"cannot promote {mv.ref} to {alias!r}: {got}",
+                            expected=f"a passing run of each gate suite {self.settings.registry.gate_suites} "
+                                     f"recorded for {mv.ref} (alias {alias!r} is gated)",
+                            fix=f"llmfti eval --suite {suite} --model-version {mv.version}, then promote again",
+                        )
             current = self.aliases().get(alias)
             if current == mv.version:
                 raise PromotionRefusedError(f"{alias!r} already points at {mv.ref}", expected="another version",
