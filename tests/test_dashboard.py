@@ -15,6 +15,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from tests.agent_support import agent_settings, api_keys_setting, data_dir_with_index
+from tests.test_monitor import _register_model
 
 H0 = datetime(2026, 11, 2, tzinfo=UTC)
 ADMIN = {"Authorization": "Bearer key-ops"}
@@ -47,8 +48,11 @@ def env(tmp_path_factory):
                                    generator_backend="extractive", index_name="docs", index_version=index.version,
                                    retrieval_mode="hybrid", git_commit="abc", metrics={"exact_match": 0.5 + i / 10},
                                    unmeasured={}, durations_s={}), passed=True)
-    # the registry's own writer of alias moves (a promote needs a trained version; the row is the same)
-    ModelRegistry(settings)._append_event("production", 2, "promote", 1, "better eval on docs", actor="alice")
+    registry = ModelRegistry(settings)
+    for _ in range(2):
+        _register_model(settings, tmp_path_factory.mktemp("model"), "qa_train")
+    registry.promote(1, "staging", reason="first candidate", actor="bob")
+    registry.promote(2, "staging", reason="better eval on docs", actor="alice")
     yield settings
 
 
@@ -64,8 +68,8 @@ def test_monitor_report_is_a_static_page_with_every_section(env, tmp_path, monke
     page = report.read_text()
     assert "<script" not in page and page.count("<svg") >= 7  # plots drawn server-side, no JavaScript
     for text in ("Monitoring windows", "1h@2026-11-02T02:00Z", "query_embedding_drift", "Drift per user feature",
-                 "<td>plan</td>", "rag_answer@aaa111", "assistant:v2", "model assistant:production",
-                 "alice", "better eval on docs", "index docs"):
+                 "<td>plan</td>", "rag_answer@aaa111", "assistant:v2", "model assistant:staging",
+                 "promote -&gt; v2 (from v1)", "alice", "bob", "better eval on docs", "index docs"):
         assert text in page, text
     assert f"<td>{getpass.getuser()}</td>" in page and "not recorded" not in page  # who built each index version
     if Path("/usr/bin/chromium").exists():  # the page renders in a real browser
