@@ -105,3 +105,15 @@ def servers_on(socket) -> list[int]:
             if str(socket) in cmdline and alive(int(entry.name)):
                 pids.append(int(entry.name))
     return pids
+
+
+def test_a_server_whose_dump_cannot_be_written_is_still_stopped(settings):
+    from llmfti.features.embedded_redis import embedded_server, redis_client, stop_unused_servers
+
+    redis_client(settings).xadd("kept", {b"r": b"1"})
+    server = embedded_server(settings)
+    pid = server.pid()
+    redis_client(settings).config_set("dir", "/proc")  # SAVE fails there (as when the data dir is gone)
+    stop_unused_servers()  # what every llmfti process runs at exit
+    assert wait_gone(pid), "redis-server refused to stop when its RDB could not be written"
+    assert redis_client(settings).xlen("kept") == 1  # restarted from the AOF, nothing lost

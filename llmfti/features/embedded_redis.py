@@ -193,7 +193,14 @@ class EmbeddedRedis:
         pid = self.pid()
         conn = _direct(self.socket_path, timeout_s=timeout_s)
         try:
-            conn.shutdown(save=save, nosave=not save)
+            try:
+                conn.shutdown(save=save, nosave=not save)
+            except redis.ResponseError:
+                if not save:
+                    return False
+                # The RDB could not be written (disk full, data dir deleted): Redis then refuses to exit,
+                # also on SIGTERM. Every acknowledged write is already fsync'd in the AOF: stop without it.
+                conn.shutdown(nosave=True)
         except (redis.ConnectionError, FileNotFoundError, OSError):
             pass  # shutdown closes the connection while answering: expected
         except redis.ResponseError:
