@@ -135,7 +135,8 @@ def gather_pairs(settings: Settings, passages: list[Passage], config: EmbedderTr
                  labelled: LabelledSources) -> tuple[list[Pair], list[Pair]]:
     """(training pairs, held-out self-supervised pairs)."""
     made = corpus_pairs(passages, config.pair_config())
-    heldout, train = made[:config.heldout], made[config.heldout:]
+    held = min(config.heldout, len(made) // 4)  # a small index keeps most of its pairs for training
+    heldout, train = made[:held], made[held:]
     if labelled.pairs_file is not None:
         train += file_pairs(labelled.pairs_file)
     if labelled.qrels_file is not None or labelled.queries_file is not None:

