@@ -58,8 +58,19 @@ def test_feedback_dataset_uses_latest_positive_ratings_and_corrections_and_stays
         rate(client, flipped_down, -1)
         rate(client, flipped_up, 0)
         rate(client, flipped_up, 1)
-        rate(client, "req-does-not-exist", 1)
-        rate(client, acme, 1, GLOBEX)  # another tenant's key: never trusted
+        # The API refuses feedback on unknown requests and on other tenants' requests (404) ...
+        for request_id, headers in (("req-does-not-exist", DEFAULT), (acme, GLOBEX)):
+            refused = client.post("/v1/feedback", headers=headers, json={"request_id": request_id, "rating": 1})
+            assert refused.status_code == 404, refused.text
+        # ... and the dataset builder distrusts such records anyway (written past the API, e.g. by an
+        # older agent or another writer of the stream): defence in depth.
+        from llmfti.feedback import FeedbackRecord, new_feedback_id
+        from llmfti.inference_log import now_utc
+
+        writer = app.state.agent.feedback.writer
+        for request_id, tenant in (("req-does-not-exist", None), (acme, "globex")):
+            writer.submit(FeedbackRecord(feedback_id=new_feedback_id(), request_id=request_id, created_at=now_utc(),
+                                         rating=1, api_key_name="past-the-api", tenant=tenant))
         drain(app, settings)
 
         default_only = build_instruction_dataset(settings, feedback=True, dataset="fb_default")
