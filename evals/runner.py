@@ -138,6 +138,10 @@ async def _answer_all(settings: Settings, rows: list[EvalRow],
     if pipeline.index is None:
         raise ConfigError(f"the suite's index {settings.index.name!r} is not built",
                           fix="run the suite through `llmfti eval`, which builds it first")
+    # Judged with the configured abstention threshold, never one an earlier eval recorded: a run must not
+    # depend on which suites ran before it (the squad suite records a calibration of the index it shares).
+    generator = settings.agent.generator
+    pipeline.abstain_below = generator.abstain_below if generator.abstain else None
     answers, timings = [], []
     try:
         for done, row in enumerate(rows, start=1):
