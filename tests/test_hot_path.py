@@ -122,3 +122,30 @@ def test_a_repeated_question_skips_the_encode_and_gets_the_same_answer(served):
     assert _metric(metrics, "llmfti_embedding_cache_hit_rate", "query") == pytest.approx(cache.hit_rate)
     assert _metric(metrics, "llmfti_embedding_cache_entries", "query") == len(cache)
     assert _metric(metrics, "llmfti_embedding_cache_hit_rate", "sentence") > 0
+
+
+def test_search_on_the_lance_dataset_ranks_like_the_lancedb_query_builder(tmp_path):
+    """VectorIndex.search runs on the pylance dataset directly: same chunks, order and scores as lancedb's
+    query builder (the way it searched before), for dense and full-text, within the tenant."""
+    from lancedb.query import MatchQuery
+
+    from llmfti.index import VectorIndex
+
+    settings = agent_settings(data_dir_with_index(tmp_path / "data"))
+    idx = VectorIndex.open(settings)
+    table, where = idx._at(None), "tenant = 'default'"
+    for question in ("How do I roll back the index?", "Which port does the agent listen on?"):
+        vector = idx.embed_query(question)
+        dense = idx.search(question, k=3, mode="dense", vector=vector)
+        expected = (table.search(vector, vector_column_name="embedding").distance_type("cosine")
+                    .where(where, prefilter=True).limit(3).to_list())
+        assert [h.chunk_id for h in dense.hits] == [r["chunk_id"] for r in expected]
+        assert [h.score for h in dense.hits] == pytest.approx([1 - r["_distance"] for r in expected], abs=1e-5)
+        fts = idx.search(question, k=3, mode="fts")
+        expected = table.search(MatchQuery(question, "text"), query_type="fts").where(where, prefilter=True).limit(3)
+        rows = expected.to_list()
+        assert rows and [h.chunk_id for h in fts.hits] == [r["chunk_id"] for r in rows]
+        assert [h.score for h in fts.hits] == pytest.approx([r["_score"] for r in rows], rel=1e-5)
+        assert dense.version == fts.version == idx.version
+    acme = idx.search("rocket engine fuel", k=3, mode="hybrid", tenant="acme")
+    assert acme.hits and {h.doc_id for h in acme.hits} == {"acme/acme.md"}  # never another tenant's chunk
