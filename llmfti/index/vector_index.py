@@ -117,6 +117,7 @@ class VectorIndex:
         self._versions: OrderedDict[int, Any] = OrderedDict()
         self._datasets: OrderedDict[int, Any] = OrderedDict()
         self._published: tuple[float, list[int]] = (float("-inf"), [])
+        self._refreshing = False
         self._lock = threading.Lock()
         from llmfti.embedders.registry_embedder import pinned_name
 
@@ -163,16 +164,33 @@ class VectorIndex:
         return int(self._table.version)
 
     def published_versions(self) -> list[int]:
-        """Versions recorded in the build log (one per build or rollback), oldest first."""
-        now = time.monotonic()
+        """Versions recorded in the build log (one per build or rollback), oldest first.
+
+        Re-read at most every ``PUBLISHED_TTL_S``; once known, a stale list is served while a
+        background thread re-reads it (a few ms of LanceDB I/O kept off the request path).
+        """
         with self._lock:
             at, versions = self._published
-            if now - at < PUBLISHED_TTL_S:
+            if time.monotonic() - at < PUBLISHED_TTL_S:
                 return versions
-        versions = sorted({int(e["version"]) for e in history.builds(self._db, self.log_key)})
-        with self._lock:
-            self._published = (now, versions)
+            known = at != float("-inf")
+            if known and self._refreshing:
+                return versions
+            self._refreshing = known
+        if not known:
+            return self._read_published()
+        threading.Thread(target=self._read_published, name="index-published-versions", daemon=True).start()
         return versions
+
+    def _read_published(self) -> list[int]:
+        try:
+            versions = sorted({int(e["version"]) for e in history.builds(self._db, self.log_key)})
+            with self._lock:
+                self._published = (time.monotonic(), versions)
+            return versions
+        finally:
+            with self._lock:
+                self._refreshing = False
 
     @property
     def log_key(self) -> str:

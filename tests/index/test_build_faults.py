@@ -209,3 +209,12 @@ def test_embedding_progress_moves_per_batch(tmp_path: Path, data_dir: Path) -> N
     build_index(settings, [src], on_progress=lambda stage, done, total: events.append((stage, done, total)))
     assert [(done, total) for stage, done, total in events if stage == "embed"] == [(0, 10), (4, 10), (8, 10),
                                                                                      (10, 10)]
+
+
+def test_an_index_of_chunk_schema_v1_asks_for_a_rebuild(settings) -> None:
+    import pyarrow as pa
+
+    connect(settings).create_table("docs__chunks_v1", schema=pa.schema([("chunk_id", pa.string())]))
+    with pytest.raises(NotFoundError, match="chunk schema v1") as error:
+        VectorIndex.open(settings)
+    assert "llmfti index build PATH --index docs" in str(error.value) and "docs__chunks_v1" in str(error.value)
