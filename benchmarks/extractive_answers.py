@@ -40,7 +40,8 @@ def main() -> None:
     parser.add_argument("--questions", type=int, default=1000, help="seeded sample of SQuAD dev questions")
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--data-dir", type=Path, default=RESULTS_DIR / "data" / "retrieval_quality",
-                        help="where the SQuAD index lives (shared with retrieval_quality; built if missing)")
+                        help="where the SQuAD index lives (shared with retrieval_quality; built or synced first)")
+    parser.add_argument("--index", default=INDEX, help="its name (e.g. eval_squad of an `llmfti eval` data dir)")
     args = parser.parse_args()
     started = datetime.now(UTC)
 
@@ -54,8 +55,8 @@ def main() -> None:
     from pipelines.index_build import build_index
 
     settings = load_settings(data_dir=args.data_dir)
-    print(build_index(settings, [squad.SQUAD_DEV], INDEX))
-    index = VectorIndex.open(settings, INDEX)
+    print(build_index(settings, [squad.SQUAD_DEV], args.index))
+    index = VectorIndex.open(settings, args.index)
     embedder = index.embedder()
     titles = {p.doc_id: p.title for p in squad.paragraphs()}
     answers_of = {q["id"]: [a["text"] for a in q["answers"]] for a in squad._raw()["data"]
@@ -90,7 +91,7 @@ def main() -> None:
 
     half = len(rows) // 2
     calibration = calibrate([r["semantic"]["evidence"] for r in rows[:half] if r["gold_retrieved"]],
-                            index=INDEX, embedder="benchmark", source="extractive_answers")
+                            index=args.index, embedder="benchmark", source="extractive_answers")
     tau = calibration.abstain_below
     test = rows[half:]
     answered = [r for r in test if r["semantic"]["evidence"] >= tau]
