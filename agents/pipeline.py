@@ -556,8 +556,10 @@ class AgentPipeline:
         request.timings_ms["log"] = elapsed_ms(start)
         record.timings_ms = dict(request.timings_ms)
         request.timings_ms["total"] = record.total_ms = elapsed_ms(request.started)
+        start = time.perf_counter()
         with span("agent.log", streamed=streamed):
             await self._durably(self.log_writer.submit(record))
+        request.timings_ms["log_durable_wait"] = elapsed_ms(start)  # in the response and /metrics, not the record
         annotate_request(model_version=used.model_version, fallback=reason is not None)
         return answer
 
