@@ -12,7 +12,12 @@ generator, real API-key auth, rate limit and inference log) in its own process.
     overhead p50 <= 1.25x the sum of the raw parts' p50.
 (b) 32 concurrent keep-alive clients (a raw asyncio HTTP/1.1 client: httpx would saturate the CPU
     first) for 60 s. Reports requests/s, p50/p99, errors, and served = logged (every 200 drained
-    exactly once from the inference log into LanceDB).
+    exactly once from the inference log into LanceDB). Goal: >= 3x 29.3 requests/s (issue 13) with p99
+    <= 500 ms. CPU-time split of the load: the agent process, its redis-server and the load client
+    (from /proc), per request; requests/s is set next to the capacity the raw parts allow,
+    cores / (CPU time of encode + search + HGETALL + hello-world HTTP per request, from (a)).
+(c) The same load on a workload of repeated questions (a pool of --repeat-pool questions): latency and
+    the query-embedding cache's hit rate as /metrics reports it.
 
     python -m benchmarks.serve                                   # full: >= 10k chunks, 60 s
     python -m benchmarks.serve --sentences 1500 --requests 60 --duration 5   # quick
@@ -93,6 +98,24 @@ def prepare(data_dir: Path, sentences: int) -> dict[str, Any]:
     return info
 
 
+def cpu_seconds(pid: int | None) -> float:
+    """User + system CPU seconds of process ``pid`` (all its threads) from /proc; 0 when gone or unknown."""
+    if pid is None:
+        return 0.0
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def redis_pid(data_dir: Path) -> int | None:
+    try:
+        return int((data_dir / "redis" / "redis.pid").read_text().strip())
+    except (OSError, ValueError):
+        return None
+
+
 def start(args: list[str], env: dict[str, str], port: int) -> subprocess.Popen:
     proc = subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 300
@@ -161,12 +184,16 @@ AUTH = f"Authorization: Bearer {KEY}\r\n"
 # -- (a) overhead vs raw parts -----------------------------------------------------------------------
 
 
-async def overhead(settings: Any, agent_port: int, hello_port: int, questions: list[str], n: int) -> dict[str, Any]:
+async def overhead(settings: Any, agent_port: int, hello_port: int, questions: list[str], n: int,
+                   hello_pid: int) -> dict[str, Any]:
+    import torch
+
     from llmfti.embedders import load_embedder
     from llmfti.features.embedded_redis import redis_client
     from llmfti.features.online_store import OnlineStore
     from llmfti.index import VectorIndex
 
+    torch.set_num_threads(1)  # the raw encode's CPU time per request, without idle threads spinning
     index = VectorIndex.open(settings)
     embedder = load_embedder(settings.embedder)
     redis = redis_client(settings)
@@ -175,6 +202,7 @@ async def overhead(settings: Any, agent_port: int, hello_port: int, questions: l
     k, mode = settings.agent.retrieval_k, settings.agent.retrieval_mode or settings.index.default_mode
     samples: dict[str, list[float]] = {n: [] for n in ("overhead", "total", "http", "encode", "search", "hgetall",
                                                       "raw_sum")}
+    raw_cpu = dict.fromkeys(("encode", "search", "hgetall", "http"), 0.0)
     stages: dict[str, list[float]] = {}
     rng = random.Random(1)
     for i in range(n + 10):  # the first 10 rounds warm up
@@ -184,20 +212,24 @@ async def overhead(settings: Any, agent_port: int, hello_port: int, questions: l
         total = time.perf_counter() - t
         assert status == 200, payload[:500]
         timings = json.loads(payload)["timings_ms"]
-        t = time.perf_counter()
+        t, c, h = time.perf_counter(), time.process_time(), cpu_seconds(hello_pid)
         status, _ = await hello.request("POST", "/hello")
         http = time.perf_counter() - t
-        t = time.perf_counter()
+        cpu_http = time.process_time() - c + cpu_seconds(hello_pid) - h  # client + server side
+        t, c = time.perf_counter(), time.process_time()
         vector = embedder.encode([question])[0]
-        encode = time.perf_counter() - t
-        t = time.perf_counter()
+        encode, cpu_encode = time.perf_counter() - t, time.process_time() - c
+        t, c = time.perf_counter(), time.process_time()
         index.search(question, k=k, mode=mode, vector=vector)
-        search = time.perf_counter() - t
-        t = time.perf_counter()
+        search, cpu_search = time.perf_counter() - t, time.process_time() - c
+        t, c = time.perf_counter(), time.process_time()
         redis.hgetall(store.entity_key("user_profile", 1, user))
-        hgetall = time.perf_counter() - t
+        hgetall, cpu_hgetall = time.perf_counter() - t, time.process_time() - c
         if i < 10:
             continue
+        for part, value in (("encode", cpu_encode), ("search", cpu_search), ("hgetall", cpu_hgetall),
+                            ("http", cpu_http)):
+            raw_cpu[part] += value
         for name, value in (("overhead", total - timings["generation"] / 1000), ("total", total), ("http", http),
                             ("encode", encode), ("search", search), ("hgetall", hgetall),
                             ("raw_sum", http + encode + search + hgetall)):
@@ -213,8 +245,11 @@ async def overhead(settings: Any, agent_port: int, hello_port: int, questions: l
     # The same sum with encode and search as the server itself measured them (same process, same load).
     in_server_p50 = (stats["http"]["p50_ms"] + server["query_embedding"]["p50_ms"] + server["retrieval"]["p50_ms"]
                      + stats["hgetall"]["p50_ms"])
+    raw_cpu_ms = {part: round(1000 * value / n, 3) for part, value in raw_cpu.items()}
     return {
         "requests": n,
+        "raw_parts_cpu_ms_per_request": raw_cpu_ms,
+        "raw_parts_cpu_ms_per_request_sum": round(sum(raw_cpu_ms.values()), 3),
         "stats": stats,
         "server_stages": server,
         "raw_parts_in_server_p50_sum_ms": round(in_server_p50, 3),
@@ -230,7 +265,8 @@ async def overhead(settings: Any, agent_port: int, hello_port: int, questions: l
 # -- (b) load ------------------------------------------------------------------------------------------
 
 
-async def load(port: int, questions: list[str], clients: int, duration: float) -> dict[str, Any]:
+async def load(port: int, questions: list[str], clients: int, duration: float,
+               pids: dict[str, int | None] | None = None) -> dict[str, Any]:
     latencies: list[float] = []
     errors: dict[str, int] = {}
     ids: list[str] = []
@@ -258,12 +294,43 @@ async def load(port: int, questions: list[str], clients: int, duration: float) -
         finally:
             client.close()
 
+    pids = pids or {}
+    cpu_before = {name: cpu_seconds(pid) for name, pid in pids.items()}
+    client_before = time.process_time()
     started = time.perf_counter()
     await asyncio.gather(*(worker(w) for w in range(clients)))
     elapsed = time.perf_counter() - started
+    cpu = {name: cpu_seconds(pid) - cpu_before[name] for name, pid in pids.items()}
+    cpu["load_client"] = time.process_time() - client_before
+    served = max(len(latencies), 1)
     return {"clients": clients, "duration_s": round(elapsed, 1), "served": len(latencies),
             "unique_ids": len(set(ids)), "errors": errors, "requests_per_s": round(len(latencies) / elapsed, 1),
-            **percentiles_ms(latencies)}
+            **percentiles_ms(latencies),
+            "cpu_s": {name: round(v, 2) for name, v in cpu.items()},
+            "cpu_ms_per_request": {name: round(1000 * v / served, 3) for name, v in cpu.items()},
+            "cpu_utilisation_of_cores": round(sum(cpu.values()) / elapsed / (os.cpu_count() or 1), 3)}
+
+
+async def cache_lookups(port: int) -> dict[str, dict[str, float]]:
+    """``llmfti_embedding_cache_lookups`` per cache and result (hit/miss), as /metrics reports them."""
+    status, body = await _once(port, "GET", "/metrics")
+    found: dict[str, dict[str, float]] = {}
+    for line in body.decode().splitlines():
+        if line.startswith("llmfti_embedding_cache_lookups{"):
+            labels = dict(part.split("=", 1) for part in line[line.index("{") + 1:line.index("}")].split(","))
+            cache, result = labels["cache"].strip('"'), labels["result"].strip('"')
+            found.setdefault(cache, {})[result] = float(line.rsplit(" ", 1)[1])
+    return found
+
+
+def hit_rates(before: dict[str, dict[str, float]], after: dict[str, dict[str, float]]) -> dict[str, float | None]:
+    """Hit rate per cache over the lookups made between two /metrics reads."""
+    rates: dict[str, float | None] = {}
+    for cache, counts in after.items():
+        hits = counts.get("hit", 0) - before.get(cache, {}).get("hit", 0)
+        misses = counts.get("miss", 0) - before.get(cache, {}).get("miss", 0)
+        rates[cache] = round(hits / (hits + misses), 4) if hits + misses else None
+    return rates
 
 
 def drain_until(settings: Any, expected: int, timeout_s: float = 60.0) -> dict[str, Any]:
@@ -294,6 +361,7 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=32)
     parser.add_argument("--duration", type=float, default=60.0, help="seconds of load for (b)")
     parser.add_argument("--data-dir", type=Path, default=None, help="reuse an index built by an earlier run")
+    parser.add_argument("--repeat-pool", type=int, default=50, help="distinct questions of the repeated workload (c)")
     args = parser.parse_args()
 
     from agents.api.auth import hash_key
@@ -315,15 +383,29 @@ def main() -> None:
     questions = [q.text for q in squad.questions()]
     random.Random(2).shuffle(questions)
     try:
-        part_a = asyncio.run(overhead(settings, agent_port, hello_port, questions, args.requests))
+        part_a = asyncio.run(overhead(settings, agent_port, hello_port, questions, args.requests, hello.pid))
         before = drain_until(settings, args.requests + 10)
-        part_b = asyncio.run(load(agent_port, questions[5000:], args.clients, args.duration))
+        pids = {"agent": agent.pid, "redis_server": redis_pid(data_dir)}
+        part_b = asyncio.run(load(agent_port, questions[5000:], args.clients, args.duration, pids))
         logs = drain_until(settings, part_b["served"])
+        part_b["cache_hit_rate"] = hit_rates({}, asyncio.run(cache_lookups(agent_port)))  # since start: (a)+(b)
+        lookups_before = asyncio.run(cache_lookups(agent_port))
+        part_c = asyncio.run(load(agent_port, questions[1000:1000 + args.repeat_pool], args.clients,
+                                  args.duration / 2, pids))
+        part_c["cache_hit_rate"] = hit_rates(lookups_before, asyncio.run(cache_lookups(agent_port)))
+        part_c.update(drain_until(settings, part_c["served"]))
     finally:
         for proc in (agent, hello):
             proc.terminate()
             proc.wait(timeout=60)
     part_b.update(logs, served_equals_logged=logs["logged"] == part_b["served"] == part_b["unique_ids"])
+    part_c["served_equals_logged"] = part_c["logged"] == part_c["served"] == part_c["unique_ids"]
+    cores = os.cpu_count() or 1
+    raw_cpu_ms = part_a["raw_parts_cpu_ms_per_request_sum"]
+    capacity = cores / (raw_cpu_ms / 1000) if raw_cpu_ms else None
+    part_b["capacity_from_raw_parts_rps"] = round(capacity, 1) if capacity else None
+    part_b["ratio_to_capacity"] = round(part_b["requests_per_s"] / capacity, 3) if capacity else None
+    part_b["goal"] = "requests/s >= 3 x 29.3 = 87.9 with p99 <= 500 ms, 0 errors, served = logged"
 
     s = part_a["stats"]
     rows = [[name, s[name]["p50_ms"], s[name]["p99_ms"]] for name in ("http", "encode", "search", "hgetall")]
@@ -340,9 +422,26 @@ def main() -> None:
     print_table(f"(b) {args.clients} concurrent clients for {part_b['duration_s']} s (extractive)",
                 ["requests/s", "p50 ms", "p99 ms", "served", "errors", "logged", "served = logged"],
                 [[part_b["requests_per_s"], part_b["p50_ms"], part_b["p99_ms"], part_b["served"],
-                  sum(part_b["errors"].values()), part_b["logged"], part_b["served_equals_logged"]]])
+                  sum(part_b["errors"].values()), part_b["logged"], part_b["served_equals_logged"]]],
+                notes=[part_b["goal"]])
+    split = part_b["cpu_ms_per_request"]
+    print_table("(b) CPU time per request (ms) and capacity", [*split, "raw parts", "capacity rps", "achieved rps",
+                                                                "ratio"],
+                [[*split.values(), raw_cpu_ms, part_b["capacity_from_raw_parts_rps"], part_b["requests_per_s"],
+                  part_b["ratio_to_capacity"]]],
+                notes=[f"raw parts CPU ms per request: {part_a['raw_parts_cpu_ms_per_request']}; capacity = "
+                       f"{cores} cores / raw parts CPU time; load average {os.getloadavg()[0]:.2f}"])
+    print_table(f"(c) repeated questions: a pool of {args.repeat_pool}, {args.clients} clients",
+                ["requests/s", "p50 ms", "p99 ms", "errors", "served = logged", "query cache hits",
+                 "sentence cache hits"],
+                [[part_c["requests_per_s"], part_c["p50_ms"], part_c["p99_ms"], sum(part_c["errors"].values()),
+                  part_c["served_equals_logged"], part_c["cache_hit_rate"].get("query"),
+                  part_c["cache_hit_rate"].get("sentence")]],
+                notes=[f"(b) for comparison: {part_b['requests_per_s']} requests/s, p50 {part_b['p50_ms']} ms; "
+                       f"cache hit rates over (a)+(b): {part_b['cache_hit_rate']}"])
     save("serve", parameters=vars(args) | {"data_dir": str(data_dir)},
-         results={"setup": setup, "overhead": part_a, "load": part_b, "before_load_drain": before})
+         results={"setup": setup, "overhead": part_a, "load": part_b, "repeated_questions": part_c,
+                  "before_load_drain": before})
 
 
 if __name__ == "__main__":

@@ -122,6 +122,8 @@ def test_a_repeated_question_skips_the_encode_and_gets_the_same_answer(served):
     assert _metric(metrics, "llmfti_embedding_cache_hit_rate", "query") == pytest.approx(cache.hit_rate)
     assert _metric(metrics, "llmfti_embedding_cache_entries", "query") == len(cache)
     assert _metric(metrics, "llmfti_embedding_cache_hit_rate", "sentence") > 0
+    hits = re.search(r'^llmfti_embedding_cache_lookups\{cache="query",result="hit"\} (\S+)$', metrics, re.M)
+    assert hits and float(hits.group(1)) == cache.hits
 
 
 def test_search_on_the_lance_dataset_ranks_like_the_lancedb_query_builder(tmp_path):

@@ -36,6 +36,9 @@ class AgentMetrics:
             registry=self.registry)
         self.embedding_cache_entries = Gauge("llmfti_embedding_cache_entries", "Vectors held by the embedding cache",
                                              ["cache"], registry=self.registry)
+        self.embedding_cache_lookups = Gauge("llmfti_embedding_cache_lookups", "Texts looked up in the embedding "
+                                             "cache since start, by result (hit or miss)", ["cache", "result"],
+                                             registry=self.registry)
         self.monitoring = MonitoringGauges(self.registry)
 
     def observe_embedding_caches(self, caches: dict[str, Any]) -> None:
@@ -44,6 +47,8 @@ class AgentMetrics:
             if cache is not None:
                 self.embedding_cache_hit_rate.labels(name).set(cache.hit_rate)
                 self.embedding_cache_entries.labels(name).set(len(cache))
+                self.embedding_cache_lookups.labels(name, "hit").set(cache.hits)
+                self.embedding_cache_lookups.labels(name, "miss").set(cache.misses)
 
     def observe_answer(self, timings_ms: dict[str, float], prompt_tokens: int, completion_tokens: int,
                        fallback: bool, degraded: list[str]) -> None:
