@@ -67,12 +67,15 @@ def check(run: EvalRun, suite: Suite) -> GateResult:
     return result
 
 
-def update_baseline(run_summary: dict[str, Any]) -> Path:
-    """Record a passing run's metrics as the baseline of its suite and prompt id."""
+def update_baseline(run_summary: dict[str, Any], *, accepted: str | None = None) -> Path:
+    """Record a run's metrics as the baseline of its suite and prompt id (a passing run, or one that missed
+    only the old baseline, with the reason it was ``accepted``)."""
     data = load_baselines(run_summary["suite"])
     (prompt,) = run_summary["prompt_ids"]
     data["prompts"][prompt] = {"run_id": run_summary["run_id"], "dataset_hash": run_summary["dataset_hash"],
                                "rows": run_summary["rows"], "metrics": run_summary["metrics"]}
+    if accepted:
+        data["prompts"][prompt]["accepted"] = accepted
     path = baseline_path(run_summary["suite"])
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n", encoding="utf-8")

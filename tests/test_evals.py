@@ -154,3 +154,20 @@ def test_judge_failures_are_unmeasured_and_judgements_are_cached(tmp_path: Path)
     cached = RowResult(row.row, row.answer, [], [], [], contexts=row.contexts)
     score_rows([cached], ["faithfulness"], RagasScorers(load_embedder(load_settings().embedder), judge, cache))
     assert cached.scores["faithfulness"] == 0.75  # served from the cache: the unreachable judge was not needed
+
+
+def test_a_run_that_misses_only_the_old_baseline_can_become_the_baseline_with_a_reason(settings, tmp_path: Path,
+                                                                                     monkeypatch) -> None:
+    from llmfti.cli.eval import _only_baseline_failures
+
+    monkeypatch.setattr(gates, "BASELINES_DIR", tmp_path / "baselines")
+    suite = load_suite("docs")
+    meets = {m: limit + 0.01 for m, limit in suite.thresholds.items()}
+    run = {"suite": "docs", "run_id": "docs-x", "dataset_hash": "h", "rows": 16, "prompt_ids": ["rag_answer@x"],
+           "metrics": meets, "unmeasured": {m: 0 for m in meets}, "passed": False}
+    assert _only_baseline_failures(settings, run)
+    assert not _only_baseline_failures(settings, {**run, "metrics": {**meets, "hit@1": 0.0}})
+    assert not _only_baseline_failures(settings, {**run, "unmeasured": {"hit@1": suite.max_unmeasured + 1}})
+    gates.update_baseline(run, accepted="shorter answers, by intent")
+    recorded = gates.load_baselines("docs")["prompts"]["rag_answer@x"]
+    assert recorded["accepted"] == "shorter answers, by intent" and recorded["metrics"] == meets

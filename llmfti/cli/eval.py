@@ -97,6 +97,9 @@ def compare(run_a: str, run_b: str, as_json: bool = JsonOption) -> None:
 def baseline(
     suite: str = typer.Option(..., "--suite", help="Suite whose baseline to write."),
     update: bool = typer.Option(False, "--update", help="Write the baseline (otherwise just show it)."),
+    accept: str | None = typer.Option(
+        None, "--accept", help="Why a run that meets every threshold but misses the old baseline becomes the new "
+        "one (an intended trade-off); recorded in the baseline file."),
     run_id: str | None = typer.Option(None, "--run", help="Run to record (default: the suite's latest run)."),
     as_json: bool = JsonOption,
 ) -> None:
@@ -116,10 +119,11 @@ def baseline(
                 raise NotFoundError(f"suite {suite!r} has no runs", fix=f"run: llmfti eval --suite {suite}")
             run_id = runs[-1]["run_id"]
         run = load_run(settings, run_id)
-        if not run["passed"]:
+        if not run["passed"] and not (accept and _only_baseline_failures(settings, run)):
             raise InvalidInputError(f"run {run_id} did not pass its thresholds; a baseline must come from a passing "
-                                    "run", fix="fix the regression, rerun the suite, then update the baseline")
-        path = gates.update_baseline(run)
+                                    "run", fix="fix the regression, rerun the suite, then update the baseline (a run "
+                                    "that misses only the old baseline, by intent, takes --accept REASON)")
+        path = gates.update_baseline(run, accepted=accept if not run["passed"] else None)
         emit({"suite": suite, "run_id": run_id, "prompt_ids": run["prompt_ids"], "baseline": str(path)}, as_json)
 
 
@@ -177,3 +181,13 @@ def _print_compare(payload: dict[str, Any]) -> None:
         table.add_row(name, _fmt(m["a"]), _fmt(m["b"]), _fmt(m["delta"]))
     console().print(table)
     console().print(f"{len(payload['changed_rows'])} rows changed")
+
+
+def _only_baseline_failures(settings: Any, run: dict[str, Any]) -> bool:
+    """Whether a saved run met every absolute threshold of its suite (it missed only the baseline)."""
+    from evals.suite import load_suite
+
+    suite = load_suite(run["suite"])
+    thresholds_met = all(run["metrics"].get(m, float("nan")) >= limit for m, limit in suite.thresholds.items())
+    unmeasured_ok = all(n <= suite.max_unmeasured for n in run["unmeasured"].values())
+    return thresholds_met and unmeasured_ok
