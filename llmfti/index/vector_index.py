@@ -423,8 +423,8 @@ class VectorIndex:
                 hits = self._dense(dataset, vector, where, k)
             else:
                 depth = max(k * 4, 50)
-                hits = _rrf([self._dense(dataset, vector, where, depth), self._fts(dataset, query, where, depth)],
-                            k, self.settings.index.rrf_k)
+                fts = _fts_pool().submit(self._fts, dataset, query, where, depth)  # both at once: lance frees the GIL
+                hits = _rrf([self._dense(dataset, vector, where, depth), fts.result()], k, self.settings.index.rrf_k)
         return SearchResult(number, mode, hits)
 
     def _check_k(self, k: int | None) -> int:
@@ -452,6 +452,20 @@ class VectorIndex:
             full_text_query={"query": text, "columns": ["text"]}, disable_scoring_autoprojection=True,
         ).to_pylist()
         return [_hit(row, float(row["_score"])) for row in rows]
+
+
+_pool: list[Any] = []
+_pool_lock = threading.Lock()
+
+
+def _fts_pool() -> Any:
+    """The threads that run a hybrid search's full-text half while the calling thread runs the dense half."""
+    with _pool_lock:
+        if not _pool:
+            from concurrent.futures import ThreadPoolExecutor
+
+            _pool.append(ThreadPoolExecutor(max_workers=4, thread_name_prefix="llmfti-fts"))
+        return _pool[0]
 
 
 def _identity_clause(identities: Sequence[tuple[str, str]]) -> str:
