@@ -216,8 +216,9 @@ def test_a_registry_alias_on_the_openai_backend_serves_the_exported_module_with_
                 "max_tokens": 4}
 
         def served(client: TestClient) -> tuple[str, int]:
-            answer = client.post("/v1/chat/completions", headers=AUTH, json=body).json()
-            assert answer["fallback"] is False, answer.get("fallback_reason")
+            response = client.post("/v1/chat/completions", headers=AUTH, json=body)
+            answer = response.json()
+            assert response.status_code == 200 and answer["fallback"] is False, (response.status_code, answer)
             return answer["model_version"], answer["index_version"]
 
         def wait_for(client: TestClient, expected: tuple[str, int]) -> tuple[str, int]:
