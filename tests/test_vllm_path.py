@@ -178,7 +178,7 @@ def test_openai_backend_accepts_the_pinned_tokenizer_and_refuses_another(tiny, t
             _start(OpenAICompatGenerator(same.url + "/v1", "assistant-v7", api_key="key-default", timeout_s=30,
                                          tokenizer=str(pinned_dir), tokenizer_fingerprint=fingerprint))
 
-    with _upstream(tmp_path, None, "extractive") as plain:  # no tokenizer there: 501, served unverified
+    with _upstream(tmp_path, None, "extractive") as plain:  # no tokenizer there: 400 no_tokenizer, served unverified
         unverified = OpenAICompatGenerator(plain.url + "/v1", "llmfti-extractive", api_key="key-default",
                                            timeout_s=30, tokenizer=str(pinned_dir))
         _start(unverified)

@@ -12,7 +12,7 @@ def test_no_generated_request_gets_a_5xx_and_stream_and_metrics_bodies_are_valid
     result = run(full=False)
     m = result.measured
     assert m["operations"] >= 8 and m["cases"] >= 100, m
-    assert m["unexplained_5xx"] == [], m
+    assert m["server_errors"] == [], m  # every operation, /tokenize of a model without tokenizer included
     assert m["failed_checks_agent_api"] == {}, m  # responses of the agent's own API conform to its OpenAPI
     assert m["valid_cases_accepted"]["POST /v1/chat/completions"] > 0  # the fuzz reached the pipeline
     assert m["sse_events_valid"] > 0 and m["sse_events_invalid"] == [], m

@@ -1,7 +1,8 @@
 """``POST /tokenize`` and ``POST /detokenize`` in vLLM's shape, with the served model's pinned tokenizer.
 
 Offered when the served generator has a tokenizer (the ``transformers`` backend, or ``openai`` with a
-pinned one); otherwise both answer 501. The ``openai`` backend of another llmfti calls ``/tokenize``
+pinned one); otherwise both answer 400 with code ``no_tokenizer`` (a client error: this model
+has nothing to tokenize with; never a 5xx). The ``openai`` backend of another llmfti calls ``/tokenize``
 at start-up to check that this server tokenizes exactly like the tokenizer its model was trained with.
 Request and response fields follow vLLM's ``serving_tokenization`` (``prompt`` or ``messages``;
 ``count``, ``max_model_len``, ``tokens``, ``token_strs``); ``tokenizer_fingerprint`` is added.
@@ -21,7 +22,7 @@ from agents.api.errors import error_body
 from agents.api.protocol import ErrorResponse
 from llmfti.errors import InvalidInputError, NotFoundError
 
-ERRORS = {status: {"model": ErrorResponse} for status in (400, 401, 404, 429, 501)}
+ERRORS = {status: {"model": ErrorResponse} for status in (400, 401, 404, 429)}
 MAX_TOKENS_DETOKENIZE = 65_536
 
 router = APIRouter(responses=ERRORS)
@@ -79,7 +80,7 @@ def _tokenizer(state: Any, model: str | None) -> tuple[Any, Any]:
 def _no_tokenizer(generator: Any) -> JSONResponse:
     message = (f"the served model {generator.model_id!r} ({generator.backend} backend) has no tokenizer here; "
                "/tokenize is offered when a transformers model (or a pinned tokenizer) is served")
-    return JSONResponse(error_body(message, "not_implemented_error", code="no_tokenizer"), status_code=501)
+    return JSONResponse(error_body(message, "invalid_request_error", code="no_tokenizer"), status_code=400)
 
 
 def _tokenize(pinned: Any, body: TokenizeRequest) -> list[int]:

@@ -8,7 +8,8 @@ responses. The API key is read from the environment variable named by
 copy, or ``agent.generator.tokenizer``), :meth:`start` checks the upstream's tokenizer where the
 server offers vLLM's ``POST /tokenize``: a fixed probe set (texts, and a conversation rendered by
 the chat template) must give exactly the pinned ids, or the generator refuses to start, naming
-both tokenizers. A server that does not offer ``/tokenize`` (405/501, or a plain 404 "Not Found")
+both tokenizers. A server that does not offer ``/tokenize`` (405/501, a plain 404 "Not Found", or an
+llmfti serving a model without a tokenizer: 400 ``no_tokenizer``)
 is served unverified, with a warning. Prompts are then rendered and counted with the pinned
 tokenizer; without one, prompt length is estimated with the extractive word tokenizer.
 """
@@ -248,12 +249,15 @@ def _not_offered(response: Any) -> bool:
     """The server has no /tokenize route (as opposed to refusing this model or request)."""
     if response.status_code in (405, 501):
         return True
-    if response.status_code != 404:
+    if response.status_code not in (400, 404):
         return False
     try:
         body = response.json()
     except ValueError:
-        return True
+        return response.status_code == 404
+    if response.status_code == 400:  # an llmfti serving a model that has no tokenizer
+        return isinstance(body, dict) and isinstance(body.get("error"), dict) and \
+            body["error"].get("code") == "no_tokenizer"
     message = body.get("detail") if isinstance(body, dict) else None
     if isinstance(body, dict) and isinstance(body.get("error"), dict):
         message = body["error"].get("message")
