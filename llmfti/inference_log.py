@@ -257,7 +257,9 @@ class InferenceLogWriter:
         self._queue: queue.Queue[Any] = queue.Queue()
         self._thread: threading.Thread | None = None
         self._start_lock = threading.Lock()
-        self._last_replay = 0.0
+        # the first timed replay is replay_every_s after construction (0.0 would replay at once whenever the
+        # machine has been up longer than replay_every_s: time.monotonic() counts from boot)
+        self._last_replay = time.monotonic()
         self.appended = 0
         self.spooled = 0
         self.replayed = 0

@@ -12,6 +12,6 @@ if [ ! -x "$VENV/bin/python" ]; then
 fi
 "$VENV/bin/python" -m pip install -q --upgrade pip
 "$VENV/bin/python" -m pip install -q torch==2.13.0
-"$VENV/bin/python" -m pip install -q -c constraints.txt -e ".[serve,train,eval,dev,ray]"
+"$VENV/bin/python" -m pip install -q -c constraints.txt -e ".[serve,train,eval,dev,ray,monitor,tracing]"
 "$VENV/bin/python" -m pip check
 echo "installed into $VENV"
