@@ -60,7 +60,11 @@ def served_model(settings: Settings) -> ServedModel:
 
     name, _, ref = config.model[len(PREFIX):].rpartition("@")
     registry = ModelRegistry(settings, name or None)
-    mv = registry.get(int(ref[1:])) if re.fullmatch(r"v\d+", ref) else registry.resolve(ref)
+    aliases = registry.aliases()  # one read: the version served and its alias names come from the same state
+    if re.fullmatch(r"v\d+", ref):
+        mv = registry.get(int(ref[1:]))
+    else:
+        mv = registry.get(aliases[ref]) if ref in aliases else registry.resolve(ref)  # resolve: the clear error
     pinned = mv.index_version if mv.index_name == settings.index.name else None
     _check_embedder(settings, mv, pinned)
     mv = registry.fetch(mv)  # artifacts on object storage: downloaded once into data_dir/cache
@@ -72,7 +76,7 @@ def served_model(settings: Settings) -> ServedModel:
             model_id=config.served_name or mv.name, tokenizer=str(mv.tokenizer_dir),
             tokenizer_fingerprint=mv.tokenizer_fingerprint, version=mv.ref,
         )
-    generator.aliases = sorted(alias for alias, version in registry.aliases().items() if version == mv.version)
+    generator.aliases = sorted(alias for alias, version in aliases.items() if version == mv.version)
     return ServedModel(generator, pinned, mv.embedder if pinned is not None else None)
 
 
