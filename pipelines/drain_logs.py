@@ -18,7 +18,8 @@ from __future__ import annotations
 
 import hashlib
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -183,6 +184,34 @@ def _ensure_key_index(table: Any, key: str) -> None:
         table.create_index(key, config=BTree())
 
 
+DRAIN_LOCK_TTL_S = 120.0
+_RELEASE = "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end return 0"
+
+
+@contextmanager
+def _drain_lock(client: Any, stream: str, ttl_s: float = DRAIN_LOCK_TTL_S) -> Iterator[Callable[[], None]]:
+    """One drainer of ``stream`` at a time (replicas, cron jobs and operators may start drains together).
+
+    Two drains reading the same stream entries would both insert them: a LanceDB merge-insert does not
+    conflict with a concurrent one that adds the same keys. The lock is a Redis key with a TTL, so a
+    drain killed mid-way holds it ``ttl_s`` at most; a long drain extends it after every batch (``keep``).
+    A second drain waits for the first, then finds the records stored and the entries gone.
+    """
+    import uuid
+
+    key, token = f"{stream}:drain-lock", uuid.uuid4().hex
+    deadline = time.monotonic() + ttl_s * 2
+    while not client.set(key, token, nx=True, px=int(ttl_s * 1000)):
+        if time.monotonic() > deadline:
+            raise StoreUnavailableError(f"another drain of {stream} has held its lock for over {ttl_s * 2:.0f} s",
+                                        fix=f"wait for it, or delete the Redis key {key} if that drain is dead")
+        time.sleep(0.05)
+    try:
+        yield lambda: client.pexpire(key, int(ttl_s * 1000))
+    finally:
+        client.eval(_RELEASE, 1, key, token)
+
+
 @traced("logs.drain_kind")
 def drain_kind(settings: Settings, kind: LogKind, *, batch_size: int = 5000,
                include_stream: bool = True) -> dict[str, Any]:
@@ -215,16 +244,18 @@ def drain_kind(settings: Settings, kind: LogKind, *, batch_size: int = 5000,
 
         try:
             client = redis_client(settings)
-            while True:
-                entries = _check_fit(kind, read_stream(client, kind.stream, batch_size, kind.record_type))
-                if not entries:
-                    break
-                records = [e.record for e in entries if e.record is not None]
-                unreadable += _dead_letter(settings, kind, "stream", kind.stream,
-                                           [e for e in entries if e.record is None])
-                read += len(records)
-                store(records)
-                client.xdel(kind.stream, *[e.entry_id for e in entries])  # only after the commits
+            with _drain_lock(client, kind.stream) as keep:
+                while True:
+                    entries = _check_fit(kind, read_stream(client, kind.stream, batch_size, kind.record_type))
+                    if not entries:
+                        break
+                    records = [e.record for e in entries if e.record is not None]
+                    unreadable += _dead_letter(settings, kind, "stream", kind.stream,
+                                               [e for e in entries if e.record is None])
+                    read += len(records)
+                    store(records)
+                    client.xdel(kind.stream, *[e.entry_id for e in entries])  # only after the commits
+                    keep()
         except StoreUnavailableError as exc:
             stream_error = str(exc)
         except Exception as exc:

@@ -252,3 +252,34 @@ def test_a_record_that_does_not_fit_the_table_is_dead_lettered_not_blocking_the_
     [dead] = open_dead_letter_table(settings).to_arrow().to_pylist()
     assert dead["raw"] == raw and "does not fit the inference_log table" in dead["reason"]
     assert client.xlen(settings.agent.log_stream) == 0
+
+
+def test_racing_drains_store_each_record_once(settings):
+    """Replicas, cron jobs and operators may drain at the same moment: a Redis lock makes them take turns
+    (two merge-inserts adding the same keys at once would both succeed)."""
+    import threading
+
+    from llmfti.features.embedded_redis import redis_client
+    from llmfti.inference_log import STREAM_FIELD
+    from pipelines.drain_logs import drain_logs, open_log_table
+
+    client = redis_client(settings)
+    for i in range(300):
+        client.xadd(settings.agent.log_stream, {STREAM_FIELD: record(i).to_json().encode()})
+    results: list[dict] = []
+    barrier = threading.Barrier(3)
+
+    def drain() -> None:
+        barrier.wait()
+        results.append(drain_logs(settings, batch_size=50))
+
+    threads = [threading.Thread(target=drain) for _ in range(3)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=300)
+    ids = open_log_table(settings).to_arrow().column("request_id").to_pylist()
+    assert len(ids) == len(set(ids)) == 300
+    assert sum(r["inserted"] for r in results) == 300 and all(r["stream_error"] is None for r in results)
+    assert client.xlen(settings.agent.log_stream) == 0
+    assert client.get(f"{settings.agent.log_stream}:drain-lock") is None  # released
