@@ -69,12 +69,21 @@ class Outcome:
         return self.status == 200 and self.error is None
 
 
+LIMITED_KEY = "key-limited"  # the key of limited_api_keys(): no tenant, its own (low) rate limit
+
+
 def api_keys_setting(keys: dict[str, tuple[str, str | None]] = KEYS, limit: int = HIGH_LIMIT) -> list[dict]:
     return [
         {"name": name, "sha256": hashlib.sha256(key.encode()).hexdigest(), "tenant": tenant,
          "requests_per_minute": limit}
         for key, (name, tenant) in keys.items()
     ]
+
+
+def limited_api_keys(limit: int) -> str:
+    """LLMFTI_AGENT__API_KEYS: the :data:`KEYS` (high limits) plus :data:`LIMITED_KEY` at ``limit`` a window."""
+    limited = api_keys_setting({LIMITED_KEY: ("limited-app", None)}, limit)
+    return json.dumps(api_keys_setting() + limited)
 
 
 def free_port() -> int:
@@ -246,12 +255,7 @@ class ServedAgent:
         pid = self.redis_pid()
         if pid is not None:
             os.kill(pid, signal.SIGKILL)
-            for _ in range(200):
-                try:
-                    os.kill(pid, 0)
-                except ProcessLookupError:
-                    break
-                time.sleep(0.01)
+            wait_gone(pid, 2.0)
         return pid
 
     def stop(self) -> None:
@@ -280,16 +284,24 @@ def stop_embedded_redis(data_dir: Path) -> None:
         os.kill(pid, signal.SIGTERM)
     except ProcessLookupError:
         return
-    for _ in range(500):
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return
-        time.sleep(0.01)
+    if wait_gone(pid, 5.0):
+        return
     try:
         os.kill(pid, signal.SIGKILL)
     except ProcessLookupError:
         pass
+
+
+def wait_gone(pid: int, timeout_s: float) -> bool:
+    """Whether process ``pid`` exited within ``timeout_s`` (polled every 10 ms)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return True
+        time.sleep(0.01)
+    return False
 
 
 def chat_body(question: str, **extra: Any) -> dict[str, Any]:

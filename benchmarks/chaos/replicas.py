@@ -21,8 +21,6 @@ Measured:
 
 from __future__ import annotations
 
-import hashlib
-import json
 import subprocess
 import threading
 import time
@@ -31,14 +29,14 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.chaos.harness import (
-    HIGH_LIMIT,
-    KEYS,
+    LIMITED_KEY,
     SAMPLE_DOCS,
     ScenarioResult,
     ServedAgent,
     base_env,
     build_index,
     chat_body,
+    limited_api_keys,
     llmfti_exe,
     load,
     run_cli,
@@ -49,19 +47,10 @@ from benchmarks.chaos.harness import (
 NAME = "replicas"
 GOAL = ("2 replicas on one data_dir: a key's limit holds in total (N, not 2N), logs of both drain exactly "
         "once, an index build and an alias move are seen by both within seconds")
-LIMITED_KEY = "key-limited"
 NEW_DOC = {"zebra.md": "# Zebra protocol\n\nThe zebra protocol of llmfti listens on port 4711 and speaks "
            "only in stripes.\n"}
 NEW_QUESTION = "Which port does the zebra protocol listen on?"
 VISIBLE_WITHIN_S = 15.0
-
-
-def api_keys(limit: int) -> str:
-    keys = [{"name": name, "sha256": hashlib.sha256(key.encode()).hexdigest(), "tenant": tenant,
-             "requests_per_minute": HIGH_LIMIT} for key, (name, tenant) in KEYS.items()]
-    keys.append({"name": "limited-app", "sha256": hashlib.sha256(LIMITED_KEY.encode()).hexdigest(),
-                 "tenant": None, "requests_per_minute": limit})
-    return json.dumps(keys)
 
 
 def register_tiny_models(data_dir: Path, folder: Path) -> None:
@@ -169,7 +158,7 @@ def run_replicas(folder: Path, *, full: bool, redis_env: dict[str, str] | None =
     limit = 40 if full else 8
     data_dir = folder / "data"
     build_index(data_dir, write_docs(folder / "docs", SAMPLE_DOCS))
-    env = {"LLMFTI_AGENT__API_KEYS": api_keys(limit), "OMP_NUM_THREADS": "1", **(redis_env or {})}
+    env = {"LLMFTI_AGENT__API_KEYS": limited_api_keys(limit), "OMP_NUM_THREADS": "1", **(redis_env or {})}
     model = "llmfti-extractive"
     if follow_alias:
         register_tiny_models(data_dir, folder)

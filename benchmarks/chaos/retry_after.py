@@ -13,30 +13,19 @@ waits, and the cycles in which the request after the wait succeeded (goal: all).
 
 from __future__ import annotations
 
-import hashlib
-import json
 import time
 
-from benchmarks.chaos.harness import HIGH_LIMIT, KEYS, ScenarioResult, ServedAgent, scratch_dir
+from benchmarks.chaos.harness import LIMITED_KEY, ScenarioResult, ServedAgent, limited_api_keys, scratch_dir
 
 NAME = "retry_after"
 GOAL = "a client that waits the advertised Retry-After succeeds (rejected requests do not count)"
-LIMITED_KEY = "key-limited"
-
-
-def api_keys(limit: int) -> str:
-    keys = [{"name": name, "sha256": hashlib.sha256(key.encode()).hexdigest(), "tenant": tenant,
-             "requests_per_minute": HIGH_LIMIT} for key, (name, tenant) in KEYS.items()]
-    keys.append({"name": "limited-app", "sha256": hashlib.sha256(LIMITED_KEY.encode()).hexdigest(),
-                 "tenant": None, "requests_per_minute": limit})
-    return json.dumps(keys)
 
 
 def run(full: bool = False) -> ScenarioResult:
     import httpx
 
     limit, window_s, cycles, hammer = (10, 60.0, 2, 70) if full else (5, 4.0, 3, 25)
-    env = {"LLMFTI_AGENT__API_KEYS": api_keys(limit), "LLMFTI_AGENT__RATE_LIMIT_WINDOW_S": str(window_s)}
+    env = {"LLMFTI_AGENT__API_KEYS": limited_api_keys(limit), "LLMFTI_AGENT__RATE_LIMIT_WINDOW_S": str(window_s)}
     accepted_first = 0
     rejected = 0
     waits: list[float] = []
