@@ -15,8 +15,6 @@ a normalised text is the vector of the text itself (tests/test_hot_path.py check
 from __future__ import annotations
 
 import asyncio
-import hashlib
-import json
 import threading
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Sequence
@@ -26,12 +24,6 @@ from typing import Any
 def normalise(text: str) -> str:
     """The cache key's text: outer whitespace stripped, inner runs of whitespace as one space."""
     return " ".join(text.split())
-
-
-def embedder_fingerprint(info: Any) -> str:
-    """A short stable id of an embedder (name, dimension, max tokens, tokenizer fingerprint)."""
-    described = info.to_dict() if hasattr(info, "to_dict") else info
-    return hashlib.sha256(json.dumps(described, sort_keys=True).encode()).hexdigest()[:16]
 
 
 class EmbeddingCache:

@@ -30,14 +30,15 @@ from collections.abc import AsyncIterator
 from concurrent.futures import Future
 from typing import Any
 
-from agents.embedding_cache import EmbeddingCache, embedder_fingerprint
+from agents.embedding_cache import EmbeddingCache
 from agents.query_batcher import QueryBatcher
 from agents.redis_link import RedisLink, wait_durable
 from agents.served_model import ServedModel, follows_alias, served_model
 from agents.served_requests import ServedRequests
 from agents.turn import AgentAnswer, AgentRequest, Turn, citations, elapsed_ms
-from llmfti.answer_calibration import abstain_threshold, embedder_key
+from llmfti.answer_calibration import abstain_threshold
 from llmfti.config import Settings
+from llmfti.embedders.base import embedder_fingerprint
 from llmfti.errors import (
     GenerationError,
     InvalidInputError,
@@ -178,7 +179,7 @@ class AgentPipeline:
             self.sentence_embeddings = EmbeddingCache(self._batcher.embed, fingerprint=fingerprint)
             self.query_embeddings = EmbeddingCache(self._batcher.embed, fingerprint=fingerprint,
                                                    max_entries=self.config.query_embedding_cache)
-            self.abstain_below, source = abstain_threshold(self.settings, index.name, embedder_key(index.info))
+            self.abstain_below, source = abstain_threshold(self.settings, index.name, embedder_fingerprint(index.info))
             log.info("extractive answers abstain below evidence %s (%s)", self.abstain_below, source)
             self.index = index
             return index

@@ -124,11 +124,12 @@ def _calibration(suite: Suite, index: Any, results: list[RowResult], answers: li
     """The abstention threshold that keeps 95% of the answerable questions (gold passage retrieved) answered."""
     from dataclasses import asdict
 
-    from llmfti.answer_calibration import calibrate, embedder_key
+    from llmfti.answer_calibration import calibrate
+    from llmfti.embedders.base import embedder_fingerprint
 
     evidence = [a.evidence for r, a in zip(results, answers, strict=True)
                 if a.evidence is not None and any(d in r.row.reference_doc_ids for d in r.retrieved_doc_ids)]
-    return asdict(calibrate(evidence, index=suite.index.name, embedder=embedder_key(index.info), source=run_id))
+    return asdict(calibrate(evidence, index=suite.index.name, embedder=embedder_fingerprint(index.info), source=run_id))
 
 
 async def _answer_all(settings: Settings, rows: list[EvalRow],

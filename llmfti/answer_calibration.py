@@ -32,7 +32,7 @@ DEFAULT_ANSWER_RATE = 0.95
 @dataclass(frozen=True)
 class Calibration:
     index: str  # the index name the suite evaluated
-    embedder: str  # the index's embedder (:func:`embedder_key`)
+    embedder: str  # the index's embedder (llmfti.embedders.base.embedder_fingerprint)
     abstain_below: float
     answer_rate: float
     questions: int
@@ -79,12 +79,6 @@ def latest(settings: Settings, index: str, embedder: str) -> Calibration | None:
         return None
     row = max(rows, key=lambda r: r["created_at"])
     return Calibration(**{k: row[k] for k in Calibration.__dataclass_fields__})
-
-
-def embedder_key(info: dict[str, Any]) -> str:
-    """What a calibration is recorded under: the embedder's name and tokenizer fingerprint (an index's
-    recorded embedder, ``VectorIndex.info``)."""
-    return f"{info.get('name')}@{str(info.get('tokenizer_fingerprint', ''))[:16]}"
 
 
 def abstain_threshold(settings: Settings, index: str, embedder: str | None) -> tuple[float | None, str]:

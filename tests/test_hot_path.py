@@ -64,8 +64,8 @@ def test_query_cache_of_size_zero_caches_nothing_and_negative_is_refused():
 
 
 def test_embedder_fingerprint_changes_with_the_embedder():
-    from agents.embedding_cache import embedder_fingerprint
     from llmfti.embedders import EmbedderInfo
+    from llmfti.embedders.base import embedder_fingerprint
 
     a = EmbedderInfo(name="m1", dimension=384, max_tokens=254, tokenizer_fingerprint="t1")
     assert embedder_fingerprint(a) == embedder_fingerprint(EmbedderInfo(**a.to_dict()))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import threading
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
@@ -11,6 +13,14 @@ if TYPE_CHECKING:
     import numpy as np
 
     from llmfti.config import EmbedderSettings, Settings
+
+
+def embedder_fingerprint(info: Any) -> str:
+    """A short stable id of an embedder (name, dimension, max tokens, tokenizer fingerprint): what caches
+    of its vectors and calibrations of its scores are keyed by. ``info``: an :class:`EmbedderInfo` or the
+    dict an index records."""
+    described = info.to_dict() if hasattr(info, "to_dict") else info
+    return hashlib.sha256(json.dumps(described, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
 @dataclass(frozen=True)
