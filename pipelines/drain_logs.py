@@ -178,10 +178,21 @@ def _store(table: Any, kind: LogKind, records: list[Any]) -> tuple[int, int]:
 
 
 def _ensure_key_index(table: Any, key: str) -> None:
+    """A BTree index on the key column; a drain that loses the race to create it (another drain of
+    spooled records committed it first) accepts the winner's."""
     from lancedb.index import BTree
 
-    if not any(idx.columns == [key] for idx in table.list_indices()):
+    def indexed() -> bool:
+        return any(idx.columns == [key] for idx in table.list_indices())
+
+    if indexed():
+        return
+    try:
         table.create_index(key, config=BTree())
+    except Exception:
+        table.checkout_latest()
+        if not indexed():
+            raise
 
 
 DRAIN_LOCK_TTL_S = 120.0
