@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import threading
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
 
@@ -50,19 +50,21 @@ class EmbeddingCache:
     async def embed_one(self, text: str) -> Any:
         return (await self.embed([text]))[0]
 
-    async def embed(self, texts: Sequence[str]) -> list[Any]:
+    async def embed(self, texts: Sequence[str], *, known: Mapping[str, Any] | None = None) -> list[Any]:
         """Vectors of ``texts`` in order; the ones not cached are computed concurrently (the batcher
-        encodes them together), each distinct normalised text once."""
+        encodes them together), each distinct normalised text once. ``known``: vectors the caller already
+        has (text -> vector of the same embedder), used as they are and neither counted nor stored."""
         keys = [self.key(t) for t in texts]
-        found: dict[tuple[str, str], Any] = {}
+        found: dict[tuple[str, str], Any] = {self.key(t): v for t, v in (known or {}).items()}
+        looked_up = [k for k in keys if k not in found]
         with self._lock:
-            for key in keys:
+            for key in dict.fromkeys(looked_up):
                 vector = self._vectors.get(key)
                 if vector is not None:
                     self._vectors.move_to_end(key)
                     found[key] = vector
-            missing = list(dict.fromkeys(k for k in keys if k not in found))
-            self.hits += len(keys) - len(missing)
+            missing = list(dict.fromkeys(k for k in looked_up if k not in found))
+            self.hits += len(looked_up) - len(missing)
             self.misses += len(missing)
         if missing:
             computed = await asyncio.gather(*(self._embed_one(text) for _, text in missing))

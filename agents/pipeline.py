@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sys
 import threading
 import time
 from collections.abc import AsyncIterator
@@ -54,6 +55,13 @@ from llmfti.tracing import Span, annotate_request, span, start_span
 
 log = logging.getLogger("llmfti.agent")
 __all__ = ["AgentAnswer", "AgentPipeline", "AgentRequest"]
+
+
+def limit_threads(threads: int | None) -> None:
+    """torch's intra-op threads for this process (and the calling thread), when torch is loaded."""
+    torch = sys.modules.get("torch")
+    if threads and torch is not None and torch.get_num_threads() != threads:
+        torch.set_num_threads(threads)
 
 
 class AgentPipeline:
@@ -173,8 +181,10 @@ class AgentPipeline:
                 log.warning("no index yet (%s); requests get 503 until it is built", exc)
                 return None
             embedder = index.embedder()
+            threads = self.config.embedder_threads
+            limit_threads(threads)
             embedder.encode(["warm up the query embedder"])
-            self._batcher = QueryBatcher(embedder.encode)
+            self._batcher = QueryBatcher(embedder.encode, setup=lambda: limit_threads(threads))
             fingerprint = embedder_fingerprint(embedder.info)
             self.sentence_embeddings = EmbeddingCache(self._batcher.embed, fingerprint=fingerprint)
             self.query_embeddings = EmbeddingCache(self._batcher.embed, fingerprint=fingerprint,
@@ -287,7 +297,8 @@ class AgentPipeline:
     async def prepare(self, request: AgentRequest, served: ServedModel | None = None) -> Turn:
         served = served or self.served
         self.check_size(request)
-        max_tokens = await asyncio.to_thread(self.check_limits, request, served)
+        # one thread hop for the blocking steps before retrieval: limits (tokenizing) and the user's features
+        max_tokens, user_features, missing = await asyncio.to_thread(self._limits_and_features, request, served)
         created_at = now_utc()
         start = time.perf_counter()
         with span("agent.features.on_demand"):
@@ -295,12 +306,8 @@ class AgentPipeline:
             on_demand = request_features(request.messages, at=created_at)
         request.timings_ms["on_demand_features"] = elapsed_ms(start)
 
-        features_task = asyncio.create_task(self._user_features(request))
-        try:
-            hits, index_version = await self._retrieve(
-                request, retrieval_query(request.messages, self.config.history_turns), served)
-        finally:
-            user_features, missing = await features_task
+        query = retrieval_query(request.messages, self.config.history_turns)
+        hits, index_version, query_vector = await self._retrieve(request, query, served)
 
         start = time.perf_counter()
         passages = [
@@ -314,37 +321,40 @@ class AgentPipeline:
         generation = GenerationRequest(
             messages=messages, question=question, passages=passages, max_tokens=max_tokens,
             temperature=request.temperature, top_p=request.top_p, seed=request.seed, stop=request.stop,
-            embed=self.sentence_embeddings.embed if self.sentence_embeddings is not None else None,
+            embed=self._answer_embed(query, query_vector),
             abstain_below=self.abstain_below,
         )
         request.timings_ms["prompt"] = elapsed_ms(start)
         return Turn(request, question, on_demand, user_features, missing, passages, index_version, messages,
                      generation, created_at, served=served)
 
-    async def _user_features(self, request: AgentRequest) -> tuple[dict[str, Any] | None, bool]:
-        """Reads the user's features and records the request as served (what /v1/feedback checks)."""
-        if not request.user_id:
-            await asyncio.to_thread(self.served_requests.remember, request.request_id, request.tenant)
-            return None, False
+    def _limits_and_features(self, request: AgentRequest,
+                             served: ServedModel) -> tuple[int, dict[str, Any] | None, bool]:
+        """Blocking (one thread hop): :meth:`check_limits`, then the user's features; the request is then
+        recorded as served (what /v1/feedback checks). Invalid requests read and record nothing."""
+        max_tokens = self.check_limits(request, served)
+        try:
+            values, missing = self._user_features(request) if request.user_id else (None, False)
+        finally:
+            self.served_requests.remember(request.request_id, request.tenant)
+        return max_tokens, values, missing
+
+    def _user_features(self, request: AgentRequest) -> tuple[dict[str, Any] | None, bool]:
+        """The user's online features (blocking). The stage times the Redis read itself: it shares the
+        thread hop of the limits check, so it adds no hop of its own."""
         start = time.perf_counter()
         with span("agent.features.user", group=self.config.user_feature_group) as traced:
-            try:  # one thread hop for both Redis calls; the stage times the hop and the read
-                vector = await asyncio.to_thread(self._read_features_and_remember, request, start)
+            try:
+                vector = self._read_features(request.user_id, request.tenant)  # type: ignore[arg-type]
                 traced.set(missing=vector.missing)
                 return vector.values, vector.missing
             except StoreUnavailableError as exc:
-                request.timings_ms.setdefault("user_features", elapsed_ms(start))
                 log.debug("user features unavailable: %s", exc)
                 request.degraded.append("user_features")
                 traced.set(degraded=True, missing=True)
                 return None, True
-
-    def _read_features_and_remember(self, request: AgentRequest, start: float) -> Any:
-        try:
-            return self._read_features(request.user_id, request.tenant)  # type: ignore[arg-type]
-        finally:
-            request.timings_ms["user_features"] = elapsed_ms(start)
-            self.served_requests.remember(request.request_id, request.tenant)
+            finally:
+                request.timings_ms["user_features"] = elapsed_ms(start)
 
     def _read_features(self, user_id: str, tenant: str | None) -> Any:
         """The user's online features within the caller's tenant (never another tenant's user)."""
@@ -358,9 +368,10 @@ class AgentPipeline:
         return self.redis.run(read)
 
     async def _retrieve(self, request: AgentRequest, question: str,
-                        served: ServedModel) -> tuple[list[Any], int | None]:
+                        served: ServedModel) -> tuple[list[Any], int | None, Any]:
+        """Hits, the index version searched and the query's vector (None when nothing was retrieved)."""
         if self.config.retrieval_k == 0:
-            return [], None
+            return [], None, None
         index = self.index or await asyncio.to_thread(self._open_index)
         if index is None:
             raise StoreUnavailableError(
@@ -376,7 +387,19 @@ class AgentPipeline:
             hits, version = await asyncio.to_thread(self._search, index, request, question, vector,
                                                     served.index_version)
             traced.set(hits=len(hits), index_version=version)
-        return hits, version
+        return hits, version, vector
+
+    def _answer_embed(self, query: str, vector: Any) -> Any:
+        """The embed function of the request's generator (sentence vectors for extractive answers): the
+        sentence cache, which is also told the retrieval query's vector (the question of a single-turn
+        request is the query, so it is not encoded twice)."""
+        cache = self.sentence_embeddings
+        if cache is None:
+            return None
+        if vector is None:
+            return cache.embed
+        known = {query: vector}
+        return lambda texts: cache.embed(texts, known=known)
 
     def _search(self, index: Any, request: AgentRequest, question: str, vector: Any,
                 version: int | None) -> tuple[list[Any], int]:
@@ -547,6 +570,7 @@ class AgentPipeline:
             messages=turn.messages,
             abstained=result.abstained,
             evidence=result.evidence,
+            evidence_features=result.evidence_features,
         )
         record = self._record(request, turn, turn.served, streamed=streamed)
         record.prompt, record.answer = result.prompt, result.text

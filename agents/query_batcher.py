@@ -21,8 +21,11 @@ log = logging.getLogger("llmfti.agent")
 
 
 class QueryBatcher:
-    def __init__(self, encode: Callable[[list[str]], Sequence[Any]], *, max_batch: int = 64):
+    def __init__(self, encode: Callable[[list[str]], Sequence[Any]], *, max_batch: int = 64,
+                 setup: Callable[[], None] | None = None):
+        """``setup``: run first on the worker thread (e.g. set the model's thread count there)."""
         self._encode = encode
+        self._setup = setup
         self.max_batch = max_batch
         self._pending: list[tuple[str, Future]] = []
         self._cv = threading.Condition()
@@ -30,6 +33,8 @@ class QueryBatcher:
         self._thread = threading.Thread(target=self._run, name="llmfti-query-embedder", daemon=True)
         self._thread.start()
         self.batches = 0
+        self.texts = 0
+        """Texts encoded (each counted once, in the batch that answered it)."""
         self.isolated_failures = 0
         """Queries that failed on their own after their batch failed (the others were answered)."""
 
@@ -43,6 +48,11 @@ class QueryBatcher:
         return await asyncio.wrap_future(future)
 
     def _run(self) -> None:
+        if self._setup is not None:
+            try:
+                self._setup()
+            except Exception as exc:  # noqa: BLE001 - encoding still works with the library's defaults
+                log.warning("query batcher setup failed (%s); encoding with the defaults", exc)
         while True:
             with self._cv:
                 while not self._pending and not self._closed:
@@ -62,6 +72,7 @@ class QueryBatcher:
                     self._one_by_one(batch)
                 continue
             self.batches += 1
+            self.texts += len(batch)
             for (_, future), vector in zip(batch, vectors, strict=True):
                 future.set_result(vector)
 
@@ -73,6 +84,7 @@ class QueryBatcher:
                 self._fail(future, exc)
             else:
                 self.batches += 1
+                self.texts += 1
                 future.set_result(vector)
 
     def _fail(self, future: Future, exc: Exception) -> None:

@@ -18,6 +18,9 @@ generator, real API-key auth, rate limit and inference log) in its own process.
     cores / (CPU time of encode + search + HGETALL + hello-world HTTP per request, from (a)).
 (c) The same load on a workload of repeated questions (a pool of --repeat-pool questions): latency and
     the query-embedding cache's hit rate as /metrics reports it.
+(d) The CPU-time split per stage: the load of (b) again for --profile-duration s while py-spy samples the
+    agent process (:mod:`benchmarks.cpu_profile`; unmeasured without py-spy). Sampling perturbs, so
+    (b)'s figures come from the unprofiled run; (d) gives the shares.
 
     python -m benchmarks.serve                                   # full: >= 10k chunks, 60 s
     python -m benchmarks.serve --sentences 1500 --requests 60 --duration 5   # quick
@@ -323,6 +326,13 @@ async def cache_lookups(port: int) -> dict[str, dict[str, float]]:
     return found
 
 
+def misses_per_request(before: dict[str, dict[str, float]], after: dict[str, dict[str, float]],
+                       requests: int) -> dict[str, float]:
+    """Texts each cache sent to the embedder per request between two /metrics reads (its misses)."""
+    return {cache: round((counts.get("miss", 0) - before.get(cache, {}).get("miss", 0)) / max(requests, 1), 3)
+            for cache, counts in after.items()}
+
+
 def hit_rates(before: dict[str, dict[str, float]], after: dict[str, dict[str, float]]) -> dict[str, float | None]:
     """Hit rate per cache over the lookups made between two /metrics reads."""
     rates: dict[str, float | None] = {}
@@ -351,6 +361,32 @@ def drain_until(settings: Any, expected: int, timeout_s: float = 60.0) -> dict[s
     return {"logged": inserted, "records_read": read, "table_rows": result["table_rows"]}
 
 
+NATIVE_THREADS = "native threads, unsampled (agent CPU from /proc minus the sampled Python threads)"
+
+
+def profile(port: int, pid: int, questions: list[str], clients: int, duration: float) -> dict[str, Any]:
+    """(d) The load of (b) while py-spy samples the agent: its CPU time per request, split by stage."""
+    from benchmarks.cpu_profile import Profiler
+
+    if duration <= 0:
+        return {"error": "skipped (--profile-duration 0)"}
+    with Profiler(pid, duration) as profiler:
+        result = asyncio.run(load(port, questions, clients, duration, {"agent": pid}))
+    if profiler.error:
+        return {"error": profiler.error, "served": result["served"]}
+    by_stage = profiler.per_request_ms(result["served"])
+    # py-spy sees Python threads only: CPU of native threads (torch's OpenMP workers, Lance's Rust pool) is the rest
+    native = result["cpu_ms_per_request"]["agent"] - sum(by_stage.values())
+    by_stage[NATIVE_THREADS] = round(max(native, 0.0), 2)
+    total = sum(by_stage.values()) or 1.0
+    return {**{k: result[k] for k in ("duration_s", "served", "requests_per_s", "p50_ms", "p99_ms",
+                                     "cpu_ms_per_request")},
+            "cpu_ms_per_request_by_stage": by_stage,
+            "share": {stage: round(ms / total, 3) for stage, ms in by_stage.items()},
+            "method": "py-spy record --nonblocking --rate 100 on the agent process; on-CPU samples / rate, each "
+                      "stack given to the stage of its frame nearest the leaf (benchmarks/cpu_profile.py)"}
+
+
 # -- main ----------------------------------------------------------------------------------------------
 
 
@@ -362,6 +398,8 @@ def main() -> None:
     parser.add_argument("--duration", type=float, default=60.0, help="seconds of load for (b)")
     parser.add_argument("--data-dir", type=Path, default=None, help="reuse an index built by an earlier run")
     parser.add_argument("--repeat-pool", type=int, default=50, help="distinct questions of the repeated workload (c)")
+    parser.add_argument("--profile-duration", type=float, default=20.0,
+                        help="seconds of profiled load for the CPU split per stage (d); 0 skips it")
     args = parser.parse_args()
 
     from agents.api.auth import hash_key
@@ -386,14 +424,20 @@ def main() -> None:
         part_a = asyncio.run(overhead(settings, agent_port, hello_port, questions, args.requests, hello.pid))
         before = drain_until(settings, args.requests + 10)
         pids = {"agent": agent.pid, "redis_server": redis_pid(data_dir)}
+        lookups_before = asyncio.run(cache_lookups(agent_port))
         part_b = asyncio.run(load(agent_port, questions[5000:], args.clients, args.duration, pids))
+        lookups_after = asyncio.run(cache_lookups(agent_port))
         logs = drain_until(settings, part_b["served"])
-        part_b["cache_hit_rate"] = hit_rates({}, asyncio.run(cache_lookups(agent_port)))  # since start: (a)+(b)
+        part_b["cache_hit_rate"] = hit_rates(lookups_before, lookups_after)
+        part_b["embedder_texts_per_request"] = misses_per_request(lookups_before, lookups_after, part_b["served"])
         lookups_before = asyncio.run(cache_lookups(agent_port))
         part_c = asyncio.run(load(agent_port, questions[1000:1000 + args.repeat_pool], args.clients,
                                   args.duration / 2, pids))
         part_c["cache_hit_rate"] = hit_rates(lookups_before, asyncio.run(cache_lookups(agent_port)))
         part_c.update(drain_until(settings, part_c["served"]))
+        part_d = profile(agent_port, agent.pid, questions[5000:], args.clients, args.profile_duration)
+        if "served" in part_d:
+            drain_until(settings, part_d["served"])
     finally:
         for proc in (agent, hello):
             proc.terminate()
@@ -438,10 +482,20 @@ def main() -> None:
                   part_c["served_equals_logged"], part_c["cache_hit_rate"].get("query"),
                   part_c["cache_hit_rate"].get("sentence")]],
                 notes=[f"(b) for comparison: {part_b['requests_per_s']} requests/s, p50 {part_b['p50_ms']} ms; "
-                       f"cache hit rates over (a)+(b): {part_b['cache_hit_rate']}"])
+                       f"cache hit rates in (b): {part_b['cache_hit_rate']}, texts embedded per request in (b): "
+                       f"{part_b['embedder_texts_per_request']}"])
+    if "cpu_ms_per_request_by_stage" in part_d:
+        print_table(f"(d) agent CPU ms per request by stage (py-spy, {part_d['duration_s']} s of (b)'s load)",
+                    ["stage", "CPU ms / request", "share"],
+                    [[stage, ms, part_d["share"][stage]]
+                     for stage, ms in part_d["cpu_ms_per_request_by_stage"].items()],
+                    notes=[f"{part_d['requests_per_s']} requests/s while profiled; agent CPU from /proc "
+                           f"{part_d['cpu_ms_per_request']['agent']} ms per request"])
+    else:
+        print(f"(d) CPU split per stage: {part_d.get('error')}")
     save("serve", parameters=vars(args) | {"data_dir": str(data_dir)},
          results={"setup": setup, "overhead": part_a, "load": part_b, "repeated_questions": part_c,
-                  "before_load_drain": before})
+                  "cpu_split": part_d, "before_load_drain": before, "load_average_at_end": os.getloadavg()})
 
 
 if __name__ == "__main__":

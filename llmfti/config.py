@@ -160,6 +160,9 @@ class GeneratorSettings(BaseModel):
     timeout_s: float = Field(60.0, gt=0, description="A generation slower than this falls back (or fails).")
     fallback: bool = Field(True, description="Answer with the extractive generator when this one fails.")
     max_sentences: int = Field(3, ge=1, le=20, description="extractive: most sentences per answer.")
+    embed_candidates: int = Field(
+        12, ge=1, le=1000, description="extractive: candidate sentences embedded per answer (the lexically best); "
+        "the rest are ranked below them. Bounds the embedding work per request (SQuAD: ~24 candidates at k=5).")
     abstain: bool = Field(True, description="extractive: answer \"I don't know\" when no sentence is close "
                           "enough to the question (see abstain_below).")
     abstain_below: float = Field(
@@ -261,6 +264,11 @@ class AgentSettings(BaseModel):
         7 * 86400, ge=60, description="How long POST /v1/feedback can name a served request (its id and tenant "
         "are kept in Redis this long; later feedback is looked up in the drained inference_log table)."
     )
+    embedder_threads: int | None = Field(
+        1, ge=1, le=256, description="torch intra-op threads of the agent's query/sentence embedding worker (one "
+        "thread encodes every batch). 1: the other cores stay with the event loop, search and Redis, and no OpenMP "
+        "thread spins against them (2 threads cost 1.2-8x the CPU per text on 2 cores, most under load: "
+        "benchmarks/serve.py); null: torch's default (one per core).")
     query_embedding_cache: int = Field(
         10_000, ge=0, description="Query vectors kept in memory, keyed by embedder fingerprint + whitespace-"
         "normalised text (least recently used out first); a repeated question skips the encode. 0: no cache. "

@@ -126,6 +126,121 @@ def test_a_repeated_question_skips_the_encode_and_gets_the_same_answer(served):
     assert hits and float(hits.group(1)) == cache.hits
 
 
+def test_the_question_is_encoded_once_its_retrieval_vector_serves_the_answer_selection_too(served):
+    """A single-turn question is the retrieval query: the extractive generator gets its vector from the
+    retrieval step instead of encoding it a second time through the sentence cache."""
+    from agents.embedding_cache import normalise
+
+    app, client = served
+    pipeline = app.state.agent.pipeline
+    question = "Which table keeps the chunks of an index, and who writes it?"
+    sentences = pipeline.sentence_embeddings
+    texts, sentence_misses, lookups = pipeline._batcher.texts, sentences.misses, sentences.hits + sentences.misses
+    response = client.post("/v1/chat/completions", headers=AUTH, json={
+        "model": "llmfti-extractive", "messages": [{"role": "user", "content": question}]})
+    assert response.status_code == 200, response.text
+    assert sentences.hits + sentences.misses > lookups  # the answer was selected with sentence vectors
+    assert pipeline.query_embeddings.key(question) in pipeline.query_embeddings._vectors
+    assert (sentences.fingerprint, normalise(question)) not in sentences._vectors
+    # every text the model encoded: the question once, plus the sentences the cache did not have
+    assert pipeline._batcher.texts - texts == 1 + sentences.misses - sentence_misses
+
+
+def test_known_vectors_are_used_as_given_neither_counted_nor_cached():
+    cache, calls = _counting_cache("e@1", max_entries=10)
+    vectors = asyncio.run(cache.embed(["the question", "a sentence", " the  question "],
+                                      known={"the question": [9.0, 9.0]}))
+    assert vectors == [[9.0, 9.0], [10.0, 3.0], [9.0, 9.0]] and calls == ["a sentence"]
+    assert (cache.hits, cache.misses, len(cache)) == (0, 1, 1)
+
+
+def test_the_embedding_worker_runs_its_setup_on_its_own_thread_and_limits_torch_threads():
+    """torch's thread count is per process and OpenMP's per thread: the batcher's worker sets it itself."""
+    import threading
+
+    import torch
+
+    from agents.pipeline import limit_threads
+    from agents.query_batcher import QueryBatcher
+
+    seen: list[tuple[str, int]] = []
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        batcher = QueryBatcher(lambda texts: [[float(len(t))] for t in texts], setup=lambda: (
+            limit_threads(1), seen.append((threading.current_thread().name, torch.get_num_threads()))))
+        try:
+            assert asyncio.run(batcher.embed("four")) == [4.0]
+        finally:
+            batcher.close()
+        assert seen == [("llmfti-query-embedder", 1)]
+        torch.set_num_threads(2)
+        limit_threads(None)  # null: torch's default is left alone
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_a_failing_setup_still_leaves_a_working_batcher():
+    from agents.query_batcher import QueryBatcher
+
+    def broken() -> None:
+        raise RuntimeError("no such setting")
+
+    batcher = QueryBatcher(lambda texts: [[1.0] for _ in texts], setup=broken)
+    try:
+        assert asyncio.run(batcher.embed("x")) == [1.0]
+    finally:
+        batcher.close()
+
+
+PARIS = [
+    "The Eiffel Tower was completed in 1889 for the World's Fair in Paris.",
+    "The Louvre holds the Mona Lisa and thousands of other paintings.",
+    "Paris has twenty administrative districts called arrondissements.",
+    "The Seine flows through the centre of the city from east to west.",
+    "Gustave Eiffel's company designed and built the tower over two years.",
+    "The Paris Metro opened in 1900 and now has sixteen lines.",
+    "Notre-Dame cathedral was damaged by a fire in 2019.",
+    "The tower is 330 metres tall, about the height of an 81-storey building.",
+    "Montmartre is a hill in the north of the city known for its artists.",
+    "The Arc de Triomphe honours those who fought for France.",
+]
+
+
+def test_only_the_lexically_best_sentences_are_embedded_and_the_answer_is_the_same():
+    """The extractive generator embeds at most ``embed_candidates`` sentences (the lexically best) and the
+    others rank below them: on a passage of ten sentences, four embedded give the answer all ten give."""
+    import torch
+
+    from llmfti.config import GeneratorSettings, load_settings
+    from llmfti.embedders import load_embedder
+    from llmfti.llm.backends import create_generator
+    from llmfti.llm.backends.base import GenerationRequest, Passage
+    from llmfti.llm.backends.extractive import ExtractiveGenerator
+
+    torch.set_num_threads(1)
+    embedder = load_embedder(load_settings())
+    sent: list[list[str]] = []
+
+    async def embed(texts):
+        sent.append(list(texts))
+        return embedder.encode(list(texts))
+
+    question = "When was the Eiffel Tower completed?"
+    passages = [Passage(n=1, chunk_id="c1", doc_id="paris", text=" ".join(PARIS[:5]), score=0.9),
+                Passage(n=2, chunk_id="c2", doc_id="paris", text=" ".join(PARIS[5:]), score=0.8)]
+    request = GenerationRequest(messages=[{"role": "user", "content": question}], question=question,
+                                passages=passages, embed=embed)
+    everything = asyncio.run(ExtractiveGenerator(embed_candidates=100).generate(request))
+    bounded = asyncio.run(ExtractiveGenerator(embed_candidates=4).generate(request))
+    assert [len(texts) for texts in sent] == [1 + 10, 1 + 4]
+    assert sent[1][0] == question and PARIS[0] in sent[1][1:]  # the sentence that answers was embedded
+    assert bounded.text == everything.text and bounded.text.startswith(PARIS[0])
+    assert bounded.evidence == pytest.approx(everything.evidence, abs=1e-5)  # the best cosine was among the four
+    assert create_generator(GeneratorSettings(embed_candidates=4), backend="extractive").embed_candidates == 4
+
+
 def test_search_on_the_lance_dataset_ranks_like_the_lancedb_query_builder(tmp_path):
     """VectorIndex.search runs on the pylance dataset directly: same chunks, order and scores as lancedb's
     query builder (the way it searched before), for dense and full-text, within the tenant."""

@@ -30,6 +30,10 @@ VERSION = "extractive-v2"
 NO_ANSWER = "I could not find an answer to this in the indexed documents."
 ABSTAIN = "I don't know: the indexed documents do not seem to answer this."
 CLOSE_SCORE = 0.1  # a further sentence joins the answer only when it scores within this of the best
+EMBED_CANDIDATES = 12
+"""Candidate sentences embedded per answer, the lexically best (words, coverage, answer type, rank); the others
+score with the lowest similarity of those. On 1,200 SQuAD dev questions (top-5 hybrid passages, ~24 candidates
+each) 12 kept first-sentence presence at 0.7592 (10: 0.7583) while embedding half the sentences."""
 _TOKEN = re.compile(r"\w{1,12}|[^\w\s]")  # bounded: a long word is many tokens
 
 
@@ -60,14 +64,17 @@ class ExtractiveGenerator:
 
     backend = "extractive"
 
-    def __init__(self, *, max_sentences: int = 3, model_id: str = "llmfti-extractive"):
+    def __init__(self, *, max_sentences: int = 3, model_id: str = "llmfti-extractive",
+                 embed_candidates: int = EMBED_CANDIDATES):
         self.max_sentences = max_sentences
+        self.embed_candidates = embed_candidates
         self.model_id = model_id
         self.model_version = VERSION
 
     @classmethod
     def from_settings(cls, settings: GeneratorSettings) -> ExtractiveGenerator:
-        return cls(max_sentences=settings.max_sentences, model_id=settings.served_name or "llmfti-extractive")
+        return cls(max_sentences=settings.max_sentences, model_id=settings.served_name or "llmfti-extractive",
+                   embed_candidates=settings.embed_candidates)
 
     async def start(self) -> None:
         return None
@@ -115,14 +122,28 @@ class ExtractiveGenerator:
         )
 
     async def similarities(self, request: GenerationRequest) -> list[float] | None:
-        """Question cosine of every candidate sentence, through the request's embedder (None without one)."""
+        """Question cosine of every candidate sentence, through the request's embedder (None without one).
+
+        Only the ``embed_candidates`` lexically best sentences are embedded; the rest get the lowest of
+        their cosines, so they never outrank a sentence that is both lexically and semantically ahead."""
         if request.embed is None:
             return None
-        sentences = [c.sentence for c in candidates(request.passages)]
-        if not sentences:
+        cands = candidates(request.passages)
+        if not cands:
             return None
-        vectors = await request.embed([request.question, *sentences])
-        return cosines(vectors[0], vectors[1:])
+        keep = list(range(len(cands)))
+        if len(cands) > self.embed_candidates:
+            by_words = select(request.question, request.passages, len(cands), similarities=[0.0] * len(cands))
+            position = {c: i for i, c in enumerate(cands)}
+            keep = [position[c] for c in by_words.chosen[:self.embed_candidates]]
+        vectors = await request.embed([request.question, *(cands[i].sentence for i in keep)])
+        found = cosines(vectors[0], vectors[1:])
+        if len(keep) == len(cands):
+            return found
+        out = [min(found)] * len(cands)
+        for i, cosine in zip(keep, found, strict=True):
+            out[i] = cosine
+        return out
 
     async def generate(self, request: GenerationRequest) -> GenerationResult:
         return self.answer(request, await self.similarities(request))
