@@ -570,7 +570,6 @@ class AgentPipeline:
             messages=turn.messages,
             abstained=result.abstained,
             evidence=result.evidence,
-            evidence_features=result.evidence_features,
         )
         record = self._record(request, turn, turn.served, streamed=streamed)
         record.prompt, record.answer = result.prompt, result.text
