@@ -120,6 +120,46 @@ def quarantine(index: str | None = IndexOption, as_json: bool = JsonOption) -> N
         emit({"index": name, "quarantined": rows}, as_json, _print_quarantine)
 
 
+@app.command("tune-fusion")
+def tune_fusion(
+    name: str = typer.Argument(..., help="Index whose hybrid fusion to tune."),
+    questions: Path | None = typer.Option(
+        None, "--questions", help='JSONL eval questions, one {"question": ..., "doc_ids": [...]} per line.'),
+    suite: str | None = typer.Option(None, "--suite", help="Use an eval suite's questions instead, e.g. squad."),
+    full: bool = typer.Option(False, "--full", help="With --suite: all its questions, not its seeded sample."),
+    tenant: str | None = typer.Option(None, "--tenant", help="Tenant to search (default: ingest.default_tenant)."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Report only; store nothing."),
+    as_json: bool = JsonOption,
+) -> None:
+    """Choose how hybrid search fuses dense and full-text results (method, k, weights, document-level fusion)
+    from the index's eval questions: tuned on half the documents, reported on the other half, stored as a new
+    index version (rollback restores the earlier fusion)."""
+    with reporting_errors(as_json):
+        from llmfti.errors import InvalidInputError
+        from llmfti.index import VectorIndex
+        from llmfti.index.fusion_tuning import Question, tune_index
+
+        if (questions is None) == (suite is None):
+            raise InvalidInputError("tune-fusion needs its eval questions from exactly one place",
+                                    expected="--questions FILE or --suite NAME",
+                                    fix="e.g. llmfti index tune-fusion eval_squad --suite squad")
+        if questions is not None:
+            from evals.embedder_gate import rows_from_file
+
+            rows, source = rows_from_file(questions), f"questions {questions}"
+        else:
+            from evals.datasets import load_rows
+            from evals.suite import load_suite
+
+            rows, source = load_rows(load_suite(suite), full=full), f"suite {suite}{' (full)' if full else ''}"
+        eval_questions = [Question(r.question, frozenset(r.reference_doc_ids)) for r in rows if r.reference_doc_ids]
+        idx = VectorIndex.open(_settings(), name)
+        with stage_progress(not as_json) as update:
+            result = tune_index(idx, eval_questions, source=source, tenant=tenant, store=not dry_run,
+                                on_progress=lambda n, total: update("search", n, total))
+        emit(result, as_json, _print_tuning)
+
+
 def search(
     query: str = typer.Argument(..., help="What to search for."),
     index: str | None = IndexOption,
@@ -175,10 +215,27 @@ def _print_versions(payload: dict[str, Any]) -> None:
     for v in payload["versions"]:
         s = v["summary"]
         brief = (f"restored v{s['restored_version']}" if v["kind"] == "rollback" else
+                 f"fusion: {s.get('text')}" if v["kind"] == "fusion" else
                  f"+{s['docs_added']} ~{s['docs_updated']} -{s['docs_deleted']} ={s['docs_unchanged']}, "
                  f"{s['chunks_embedded']} embedded, {s['quarantined']} quarantined")
         table.add_row(str(v["version"]), v["kind"], f"{v['time']:%Y-%m-%d %H:%M:%S}", str(v["rows"]),
                       ",".join(v["tags"]), brief)
+    console().print(table)
+
+
+def _print_tuning(r: dict[str, Any]) -> None:
+    from rich.table import Table
+
+    table = Table(title=f"fusion of index {r['index']} (version {r['tuned_on_version']}), {r['candidates']} "
+                        f"candidates, {r['questions']} questions from {r['source']}",
+                  caption=r["decision"])
+    for column in ("split", "fusion", "questions", "hit@1", "hit@5", "MRR@10"):
+        table.add_column(column)
+    for split in ("held_out", "tuning"):
+        for which in ("default", "chosen"):
+            m = r[split][which]
+            table.add_row(split.replace("_", "-"), r[f"{which}_text"] + (" (tuned)" if which == "chosen" else ""),
+                          str(m["questions"]), f"{m['hit@1']:.4f}", f"{m['hit@5']:.4f}", f"{m['mrr@10']:.4f}")
     console().print(table)
 
 

@@ -16,6 +16,7 @@ the embedder that built it; opening with another embedder is refused.
 from __future__ import annotations
 
 import json
+import logging
 import threading
 import time
 from collections import OrderedDict
@@ -23,9 +24,10 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, NamedTuple
 
-from llmfti.errors import EmbedderMismatchError, InvalidInputError, NotFoundError
+from llmfti.errors import ConfigError, EmbedderMismatchError, InvalidInputError, NotFoundError
 from llmfti.filters import Filter, where_clause
 from llmfti.index import history
+from llmfti.index.fusion import Fusion, decode, encode, fuse
 from llmfti.lance import connect, escape_literal, table_names
 from llmfti.naming import check_name
 
@@ -39,6 +41,8 @@ if TYPE_CHECKING:
 SCHEMA_VERSION = 2  # v2: identity (tenant, doc_id), tenant-qualified chunk ids, origin + build_tenant columns
 PUBLISHED_TTL_S = 1.0  # how long a reader trusts its list of published versions (= the connection's consistency)
 EMBEDDER_KEY = b"llmfti.embedder"
+log = logging.getLogger(__name__)
+FUSION_KEY = "llmfti.fusion"  # schema metadata of a version: its tuned hybrid fusion (llmfti/index/fusion.py)
 FILTERABLE = {
     "doc_id": "string",
     "source": "string",
@@ -48,6 +52,7 @@ FILTERABLE = {
     "ingested_at": "timestamp",
 }
 _RESULT_COLUMNS = ["chunk_id", "doc_id", "text", "metadata"]
+_VECTOR_COLUMNS = {False: [], True: ["embedding"]}  # search(..., with_vectors=True) also reads the stored vectors
 
 
 class DocState(NamedTuple):
@@ -66,6 +71,8 @@ class SearchHit:
     score: float
     text: str
     metadata: dict[str, Any] = field(default_factory=dict)
+    vector: Any = field(default=None, repr=False, compare=False)
+    """The chunk's stored embedding (numpy float32), only from ``search(..., with_vectors=True)``."""
 
 
 @dataclass(frozen=True)
@@ -116,6 +123,7 @@ class VectorIndex:
         self._embedder: Embedder | None = None
         self._versions: OrderedDict[int, Any] = OrderedDict()
         self._datasets: OrderedDict[int, Any] = OrderedDict()
+        self._fusions: dict[int, Fusion] = {}  # per version: a version's schema metadata never changes
         self._published: tuple[float, list[int]] = (float("-inf"), [])
         self._refreshing = False
         self._lock = threading.Lock()
@@ -197,9 +205,9 @@ class VectorIndex:
         """This index's entries in the build log: its chunks table (a schema bump starts a new history)."""
         return table_name(self.name)
 
-    def record_build(self, kind: str, summary: dict[str, Any]) -> int:
-        """Publish the head commit: log it as a build or rollback; returns its version."""
-        version = self.head_version
+    def record_build(self, kind: str, summary: dict[str, Any], version: int | None = None) -> int:
+        """Publish the head commit (or ``version``): log it as a build, rollback or fusion; returns its version."""
+        version = self.head_version if version is None else version
         history.record_build(self._db, self.log_key, version, kind, summary)
         with self._lock:
             self._published = (float("-inf"), [])
@@ -349,6 +357,8 @@ class VectorIndex:
     def _known_version(self, version: int) -> int:
         """``version`` if it is published (an index written without the build log: any commit)."""
         published = self.published_versions()
+        if published and version not in published:  # published since the list was read (e.g. by another process)?
+            published = self._read_published()
         known = published or [int(v["version"]) for v in self._table.list_versions()]
         if version not in known:
             raise NotFoundError(
@@ -389,6 +399,54 @@ class VectorIndex:
                 self._datasets.popitem(last=False)
         return number, dataset
 
+    # ----------------------------------------------------------------- fusion
+    def fusion(self, version: int | str | None = None) -> Fusion:
+        """How hybrid search fuses at ``version`` (the newest published if None): the fusion stored in that
+        version's schema metadata (``llmfti index tune-fusion``), else plain RRF with ``index.rrf_k``."""
+        return self._fusion_of(*self._dataset_at(version))
+
+    def fusion_record(self, version: int | str | None = None) -> dict[str, Any] | None:
+        """The fusion stored at ``version`` and how it was chosen; None when that version has none (plain RRF)."""
+        _, dataset = self._dataset_at(version)
+        raw = (dataset.schema.metadata or {}).get(FUSION_KEY.encode())
+        if raw is None:
+            return None
+        fusion, chosen = decode(raw)
+        return {"fusion": fusion.to_dict(), "text": fusion.describe(), "chosen": chosen}
+
+    def store_fusion(self, fusion: Fusion, record: dict[str, Any]) -> int:
+        """Store ``fusion`` (and ``record``: how it was chosen) as a new published version with the same
+        chunks; later builds keep it, a rollback to an earlier version restores that version's fusion."""
+        summary = {"fusion": fusion.to_dict(), "text": fusion.describe(), "by": record.get("by")}
+        return self._write_fusion(encode(fusion, record), summary)
+
+    def clear_fusion(self, reason: str) -> int:
+        """Go back to plain RRF (``index.rrf_k``) in a new published version."""
+        return self._write_fusion(None, {"fusion": None, "text": "plain RRF (default)", "reason": reason})
+
+    def _write_fusion(self, raw: str | None, summary: dict[str, Any]) -> int:
+        self._table.checkout_latest()
+        dataset = self._table.to_lance()
+        dataset.update_schema_metadata({FUSION_KEY: raw})  # one commit: the same rows, new metadata
+        self._table.checkout_latest()
+        return self.record_build("fusion", summary, version=int(dataset.version))
+
+    def _fusion_of(self, number: int, dataset: Any) -> Fusion:
+        fusion = self._fusions.get(number)
+        if fusion is None:
+            raw = (dataset.schema.metadata or {}).get(FUSION_KEY.encode())
+            fusion = Fusion(rrf_k=self.settings.index.rrf_k)
+            if raw is not None:
+                try:
+                    fusion = decode(raw)[0]
+                except ConfigError as exc:  # search keeps working, on plain RRF, and says why
+                    log.warning("index %r version %d: %s; hybrid search uses plain RRF", self.name, number, exc)
+            with self._lock:
+                if len(self._fusions) > 64:
+                    self._fusions.clear()
+                self._fusions[number] = fusion
+        return fusion
+
     # ----------------------------------------------------------------- searching
     def embed_query(self, text: str) -> np.ndarray:
         return self.embedder().encode([text])[0]
@@ -403,8 +461,10 @@ class VectorIndex:
         filters: Iterable[Filter] = (),
         version: int | str | None = None,
         vector: np.ndarray | None = None,
+        with_vectors: bool = False,
     ) -> SearchResult:
-        """Top-``k`` chunks for ``query`` within one tenant; ``version`` searches the past."""
+        """Top-``k`` chunks for ``query`` within one tenant; ``version`` searches the past.
+        ``with_vectors``: each hit also carries its chunk's stored embedding (``SearchHit.vector``)."""
         k = self._check_k(k)
         mode = mode or self.settings.index.default_mode
         if mode not in ("dense", "fts", "hybrid"):
@@ -415,16 +475,17 @@ class VectorIndex:
         tenant_filter = f"tenant = {escape_literal(tenant or self.settings.ingest.default_tenant)}"
         where = " AND ".join(filter(None, [tenant_filter, where_clause(filters, FILTERABLE)]))
         if mode == "fts":
-            hits = self._fts(dataset, query, where, k)
+            hits = self._fts(dataset, query, where, k, with_vectors)
         else:
             if vector is None:
                 vector = self.embed_query(query)
             if mode == "dense":
-                hits = self._dense(dataset, vector, where, k)
+                hits = self._dense(dataset, vector, where, k, with_vectors)
             else:
+                fusion = self._fusion_of(number, dataset)
                 depth = max(k * 4, 50)
-                fts = _fts_pool().submit(self._fts, dataset, query, where, depth)  # both at once: lance frees the GIL
-                hits = _rrf([self._dense(dataset, vector, where, depth), fts.result()], k, self.settings.index.rrf_k)
+                fts = _fts_pool().submit(self._fts, dataset, query, where, depth, with_vectors)  # both at once
+                hits = fuse(self._dense(dataset, vector, where, depth, with_vectors), fts.result(), fusion, k)
         return SearchResult(number, mode, hits)
 
     def _check_k(self, k: int | None) -> int:
@@ -436,22 +497,23 @@ class VectorIndex:
         return k
 
     @staticmethod
-    def _dense(dataset: Any, vector: np.ndarray, where: str, k: int) -> list[SearchHit]:
+    def _dense(dataset: Any, vector: np.ndarray, where: str, k: int, with_vectors: bool = False) -> list[SearchHit]:
         """Nearest ``k`` by cosine within ``where`` (prefiltered), on the ANN index when there is one."""
-        rows = dataset.to_table(
-            columns=[*_RESULT_COLUMNS, "_distance"], filter=where, prefilter=True, disable_scoring_autoprojection=True,
+        table = dataset.to_table(
+            columns=[*_RESULT_COLUMNS, *_VECTOR_COLUMNS[with_vectors], "_distance"], filter=where, prefilter=True,
+            disable_scoring_autoprojection=True,
             nearest={"column": "embedding", "q": vector, "k": k, "metric": "cosine"},
-        ).to_pylist()
-        return [_hit(row, 1.0 - float(row["_distance"])) for row in rows]
+        )
+        return [_hit(row, 1.0 - float(row["_distance"]), stored) for row, stored in _rows(table, with_vectors)]
 
     @staticmethod
-    def _fts(dataset: Any, text: str, where: str, k: int) -> list[SearchHit]:
+    def _fts(dataset: Any, text: str, where: str, k: int, with_vectors: bool = False) -> list[SearchHit]:
         """Top ``k`` by BM25 on the full-text index within ``where`` (prefiltered)."""
-        rows = dataset.to_table(
-            columns=[*_RESULT_COLUMNS, "_score"], filter=where, prefilter=True, limit=k,
+        table = dataset.to_table(
+            columns=[*_RESULT_COLUMNS, *_VECTOR_COLUMNS[with_vectors], "_score"], filter=where, prefilter=True, limit=k,
             full_text_query={"query": text, "columns": ["text"]}, disable_scoring_autoprojection=True,
-        ).to_pylist()
-        return [_hit(row, float(row["_score"])) for row in rows]
+        )
+        return [_hit(row, float(row["_score"]), stored) for row, stored in _rows(table, with_vectors)]
 
 
 _pool: list[Any] = []
@@ -483,20 +545,17 @@ def _listing(versions: list[int]) -> str:
     return ", ".join(map(str, versions)) if len(versions) <= 12 else f"{versions[0]} ... {versions[-1]}"
 
 
-def _hit(row: dict[str, Any], score: float) -> SearchHit:
-    return SearchHit(row["chunk_id"], row["doc_id"], score, row["text"], json.loads(row["metadata"] or "{}"))
+def _hit(row: dict[str, Any], score: float, vector: Any = None) -> SearchHit:
+    return SearchHit(row["chunk_id"], row["doc_id"], score, row["text"], json.loads(row["metadata"] or "{}"), vector)
 
 
-def _rrf(rankings: list[list[SearchHit]], k: int, rrf_k: int) -> list[SearchHit]:
-    """Reciprocal-rank fusion: score = sum over rankings of 1 / (rrf_k + rank)."""
-    scores: dict[str, float] = {}
-    hits: dict[str, SearchHit] = {}
-    for ranking in rankings:
-        for rank, hit in enumerate(ranking, start=1):
-            scores[hit.chunk_id] = scores.get(hit.chunk_id, 0.0) + 1.0 / (rrf_k + rank)
-            hits.setdefault(hit.chunk_id, hit)
-    best = sorted(scores, key=lambda cid: (-scores[cid], cid))[:k]
-    return [SearchHit(c, hits[c].doc_id, scores[c], hits[c].text, hits[c].metadata) for c in best]
+def _rows(table: Any, with_vectors: bool) -> Iterable[tuple[dict[str, Any], Any]]:
+    """``(row, stored vector or None)`` per result row; vectors as rows of one numpy matrix (never lists of floats)."""
+    if not with_vectors:
+        return ((row, None) for row in table.to_pylist())
+    column = table.column("embedding").combine_chunks()
+    matrix = column.flatten().to_numpy(zero_copy_only=False).reshape(len(column), -1)
+    return zip(table.drop_columns(["embedding"]).to_pylist(), matrix, strict=True)
 
 
 def _recorded_embedder(table: Any) -> dict[str, Any]:

@@ -1,0 +1,129 @@
+"""Per-index tuned fusion on SQuAD v1.1 dev: tuned on half the articles, reported on the other half.
+
+All 2,067 dev paragraphs are indexed with the SQuAD importer (doc id ``{title}#{paragraph_index}``).
+Every question (10,570) is embedded once (cached on disk) and searched once in dense and once in
+full-text mode, 50 deep (what hybrid search fuses); ``llmfti.index.fusion_tuning.tune`` then grid-searches
+the fusion (method, rrf_k, weights, document-level fusion by doc id or article title) on the questions of
+half the articles (split by a stable hash of the article title) and reports it and plain RRF (the
+default, ``index.rrf_k``) on the other half, in the same run. A last check stores the choice in the
+index (as ``llmfti index tune-fusion`` does) and runs real hybrid searches of held-out questions, which
+must rank exactly as the offline fusion did, and times the fusion step per query.
+Goal (issue 12): hybrid hit@5 >= 0.97 and MRR@10 >= 0.88.
+
+    python -m benchmarks.fusion_tuning                    # all 10,570 questions (~3-5 min on 2 cores)
+    python -m benchmarks.fusion_tuning --questions 2000   # seeded sample, quick
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from benchmarks import squad
+from benchmarks.embedding_cache import embed_cached
+from benchmarks.reporting import RESULTS_DIR, print_table, save
+
+INDEX = "squad"
+GOAL = {"hit@5": 0.97, "mrr@10": 0.88}
+CHECKED_SEARCHES = 300  # held-out questions searched for real with the stored fusion
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--questions", type=int, default=None, help="seeded sample of questions (default: all)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--data-dir", type=Path, default=RESULTS_DIR / "data" / "fusion_tuning",
+                        help="where the index lives; an existing index there is reused (synced, not rebuilt)")
+    args = parser.parse_args()
+    started = datetime.now(UTC)
+
+    from llmfti.config import load_settings
+    from llmfti.index import VectorIndex
+    from llmfti.index import fusion_tuning as ft
+    from llmfti.index.fusion import Fusion, fuse
+    from pipelines.index_build import build_index
+
+    settings = load_settings(data_dir=args.data_dir)
+    t0 = time.perf_counter()
+    summary = build_index(settings, [squad.SQUAD_DEV], INDEX)
+    build_s = time.perf_counter() - t0
+    idx = VectorIndex.open(settings, INDEX)
+    if idx.fusion_record() is not None:  # a stored choice from an earlier run: measure from plain RRF again
+        idx.clear_fusion(reason="benchmarks.fusion_tuning: start from plain RRF")
+    n_chunks = idx.count_rows()
+
+    rows = squad.questions()
+    if args.questions and args.questions < len(rows):
+        rows = random.Random(args.seed).sample(rows, args.questions)
+    questions = [ft.Question(r.text, frozenset([r.doc_id])) for r in rows]
+    embedder = idx.embedder()
+    embedder.encode(["warm up"])
+    vectors, encode_s = embed_cached(embedder, [q.text for q in questions], RESULTS_DIR / "data" / "question_vectors")
+
+    t0 = time.perf_counter()
+    rankings = ft.collect(idx, questions, vectors,
+                          on_progress=lambda n, total: n % 2000 == 0 and print(f"  searched {n:,}/{total:,}"))
+    collect_s = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    default = Fusion(rrf_k=settings.index.rrf_k)
+    report = ft.tune(rankings, questions, default)
+    tune_s = time.perf_counter() - t0
+    tuning_ids, held_out_ids = ft.split(questions)
+
+    # what search does once the choice is stored: real hybrid searches must match the offline fusion
+    version = idx.store_fusion(report.chosen, {"by": "benchmarks.fusion_tuning", **report.to_dict()})
+    checked = random.Random(1).sample(held_out_ids, min(CHECKED_SEARCHES, len(held_out_ids)))
+    mismatches = 0
+    for i in checked:
+        live = [h.chunk_id for h in idx.search(questions[i].text, k=ft.K, mode="hybrid", vector=vectors[i]).hits]
+        offline = [h.chunk_id for h in fuse(*rankings[i], report.chosen, ft.K)]
+        mismatches += live != offline
+    fuse_ms = _fuse_cost_ms(rankings, report.chosen, fuse, ft.K)
+    fuse_default_ms = _fuse_cost_ms(rankings, default, fuse, ft.K)
+
+    table = []
+    for split_name, metrics in (("held-out", report.held_out), ("tuning", report.tuning)):
+        for name, fusion in (("plain RRF (default)", report.default), ("tuned", report.chosen)):
+            m = metrics["chosen" if name == "tuned" else "default"]
+            table.append([split_name, name, fusion.describe(), m["questions"], m["hit@1"], m["hit@5"], m["mrr@10"],
+                          m["hit@10"]])
+    held = report.held_out["chosen"]
+    met = all(held[k] >= v for k, v in GOAL.items())
+    print_table(
+        f"Hybrid fusion on SQuAD v1.1 dev: {len(questions):,} questions, {n_chunks:,} chunks; tuned on "
+        f"{len(tuning_ids):,} questions of half the articles, reported on {len(held_out_ids):,} of the others",
+        ["split", "fusion", "parameters", "questions", "hit@1", "hit@5", "MRR@10", "hit@10"], table,
+        [f"goal hit@5 >= {GOAL['hit@5']} and MRR@10 >= {GOAL['mrr@10']} on held-out: {'MET' if met else 'NOT MET'}",
+         f"{report.candidates} fusions searched in {tune_s:.0f}s; dense+fts rankings of every question "
+         f"{collect_s:.0f}s; question embedding {'cached' if encode_s is None else f'{encode_s:.0f}s'}",
+         f"stored in index version {version}; {len(checked)} live hybrid searches vs offline fusion: "
+         f"{mismatches} mismatches; fusion step {fuse_ms:.3f} ms/query tuned, {fuse_default_ms:.3f} plain"],
+    )
+    name = "fusion_tuning" if len(questions) == len(squad.questions()) else f"fusion_tuning_{len(questions)}q"
+    save(name, started=started,
+         parameters={"questions": len(questions), "sample": bool(args.questions), "seed": args.seed,
+                     "k": ft.K, "depth": ft.DEPTH, "index": INDEX, "data_dir": str(args.data_dir),
+                     "embedder": settings.embedder.model, "split": "by article title (crc32 parity)",
+                     "objective": "hit@5 + MRR@10 on the tuning split"},
+         results={"chunks": n_chunks, "build_summary": summary, "build_or_sync_s": round(build_s, 3),
+                  "question_encode_s": encode_s and round(encode_s, 3), "collect_s": round(collect_s, 3),
+                  "tune_s": round(tune_s, 3), **report.to_dict(), "goal": GOAL, "goal_met_on_held_out": met,
+                  "stored_version": version, "live_checks": len(checked), "live_mismatches": mismatches,
+                  "fuse_ms_per_query": {"tuned": round(fuse_ms, 4), "plain_rrf": round(fuse_default_ms, 4)}})
+
+
+def _fuse_cost_ms(rankings: list[Any], fusion: Any, fuse: Any, k: int, n: int = 2000) -> float:
+    """Mean wall time of the fusion step alone over ``n`` questions' rankings."""
+    sample = rankings[:n]
+    start = time.perf_counter()
+    for dense, fts in sample:
+        fuse(dense, fts, fusion, k)
+    return (time.perf_counter() - start) * 1000 / max(len(sample), 1)
+
+
+if __name__ == "__main__":
+    main()
