@@ -37,7 +37,7 @@ from agents.redis_link import RedisLink, wait_durable
 from agents.served_model import ServedModel, follows_alias, served_model
 from agents.served_requests import ServedRequests
 from agents.turn import AgentAnswer, AgentRequest, Turn, citations, elapsed_ms
-from llmfti.answer_calibration import abstain_threshold
+from llmfti.answer_calibration import abstention_rule
 from llmfti.config import Settings
 from llmfti.embedders.base import embedder_fingerprint
 from llmfti.errors import (
@@ -93,6 +93,7 @@ class AgentPipeline:
         self.sentence_embeddings: EmbeddingCache | None = None
         self.query_embeddings: EmbeddingCache | None = None
         self.abstain_below: float | None = None
+        self.abstention: Any = None  # a calibrated AbstentionModel (wins over abstain_below)
         self._index_lock = threading.Lock()
         self._store: Any = None
         self._background: set[asyncio.Task[Any]] = set()
@@ -189,8 +190,10 @@ class AgentPipeline:
             self.sentence_embeddings = EmbeddingCache(self._batcher.embed, fingerprint=fingerprint)
             self.query_embeddings = EmbeddingCache(self._batcher.embed, fingerprint=fingerprint,
                                                    max_entries=self.config.query_embedding_cache)
-            self.abstain_below, source = abstain_threshold(self.settings, index.name, embedder_fingerprint(index.info))
-            log.info("extractive answers abstain below evidence %s (%s)", self.abstain_below, source)
+            self.abstention, self.abstain_below, source = abstention_rule(self.settings, index.name,
+                                                                          embedder_fingerprint(index.info))
+            log.info("extractive answers abstain by %s (%s)", "model" if self.abstention else self.abstain_below,
+                     source)
             self.index = index
             return index
 
@@ -322,7 +325,7 @@ class AgentPipeline:
             messages=messages, question=question, passages=passages, max_tokens=max_tokens,
             temperature=request.temperature, top_p=request.top_p, seed=request.seed, stop=request.stop,
             embed=self._answer_embed(query, query_vector),
-            abstain_below=self.abstain_below,
+            abstain_below=self.abstain_below, abstention=self.abstention,
         )
         request.timings_ms["prompt"] = elapsed_ms(start)
         return Turn(request, question, on_demand, user_features, missing, passages, index_version, messages,
@@ -570,6 +573,7 @@ class AgentPipeline:
             messages=turn.messages,
             abstained=result.abstained,
             evidence=result.evidence,
+            evidence_features=result.evidence_features,
         )
         record = self._record(request, turn, turn.served, streamed=streamed)
         record.prompt, record.answer = result.prompt, result.text

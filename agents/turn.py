@@ -57,6 +57,7 @@ class AgentAnswer:
     messages: list[dict[str, str]] = field(default_factory=list)
     abstained: bool = False  # the generator said it does not know (the passages do not answer)
     evidence: float | None = None  # extractive: question-sentence match of the best passage sentence
+    evidence_features: dict[str, float] | None = None  # extractive: what abstaining weighed (evals fit on it)
 
 
 @dataclass

@@ -27,6 +27,7 @@ def main() -> None:
     args = parser.parse_args()
     started = datetime.now(UTC)
 
+    from evals.datasets import index_sources
     from evals.runner import run_suite, suite_settings
     from evals.suite import load_suite
     from llmfti.config import load_settings
@@ -37,7 +38,7 @@ def main() -> None:
         update={"sample": args.sample or None})})
     data_dir = args.data_dir or Path(tempfile.mkdtemp(prefix="llmfti-bench-followups-"))
     settings = load_settings(data_dir=data_dir)
-    build_index(suite_settings(settings, suite), [suite.resolve(s) for s in suite.index.sources], suite.index.name)
+    build_index(suite_settings(settings, suite), index_sources(suite, settings.data_dir), suite.index.name)
     results = {}
     for turns in (2, 0):
         turned = settings.model_copy(update={"agent": settings.agent.model_copy(update={"history_turns": turns})})

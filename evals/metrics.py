@@ -1,5 +1,10 @@
 """Metrics of a run: retrieval (ours + Ragas ID-based), answers (Ragas, offline), SQuAD EM/F1,
-and LLM-judged Ragas metrics when a judge endpoint is configured.
+abstention, and LLM-judged Ragas metrics when a judge endpoint is configured.
+
+Row metrics score the answerable rows; an unanswerable row (about an article the index holds out)
+is scored only on whether it abstained. The abstention metrics are over the whole run: "I don't
+know" is a positive, right when the row is unanswerable (precision: of the abstentions, recall: of
+the unanswerable rows).
 
 Every metric scores one row and may return NaN, meaning "unmeasured": it is counted, never
 averaged in. Ragas is imported lazily (it is heavy) and telemetry is always off.
@@ -66,6 +71,36 @@ def answered(r: RowResult) -> float:
     from llmfti.llm.backends.extractive import is_no_answer
 
     return 0.0 if is_no_answer(r.answer.strip()) else 1.0
+
+
+def abstained(r: RowResult) -> float:
+    """1 when the agent said "I don't know" (abstained; a missing passage does not count)."""
+    from llmfti.llm.backends.extractive import ABSTAIN
+
+    return float(r.answer.strip().startswith(ABSTAIN))
+
+
+def abstention_counts(results: list[RowResult]) -> tuple[int, int, int]:
+    """(abstained on unanswerable rows, abstentions, unanswerable rows)."""
+    right = sum(1 for r in results if not r.row.answerable and abstained(r))
+    return right, sum(1 for r in results if abstained(r)), sum(1 for r in results if not r.row.answerable)
+
+
+def abstention_precision(results: list[RowResult]) -> float:
+    right, said, _ = abstention_counts(results)
+    return right / said if said else 0.0
+
+
+def abstention_recall(results: list[RowResult]) -> float:
+    right, _, unanswerable = abstention_counts(results)
+    return right / unanswerable if unanswerable else math.nan
+
+
+def abstention_f1(results: list[RowResult]) -> float:
+    precision, recall = abstention_precision(results), abstention_recall(results)
+    if math.isnan(recall):
+        return math.nan
+    return 2 * precision * recall / (precision + recall) if precision + recall else 0.0
 
 
 def first_sentence(answer: str) -> str:
@@ -270,15 +305,25 @@ LOCAL = {
     "answered": answered,
     "first_sentence_presence": first_sentence_presence,
 }
+RUN_LEVEL: dict[str, Callable[[list[RowResult]], float]] = {
+    "abstention_precision": abstention_precision,
+    "abstention_recall": abstention_recall,
+    "abstention_f1": abstention_f1,
+}
 RAGAS = {"id_context_precision", "id_context_recall", "exact_match", "string_presence", "string_similarity",
          "rouge_l", "semantic_similarity"}
 JUDGED = {"faithfulness", "answer_relevancy"}
-METRICS = set(LOCAL) | RAGAS | JUDGED
+METRICS = set(LOCAL) | RAGAS | JUDGED | set(RUN_LEVEL)
 
 
 def score_rows(results: list[RowResult], names: list[str], scorers: RagasScorers | None) -> None:
-    """Fill ``r.scores`` for every row and metric; a metric that fails on a row gives NaN (unmeasured)."""
+    """Fill ``r.scores`` for every row and metric; a metric that fails on a row gives NaN (unmeasured).
+    Unanswerable rows get only ``abstained``; run-level metrics are left to :func:`aggregate`."""
+    names = [n for n in names if n not in RUN_LEVEL]
     for r in results:
+        if not r.row.answerable:
+            r.scores["abstained"] = abstained(r)
+            continue
         for name in names:
             if name in LOCAL:
                 r.scores[name] = LOCAL[name](r)
@@ -286,7 +331,7 @@ def score_rows(results: list[RowResult], names: list[str], scorers: RagasScorers
     async def ragas_all() -> None:
         for r in results:
             for name in names:
-                if name in LOCAL:
+                if name in LOCAL or not r.row.answerable:
                     continue
                 try:
                     r.scores[name] = await scorers.score(name, r)  # type: ignore[union-attr]
@@ -294,16 +339,21 @@ def score_rows(results: list[RowResult], names: list[str], scorers: RagasScorers
                     r.scores[name] = math.nan
 
     if "semantic_similarity" in names and scorers is not None:
-        scorers.prime(results)
+        scorers.prime([r for r in results if r.row.answerable])
     if any(n not in LOCAL for n in names):
         asyncio.run(ragas_all())
 
 
 def aggregate(results: list[RowResult], names: list[str]) -> tuple[dict[str, float], dict[str, int]]:
-    """Mean of each metric over measured rows, and the number of unmeasured (NaN) rows."""
+    """Mean of each row metric over the rows it scored (NaN rows counted as unmeasured), and each run-level
+    metric over the whole run."""
     means, unmeasured = {}, {}
     for name in names:
-        values = [r.scores[name] for r in results]
+        if name in RUN_LEVEL:
+            value = RUN_LEVEL[name](results)
+            means[name], unmeasured[name] = round(value, 6), int(math.isnan(value))
+            continue
+        values = [r.scores[name] for r in results if name in r.scores]
         measured = [v for v in values if not math.isnan(v)]
         unmeasured[name] = len(values) - len(measured)
         means[name] = round(sum(measured) / len(measured), 6) if measured else math.nan

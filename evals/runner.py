@@ -1,8 +1,17 @@
-"""Run a suite: the agent's own pipeline object, in process, over the suite's rows; then score."""
+"""Run a suite: the agent's own pipeline object, in process, over the suite's rows; then score.
+
+A suite with unanswerable rows measures abstention without fitting and judging on the same
+questions: the rows are split into two folds by article, every row is answered once with abstention
+off (to measure its evidence features), an abstention model is fit on each fold
+(:mod:`llmfti.answer_calibration`), and each fold is answered again with the model fit on the
+*other* fold (the sentence and query vectors are cached by then, so the second pass is retrieval and
+selection only). With ``calibrate_abstention`` the model fit on all rows is recorded for the index.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import subprocess
 import time
 import uuid
@@ -38,7 +47,7 @@ class EvalRun:
     unmeasured: dict[str, int]
     durations_s: dict[str, float]
     per_row: list[dict[str, Any]] = field(default_factory=list)
-    calibration: dict[str, Any] | None = None  # the abstention threshold measured (calibrate_abstention)
+    calibration: dict[str, Any] | None = None  # the abstention model fit on every row (calibrate_abstention)
 
     def summary(self) -> dict[str, Any]:
         return {k: v for k, v in self.__dict__.items() if k != "per_row"}
@@ -63,7 +72,7 @@ def run_suite(settings: Settings, suite: Suite, *, full: bool = False, mode: str
     started = time.perf_counter()
     rows = load_rows(suite, full=full)
     run_settings = suite_settings(settings, suite, mode)
-    answers, timings = asyncio.run(_answer_all(run_settings, rows, report))
+    answers, timings, calibration = asyncio.run(_answer_all(run_settings, rows, report))
     generated = time.perf_counter()
 
     from llmfti.index import VectorIndex
@@ -113,48 +122,96 @@ def run_suite(settings: Settings, suite: Suite, *, full: bool = False, mode: str
                      "total": round(finished - started, 3), "per_row_ms_p50": _p50(timings)},
         per_row=[{"id": r.row.id, "question": r.row.question, "answers": r.row.answers, "answer": r.answer,
                   "reference_doc_ids": r.row.reference_doc_ids, "retrieved_doc_ids": r.retrieved_doc_ids,
-                  "retrieved_chunk_ids": r.retrieved_chunk_ids, "scores": r.scores, "evidence": a.evidence}
+                  "retrieved_chunk_ids": r.retrieved_chunk_ids, "scores": r.scores, "evidence": a.evidence,
+                  "evidence_features": a.evidence_features, "answerable": r.row.answerable, "group": r.row.group}
                  for r, a in zip(results, answers, strict=True)],
-        calibration=_calibration(suite, index, results, answers, run_id) if suite.calibrate_abstention else None,
+        calibration=_calibration(suite, index, calibration, run_id) if suite.calibrate_abstention else None,
     )
 
 
-def _calibration(suite: Suite, index: Any, results: list[RowResult], answers: list[Any],
-                 run_id: str) -> dict[str, Any]:
-    """The abstention threshold that keeps 95% of the answerable questions (gold passage retrieved) answered."""
-    from dataclasses import asdict
-
-    from llmfti.answer_calibration import calibrate
+def _calibration(suite: Suite, index: Any, model: Any, run_id: str) -> dict[str, Any]:
+    """The abstention model fit on every row of the run, as the calibration of the suite's index."""
+    from llmfti.answer_calibration import DEFAULT_ANSWER_RATE, Calibration
     from llmfti.embedders.base import embedder_fingerprint
 
-    evidence = [a.evidence for r, a in zip(results, answers, strict=True)
-                if a.evidence is not None and any(d in r.row.reference_doc_ids for d in r.retrieved_doc_ids)]
-    return asdict(calibrate(evidence, index=suite.index.name, embedder=embedder_fingerprint(index.info), source=run_id))
+    if model is None:
+        raise ConfigError(f"suite {suite.name!r} has no unanswerable rows to calibrate abstention on",
+                          fix="set index.hold_out_articles and dataset.unanswerable, or drop calibrate_abstention")
+    fitted, answerable, unanswerable = model
+    return Calibration(suite.index.name, embedder_fingerprint(index.info), fitted, DEFAULT_ANSWER_RATE, answerable,
+                       unanswerable, run_id, datetime.now(UTC)).as_dict()
 
 
-async def _answer_all(settings: Settings, rows: list[EvalRow],
-                      report: Callable[[str, int, int], None]) -> tuple[list[Any], list[float]]:
+async def _answer_all(settings: Settings, rows: list[EvalRow], report: Callable[[str, int, int], None],
+                      ) -> tuple[list[Any], list[float], tuple[Any, int, int] | None]:
+    """Every row's answer, the per-row times of the first pass, and (model fit on all rows, answerable,
+    unanswerable) when the rows include unanswerable ones."""
     pipeline = AgentPipeline.from_settings(settings)
     await pipeline.start()
     if pipeline.index is None:
         raise ConfigError(f"the suite's index {settings.index.name!r} is not built",
                           fix="run the suite through `llmfti eval`, which builds it first")
-    # Judged with the configured abstention threshold, never one an earlier eval recorded: a run must not
-    # depend on which suites ran before it (the squad suite records a calibration of the index it shares).
+    # Never a model or threshold an earlier eval recorded: a run must not depend on which suites ran before it.
     generator = settings.agent.generator
-    pipeline.abstain_below = generator.abstain_below if generator.abstain else None
-    answers, timings = [], []
+    pipeline.abstention = None
+    cross_fit = any(not r.answerable for r in rows)
+    pipeline.abstain_below = generator.abstain_below if generator.abstain and not cross_fit else None
     try:
-        for done, row in enumerate(rows, start=1):
-            start = time.perf_counter()
-            turns = [{"role": "user", "content": text} for text in (*row.history, row.question)]
-            answers.append(await pipeline.answer(AgentRequest(messages=turns, endpoint="eval")))
-            timings.append((time.perf_counter() - start) * 1000)
-            if done % 10 == 0 or done == len(rows):
-                report("answer", done, len(rows))
+        answers, timings = await _answer_rows(pipeline, rows, report, "answer")
+        if not cross_fit:
+            return answers, timings, None
+        folds = article_folds(rows)
+        for fold in (0, 1):
+            pipeline.abstention = _fit(rows, answers, [f != fold for f in folds])
+            picked = [i for i, f in enumerate(folds) if f == fold]
+            again, _ = await _answer_rows(pipeline, [rows[i] for i in picked], report, f"abstain fold {fold + 1}")
+            for i, answer in zip(picked, again, strict=True):
+                answers[i] = answer
+        every = [True] * len(rows)
+        return answers, timings, (_fit(rows, answers, every), *_counts(rows, every))
     finally:
         await pipeline.close()
+
+
+async def _answer_rows(pipeline: AgentPipeline, rows: list[EvalRow], report: Callable[[str, int, int], None],
+                       stage: str) -> tuple[list[Any], list[float]]:
+    answers, timings = [], []
+    for done, row in enumerate(rows, start=1):
+        start = time.perf_counter()
+        turns = [{"role": "user", "content": text} for text in (*row.history, row.question)]
+        answers.append(await pipeline.answer(AgentRequest(messages=turns, endpoint="eval")))
+        timings.append((time.perf_counter() - start) * 1000)
+        if done % 10 == 0 or done == len(rows):
+            report(stage, done, len(rows))
     return answers, timings
+
+
+def article_folds(rows: list[EvalRow]) -> list[int]:
+    """Fold 0 or 1 per row, by what it is about: answerable and unanswerable articles each alternate between
+    the folds in a fixed order, so every fold has both kinds and no article is in both."""
+    fold_of: dict[tuple[bool, str], int] = {}
+    for answerable in (True, False):
+        groups = sorted({r.group or r.id for r in rows if r.answerable == answerable},
+                        key=lambda g: hashlib.sha256(g.encode("utf-8")).hexdigest())
+        fold_of.update({(answerable, g): i % 2 for i, g in enumerate(groups)})
+    return [fold_of[(r.answerable, r.group or r.id)] for r in rows]
+
+
+def _counts(rows: list[EvalRow], chosen: list[bool]) -> tuple[int, int]:
+    return (sum(1 for r, c in zip(rows, chosen, strict=True) if c and r.answerable),
+            sum(1 for r, c in zip(rows, chosen, strict=True) if c and not r.answerable))
+
+
+def _fit(rows: list[EvalRow], answers: list[Any], chosen: list[bool]) -> Any:
+    """The abstention model fit on the ``chosen`` rows (their evidence features from the first pass)."""
+    from llmfti.answer_calibration import fit
+    from llmfti.llm.backends.answer_selection import EVIDENCE_FEATURES
+
+    kinds: dict[bool, list[dict[str, float]]] = {True: [], False: []}
+    for row, answer, c in zip(rows, answers, chosen, strict=True):
+        if c and answer.evidence_features is not None:
+            kinds[row.answerable].append(answer.evidence_features)
+    return fit(kinds[True], kinds[False], EVIDENCE_FEATURES)
 
 
 def git_commit() -> str:

@@ -47,7 +47,7 @@ def save_run(settings: Settings, run: EvalRun, passed: bool | None) -> Path:
     if run.calibration is not None:
         from llmfti.answer_calibration import Calibration, record
 
-        record(settings, Calibration(**run.calibration))
+        record(settings, Calibration.from_dict(run.calibration))
     return folder
 
 

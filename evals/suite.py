@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Literal
 
 import yaml
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import BaseModel, Field, ValidationError, model_validator
 
 from llmfti.errors import ConfigError, NotFoundError
 
@@ -21,12 +21,19 @@ class DatasetSpec(BaseModel):
     path: str = Field(description="Relative to the repository root (e.g. ../shared/data/... for SQuAD).")
     sample: int | None = Field(None, ge=1, description="Questions evaluated (seeded sample); null: all.")
     seed: int = 0
+    unanswerable: int | None = Field(
+        0, ge=0, description="Questions about the articles the index holds out (index.hold_out_articles), asked as "
+        "unanswerable rows whose right answer is \"I don't know\" (seeded sample; null: all).")
 
 
 class IndexSpec(BaseModel):
     model_config = {"extra": "forbid"}
     name: str
     sources: list[str] = Field(description="Paths (relative to the repo root) the suite's index is built from.")
+    hold_out_articles: int = Field(
+        0, ge=0, description="SQuAD-format sources only: this many articles (seeded by hold_out_seed) are left out "
+        "of the index; questions about them are the suite's unanswerable rows (dataset.unanswerable).")
+    hold_out_seed: int = 0
 
 
 class Suite(BaseModel):
@@ -43,8 +50,19 @@ class Suite(BaseModel):
     tolerance: float = Field(0.02, ge=0, description="Allowed drop below the baseline, per metric.")
     max_unmeasured: int = Field(0, ge=0, description="Rows a metric may leave unmeasured (NaN) before failing.")
     calibrate_abstention: bool = Field(
-        False, description="Record the extractive abstention threshold of this suite's index from its answerable "
-        "questions (llmfti/answer_calibration.py); the agent serving that index uses it.")
+        False, description="Record the extractive abstention model of this suite's index, fit on its answerable and "
+        "unanswerable questions (llmfti/answer_calibration.py); the agent serving that index uses it.")
+
+    @model_validator(mode="after")
+    def _held_out_rows_need_held_out_articles(self) -> Suite:
+        if self.dataset.unanswerable != 0 and not self.index.hold_out_articles:
+            raise ValueError("dataset.unanswerable needs index.hold_out_articles > 0 (the articles they are about)")
+        if self.index.hold_out_articles and len(self.index.sources) != 1:
+            raise ValueError("index.hold_out_articles needs exactly one SQuAD-format source file")
+        if self.calibrate_abstention and self.dataset.unanswerable == 0:
+            raise ValueError("calibrate_abstention needs unanswerable rows (dataset.unanswerable and "
+                             "index.hold_out_articles) to fit the abstention model on")
+        return self
 
     def resolve(self, relative: str) -> Path:
         return (REPO_ROOT / relative).resolve()

@@ -1,5 +1,6 @@
 """The extractive generator picks the sentence that answers, never a heading, and abstains when
-nothing in the passages is close to the question (with the real MiniLM embedder)."""
+nothing in the passages is close to the question (with the real MiniLM embedder); abstention models:
+tests/test_abstention.py."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from llmfti.llm.backends.answer_selection import split_sentences
+from llmfti.llm.backends.answer_selection import EVIDENCE_FEATURES, split_sentences
 from llmfti.llm.backends.base import GenerationRequest, Passage
 from llmfti.llm.backends.extractive import ABSTAIN, ExtractiveGenerator, is_no_answer
 
@@ -80,28 +81,26 @@ def test_the_same_answer_without_an_embedder_is_lexical_and_never_abstains():
     assert "llmfti index rollback" in first_sentence(result.text), result.text
 
 
-def test_calibration_keeps_the_chosen_share_answered_and_the_latest_wins(settings):
-    from llmfti.answer_calibration import abstain_threshold, calibrate, latest, record
-    from llmfti.errors import InvalidInputError
+def test_a_calibrated_model_decides_over_the_cosine_setting(embed):
+    """With a model in the request, its answerability decides; the abstain_below cosine is then ignored."""
+    from llmfti.answer_calibration import AbstentionModel
 
-    evidence = [i / 100 for i in range(100)]
-    calibration = calibrate(evidence, index="docs", embedder="e@1", source="run-a")
-    assert sum(v >= calibration.abstain_below for v in evidence) == 95
-    with pytest.raises(InvalidInputError, match="too few"):
-        calibrate(evidence[:5], index="docs", embedder="e@1", source="run-b")
-    default = settings.agent.generator.abstain_below
-    assert abstain_threshold(settings, "docs", "e@1")[0] == default
-    record(settings, calibration)
-    record(settings, calibrate([v + 0.1 for v in evidence], index="docs", embedder="e@1", source="run-c"))
-    record(settings, calibrate([v - 0.3 for v in evidence], index="docs", embedder="other@2", source="run-d"))
-    record(settings, calibrate([v - 0.2 for v in evidence], index="squad", embedder="e@1", source="run-e"))
-    assert latest(settings, "docs", "e@1").source == "run-c"
-    threshold, source = abstain_threshold(settings, "docs", "e@1")
-    assert threshold == pytest.approx(calibration.abstain_below + 0.1) and "run-c" in source
-    assert abstain_threshold(settings, "handbook", "e@1")[0] == default  # another index: not calibrated
-    off = settings.model_copy(update={"agent": settings.agent.model_copy(update={
-        "generator": settings.agent.generator.model_copy(update={"abstain": False})})})
-    assert abstain_threshold(off, "docs", "e@1")[0] is None
+    # answerability = sigmoid(20 * (best_cosine - 0.3)): abstain when the best cosine is under 0.3
+    model = AbstentionModel(("best_cosine",), (0.3,), (1.0,), (20.0,), 0.0, 0.5)
+    found = passages("serving.md", "versions.md")
+    question = "What is the capital of France?"
+    request = GenerationRequest(messages=[{"role": "user", "content": question}], question=question,
+                                passages=found, embed=embed, abstain_below=-1.0, abstention=model)
+    result = asyncio.run(ExtractiveGenerator().generate(request))
+    assert result.abstained and result.text.startswith(ABSTAIN)
+    assert set(result.evidence_features) == set(EVIDENCE_FEATURES)
+    assert result.evidence_features["best_cosine"] == result.evidence
+    rollback = passages("versions.md", "indexing.md")
+    request = GenerationRequest(messages=[{"role": "user", "content": "How do I roll back an index?"}],
+                                question="How do I roll back an index?", passages=rollback, embed=embed,
+                                abstain_below=0.99, abstention=model)
+    kept = asyncio.run(ExtractiveGenerator().generate(request))
+    assert not kept.abstained and "llmfti index rollback" in first_sentence(kept.text)
 
 
 def test_embedding_cache_computes_each_text_once_and_stays_bounded():

@@ -45,6 +45,7 @@ def _run_one(settings: Any, name: str, full: bool, mode: str | None, model_versi
     from dataclasses import asdict
 
     from evals import gate as gates
+    from evals.datasets import index_sources
     from evals.report import write_report
     from evals.runner import run_suite, suite_settings
     from evals.runs import history, save_run
@@ -53,7 +54,7 @@ def _run_one(settings: Any, name: str, full: bool, mode: str | None, model_versi
 
     suite = load_suite(name)
     with stage_progress(not as_json) as update:
-        build_index(suite_settings(settings, suite), [suite.resolve(s) for s in suite.index.sources],
+        build_index(suite_settings(settings, suite), index_sources(suite, settings.data_dir),
                     suite.index.name, on_progress=lambda s, d, t: update(f"{name}:{s}", d, t))
         run = run_suite(settings, suite, full=full, mode=mode, judge=_judge(settings),
                         on_progress=lambda s, d, t: update(f"{name}:{s}", d, t))

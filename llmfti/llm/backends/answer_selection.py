@@ -8,19 +8,24 @@ generalises beyond one corpus:
   loaded (the same one that embedded the chunks);
 - **words**: BM25 of the question's content words over the candidate sentences (normalised by the
   best), plus the share of the question's words the sentence covers;
+- **phrasing**: the share of the question's neighbouring word pairs the sentence repeats;
 - **retrieval**: a small prior for the passage's rank;
 - **answer type**: a sentence that holds what the question asks for (a number for "how many", a
   year or month for "when", a name for "who") is preferred.
 
-Weights were chosen on 600 SQuAD dev questions and checked on 600 others
-(``python -m benchmarks.extractive_answers``): first-sentence answer presence 0.667 (BM25 alone)
--> 0.758. Without an embedder the meaning term is left out (lexical selection, as before).
+Weights were chosen by a grid search on the questions of half of SQuAD dev's articles and checked on
+the other half (1,200 questions, hybrid top 10, folds by article as in ``evals/runner.py``):
+first-sentence answer presence on the report half 0.750 (the earlier weights, without phrasing) ->
+0.759. Without an embedder the meaning term is left out (lexical selection).
 
-**Abstaining.** The *evidence* of an answer is the best question-sentence cosine. Below a
-threshold the generator says it does not know and cites the closest passages. The threshold is
-calibrated, not guessed: an eval suite with ``calibrate_abstention`` records the evidence above which
-95% of its answerable questions fall, and the agent uses the latest calibration recorded for its
-embedder (:mod:`llmfti.answer_calibration`).
+**Abstaining.** With an embedder, every selection also measures its *evidence features*
+(:data:`EVIDENCE_FEATURES`): how close the best sentence is in meaning, how many of the question's
+content words and names the chosen sentence and the top passages hold, how many of its word pairs
+the chosen sentence repeats, and how clearly the chosen sentence beats the next. A small logistic
+model over them, fit per index and embedder on that index's own eval questions (answerable ones and
+ones about articles left out of the index), decides whether the passages answer the question
+(:mod:`llmfti.answer_calibration`); without one, the best cosine (:attr:`Selection.evidence`) is
+compared with the ``agent.generator.abstain_below`` setting.
 """
 
 from __future__ import annotations
@@ -48,8 +53,11 @@ _DATE_WORD = re.compile(r"\b(January|February|March|April|May|June|July|August|S
 _NUMBER = re.compile(r"\b\d[\d,.]*\b|\b(one|two|three|four|five|six|seven|eight|nine|ten|eleven|twelve|hundred|"
                      r"thousand|million|billion|dozen|half|percent)\b", re.IGNORECASE)
 _NAME = re.compile(r"(?<![.!?]\s)(?<!^)\b[A-Z][a-z]+")
+_NAME_OR_NUMBER = re.compile(r"\b[A-Z][\w'-]*|\b\d[\d,.]*\b")
 _K1, _B = 1.2, 0.75
 MIN_WORDS = 3
+EVIDENCE_FEATURES = ("best_cosine", "chosen_coverage", "top3_coverage", "top3_names", "chosen_score",
+                     "chosen_margin", "chosen_word_pairs")
 
 
 @dataclass(frozen=True)
@@ -58,9 +66,10 @@ class Weights:
 
     meaning: float = 1.0
     words: float = 0.3
-    rank: float = 0.1
-    answer_type: float = 0.1
-    coverage: float = 0.4
+    rank: float = 0.3
+    answer_type: float = 0.3
+    coverage: float = 0.6
+    word_pairs: float = 0.4
 
 
 @dataclass(frozen=True)
@@ -74,7 +83,8 @@ class Candidate:
 class Selection:
     chosen: list[Candidate]  # best first
     scores: list[float]  # of ``chosen``
-    evidence: float | None  # None: no embedder, so no calibrated evidence
+    evidence: float | None  # the best question-sentence cosine; None: no embedder, so no calibrated evidence
+    features: dict[str, float] | None = None  # EVIDENCE_FEATURES (with an embedder)
 
 
 def content_words(text: str) -> list[str]:
@@ -147,14 +157,17 @@ def select(question: str, passages: Sequence[Passage], limit: int, *,
     if not cands:
         return Selection([], [], None)
     question_terms = question_words(question)
+    question_pairs = word_pairs(question)
     docs = [Counter(content_words(c.sentence)) for c in cands]
     bm25 = _bm25(question_terms, docs)
     best_bm25 = max(bm25) or 1.0
     scored = []
     for i, (cand, terms) in enumerate(zip(cands, docs, strict=True)):
         coverage = len(question_terms & terms.keys()) / (len(set(content_words(question))) or 1)
+        pairs = len(question_pairs & word_pairs(cand.sentence)) / (len(question_pairs) or 1)
         score = (weights.words * bm25[i] / best_bm25 + weights.rank / (cand.rank + 1)
-                 + weights.answer_type * answer_type_match(question, cand.sentence) + weights.coverage * coverage)
+                 + weights.answer_type * answer_type_match(question, cand.sentence) + weights.coverage * coverage
+                 + weights.word_pairs * pairs)
         if similarities is not None:
             score += weights.meaning * float(similarities[i])
         elif bm25[i] == 0:
@@ -165,7 +178,38 @@ def select(question: str, passages: Sequence[Passage], limit: int, *,
     scored.sort(key=lambda x: (-x[0], x[1]))
     chosen = [cands[i] for _, i in scored[:limit]]
     scores = [score for score, _ in scored[:limit]]
-    evidence = None
-    if similarities is not None:
-        evidence = max(float(s) for s in similarities)
-    return Selection(chosen, scores, evidence)
+    if similarities is None:
+        return Selection(chosen, scores, None)
+    evidence = max(float(s) for s in similarities)
+    margin = scored[0][0] - scored[1][0] if len(scored) > 1 else scored[0][0]
+    features = evidence_features(question, passages, chosen[0].sentence, evidence, scores[0], margin)
+    return Selection(chosen, scores, evidence, features)
+
+
+def names(text: str) -> set[str]:
+    """Capitalised words and numbers of ``text`` (names, years, amounts), lower-cased, minus stopwords."""
+    return {w.lower() for w in _NAME_OR_NUMBER.findall(text)} - _STOPWORDS
+
+
+def word_pairs(text: str) -> set[tuple[str, str]]:
+    """Neighbouring word pairs of ``text`` that are not both stopwords."""
+    words = _WORD.findall(text.lower())
+    return {(a, b) for a, b in zip(words, words[1:], strict=False) if a not in _STOPWORDS or b not in _STOPWORDS}
+
+
+def evidence_features(question: str, passages: Sequence[Passage], chosen: str, best_cosine: float,
+                      chosen_score: float, chosen_margin: float) -> dict[str, float]:
+    """How strongly the passages answer the question (:data:`EVIDENCE_FEATURES`), for abstaining."""
+    asked = set(content_words(question))
+    top = set(_WORD.findall(" ".join(p.text for p in passages[:3]).lower()))
+    asked_names = names(question)
+    pairs = word_pairs(question)
+    return {
+        "best_cosine": best_cosine,
+        "chosen_coverage": len(question_words(question) & set(content_words(chosen))) / (len(asked) or 1),
+        "top3_coverage": len(asked & top) / (len(asked) or 1),
+        "top3_names": len(asked_names & top) / len(asked_names) if asked_names else 1.0,
+        "chosen_score": chosen_score,
+        "chosen_margin": chosen_margin,
+        "chosen_word_pairs": len(pairs & word_pairs(chosen)) / (len(pairs) or 1),
+    }

@@ -36,6 +36,8 @@ class GenerationRequest:
     """The agent's embedder (texts -> vectors, off the event loop), for generators that compare meaning."""
     abstain_below: float | None = None
     """Calibrated evidence under which a generator that can tell should answer "I don't know"."""
+    abstention: Any = field(default=None, compare=False)
+    """A calibrated :class:`llmfti.answer_calibration.AbstentionModel`; when set it decides, not abstain_below."""
 
 
 @dataclass
@@ -52,6 +54,8 @@ class GenerationResult:
     """The generator judged the passages not to answer the question and said so."""
     evidence: float | None = None
     """How well the best passage sentence matches the question (extractive; None when not measured)."""
+    evidence_features: dict[str, float] | None = None
+    """What the abstention decision weighed (extractive, with an embedder; answer_selection.EVIDENCE_FEATURES)."""
 
     @property
     def total_tokens(self) -> int:

@@ -4,8 +4,9 @@ Which sentences is decided by :mod:`llmfti.llm.backends.answer_selection`: quest
 meaning (from the embedder the agent already loaded, when the request carries ``embed``), words in
 common, retrieval rank and answer type. The answer starts with the best sentence and adds the next
 ones only while they score nearly as well (as short as the answer allows), each followed by its
-citation ``[n]``. When the best sentence is too far from the question (evidence below the calibrated
-``abstain_below`` of the request), it answers :data:`ABSTAIN` and cites the closest passages.
+citation ``[n]``. When the evidence is too weak (by the request's calibrated abstention model, or,
+without one, the best sentence's cosine under its ``abstain_below``), it answers :data:`ABSTAIN` and
+cites the closest passages.
 Deterministic, no download: the default backend and the fallback when a model backend fails.
 
 Its "tokens" are words and punctuation marks, a word counting one token per 12 characters
@@ -20,7 +21,7 @@ import re
 from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import TYPE_CHECKING
 
-from llmfti.llm.backends.answer_selection import candidates, select
+from llmfti.llm.backends.answer_selection import Selection, candidates, select
 from llmfti.llm.backends.base import GenerationRequest, GenerationResult
 
 if TYPE_CHECKING:
@@ -94,8 +95,7 @@ class ExtractiveGenerator:
     def answer(self, request: GenerationRequest, similarities: Sequence[float] | None = None) -> GenerationResult:
         """The answer from ``similarities`` (question cosine per candidate sentence; None: lexical only)."""
         selection = select(request.question, request.passages, self.max_sentences, similarities=similarities)
-        abstained = (selection.evidence is not None and request.abstain_below is not None
-                     and selection.evidence < request.abstain_below)
+        abstained = abstains(selection, request)
         if abstained:
             closest = [p.n for p in request.passages[:3]]
             text = ABSTAIN + (" The closest passages: " + " ".join(f"[{n}]" for n in closest) if closest else "")
@@ -119,6 +119,7 @@ class ExtractiveGenerator:
             cited=cited,
             abstained=abstained,
             evidence=selection.evidence,
+            evidence_features=selection.features,
         )
 
     async def similarities(self, request: GenerationRequest) -> list[float] | None:
@@ -154,6 +155,15 @@ class ExtractiveGenerator:
             yield piece
             await asyncio.sleep(0)
         yield result
+
+
+def abstains(selection: Selection, request: GenerationRequest) -> bool:
+    """Whether the evidence is too weak to answer: by the request's calibrated model when it carries one,
+    else by its ``abstain_below`` cosine; never without an embedder (no evidence measured)."""
+    if selection.features is not None and request.abstention is not None:
+        return bool(request.abstention.abstains(selection.features))
+    return (selection.evidence is not None and request.abstain_below is not None
+            and selection.evidence < request.abstain_below)
 
 
 def cosines(query: object, vectors: Sequence[object]) -> list[float]:
