@@ -12,7 +12,7 @@ from typing import Any
 from evals.runner import EvalRun
 from llmfti.config import Settings
 from llmfti.errors import NotFoundError
-from llmfti.lance import connect, escape_literal, table_names
+from llmfti.lance import connect, escape_literal, open_or_create_table
 
 TABLE = "eval_runs"
 
@@ -29,10 +29,7 @@ def _schema() -> Any:
 
 
 def _table(settings: Settings) -> Any:
-    db = connect(settings)
-    if TABLE in table_names(db):
-        return db.open_table(TABLE)
-    return db.create_table(TABLE, schema=_schema(), exist_ok=True)
+    return open_or_create_table(connect(settings), TABLE, _schema())
 
 
 def save_run(settings: Settings, run: EvalRun, passed: bool | None) -> Path:

@@ -24,7 +24,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from llmfti.errors import InvalidInputError
-from llmfti.lance import connect, escape_literal, table_names
+from llmfti.lance import connect, escape_literal, open_or_create_table, table_names
 
 if TYPE_CHECKING:
     from llmfti.config import Settings
@@ -148,7 +148,7 @@ def _schema() -> Any:
 
 
 def record(settings: Settings, calibration: Calibration) -> None:
-    table = connect(settings).create_table(TABLE, schema=_schema(), exist_ok=True)
+    table = open_or_create_table(connect(settings), TABLE, _schema())
     table.add([{**asdict(calibration), "model": calibration.model.to_json()}])
 
 

@@ -10,10 +10,21 @@ commits with conditional PUTs, so no external lock is needed). Appends from many
 A "claim" that must not be taken twice (a registry version number, an alias move) is a
 ``merge_insert`` on a table whose key columns carry ``lance-schema:unenforced-primary-key`` metadata:
 of two writers inserting the same key, exactly one row lands (:func:`insert_if_absent`).
+
+Creating a table: LanceDB's ``create_table`` (with or without ``exist_ok``) is not safe against a
+concurrent create of the same name: the losing create is retried as an *Overwrite* at the next version,
+which wipes rows another writer had added and fails that writer's concurrent update ("Incompatible
+transaction ... concurrent transaction Overwrite"); pylance's ``mode="create"`` has the same race
+(measured: 2 of 40 three-thread races on lance 13). Every table is therefore created empty through
+:func:`open_or_create_table`, which serialises creates within a process and, when a create from another
+process still lands as an overwrite, puts the replaced rows back; tables are filled with
+``add``/``merge_insert`` afterwards. :func:`insert_if_absent` re-runs a merge that such an overwrite
+made fail.
 """
 
 from __future__ import annotations
 
+import threading
 from functools import lru_cache
 from typing import TYPE_CHECKING, Any
 
@@ -44,6 +55,50 @@ def _connect(uri: str, options: tuple[tuple[str, str], ...] | None) -> lancedb.D
                            storage_options=dict(options) if options is not None else None)
 
 
+def open_or_create_table(db: lancedb.DBConnection, name: str, schema: Any) -> Any:
+    """The table ``name`` of ``db`` (from :func:`connect`), created empty with ``schema`` if it does not exist.
+
+    Safe when several threads or processes create the same table at once: threads of one process take
+    turns; of two processes, Lance may retry the losing create as an overwrite of the winner's table
+    (see the module docstring), so a create that committed above version 1 puts back the rows it replaced.
+    """
+    try:
+        return db.open_table(name)
+    except ValueError:  # "Table 'x' was not found"
+        pass
+    import lance
+    import pyarrow as pa
+
+    uri = f"{str(db.uri).rstrip('/')}/{name}.lance"
+    with _creating(uri):
+        try:
+            return db.open_table(name)
+        except ValueError:
+            pass
+        try:
+            created = lance.write_dataset(pa.Table.from_pylist([], schema=schema), uri, mode="create",
+                                          storage_options=db.storage_options or None)
+        except OSError as exc:  # another process created it first
+            if "already exists" not in str(exc):
+                raise
+            return db.open_table(name)
+        table = db.open_table(name)
+        if created.version > 1:  # our create was retried as an overwrite: restore what it replaced
+            replaced = created.checkout_version(created.version - 1).to_table()
+            if replaced.num_rows:
+                table.add(replaced)
+        return table
+
+
+_creating_locks: dict[str, threading.Lock] = {}
+_creating_guard = threading.Lock()
+
+
+def _creating(uri: str) -> threading.Lock:
+    with _creating_guard:
+        return _creating_locks.setdefault(uri, threading.Lock())
+
+
 def open_dataset(settings: Settings, name: str) -> Any:
     """The table ``name`` as a pylance dataset at its newest commit, opened without lancedb: for short-lived
     readers (``llmfti search``), since ``import lance`` costs about a third of ``import lancedb``. Same
@@ -64,9 +119,20 @@ def insert_if_absent(table: Any, keys: list[str], row: dict[str, Any], schema: A
     """
     import pyarrow as pa
 
-    result = (table.merge_insert(keys if len(keys) > 1 else keys[0]).when_not_matched_insert_all()
-              .execute(pa.Table.from_pylist([row], schema=schema)))
-    return int(result.num_inserted_rows) == 1
+    data = pa.Table.from_pylist([row], schema=schema)
+    for attempt in range(OVERWRITE_RETRIES + 1):
+        try:
+            result = (table.merge_insert(keys if len(keys) > 1 else keys[0]).when_not_matched_insert_all()
+                      .execute(data))
+            return int(result.num_inserted_rows) == 1
+        except RuntimeError as exc:  # a racing create's overwrite landed under this merge: run it again
+            if "concurrent transaction Overwrite" not in str(exc) or attempt == OVERWRITE_RETRIES:
+                raise
+            table.checkout_latest()
+    raise AssertionError("unreachable")
+
+
+OVERWRITE_RETRIES = 3
 
 
 def table_names(db: lancedb.DBConnection) -> list[str]:

@@ -40,7 +40,7 @@ from llmfti.inference_log import (
     read_stream,
     records_to_table,
 )
-from llmfti.lance import connect, table_names
+from llmfti.lance import connect, open_or_create_table
 from llmfti.naming import check_name
 from llmfti.tracing import annotate, traced
 
@@ -92,10 +92,7 @@ def feedback_kind(settings: Settings) -> LogKind:
 def open_table(settings: Settings, kind: LogKind) -> Any:
     """The LanceDB table of ``kind`` (created with its schema if new)."""
     name = check_name(kind.table, what="log table name")
-    db = connect(settings)
-    if name in table_names(db):
-        return db.open_table(name)
-    return db.create_table(name, schema=kind.schema, exist_ok=True)
+    return open_or_create_table(connect(settings), name, kind.schema)
 
 
 def open_log_table(settings: Settings) -> Any:
@@ -111,10 +108,7 @@ def open_feedback_table(settings: Settings) -> Any:
 def open_dead_letter_table(settings: Settings) -> Any:
     """The LanceDB dead-letter table of unreadable log entries (created if new)."""
     name = check_name(settings.logs.dead_letter_table, what="dead-letter table name")
-    db = connect(settings)
-    if name in table_names(db):
-        return db.open_table(name)
-    return db.create_table(name, schema=DEAD_LETTER_SCHEMA, exist_ok=True)
+    return open_or_create_table(connect(settings), name, DEAD_LETTER_SCHEMA)
 
 
 def _dead_letter(settings: Settings, kind: LogKind, source: str, location: str, entries: list[LogEntry]) -> int:

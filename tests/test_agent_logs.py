@@ -278,6 +278,7 @@ def test_racing_drains_store_each_record_once(settings):
         thread.start()
     for thread in threads:
         thread.join(timeout=300)
+    assert len(results) == 3  # no drain crashed (racing creates of the log table once failed one: CI)
     ids = open_log_table(settings).to_arrow().column("request_id").to_pylist()
     assert len(ids) == len(set(ids)) == 300
     assert sum(r["inserted"] for r in results) == 300 and all(r["stream_error"] is None for r in results)

@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from llmfti.lance import connect, table_names
+from llmfti.lance import connect, open_or_create_table, table_names
 
 if TYPE_CHECKING:
     from llmfti.config import Settings
@@ -65,7 +65,7 @@ def _schema() -> Any:
 def record_erasure(settings: Settings, record: ErasureRecord) -> None:
     row = {**record.to_dict(), "tables": json.dumps(record.tables, sort_keys=True)}
     db = connect(settings)
-    table = db.create_table(AUDIT_TABLE, schema=_schema(), exist_ok=True)
+    table = open_or_create_table(db, AUDIT_TABLE, _schema())
     table.add([row])
 
 

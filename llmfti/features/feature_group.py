@@ -20,7 +20,7 @@ from llmfti.features.conform import conform
 from llmfti.features.spec import INGESTED_AT, SPEC_METADATA_KEY, FeatureGroupSpec, arrow_type
 from llmfti.features.timestamps import to_utc, utc_now
 from llmfti.features.validation import Policy, enforce, identity_keys, validate
-from llmfti.lance import connect, escape_literal, table_names
+from llmfti.lance import connect, escape_literal, open_or_create_table, table_names
 from llmfti.naming import check_name
 
 if TYPE_CHECKING:
@@ -81,12 +81,7 @@ class FeatureGroup:
     def create(cls, settings: Settings, spec: FeatureGroupSpec) -> FeatureGroup:
         """Create the group's table, or reopen it if it exists with exactly this definition."""
         db = connect(settings)
-        if spec.table_name not in table_names(db):
-            try:
-                db.create_table(spec.table_name, schema=spec.table_schema())
-            except (ValueError, OSError):  # created concurrently by another process
-                if spec.table_name not in table_names(db):
-                    raise
+        open_or_create_table(db, spec.table_name, spec.table_schema())
         group = cls.open(settings, spec.name, spec.version)
         if group.spec != spec:
             raise SchemaMismatchError(
@@ -247,13 +242,7 @@ class FeatureGroup:
         )
         db = connect(self.settings)
         name = self.spec.quarantine_table_name
-        if name in table_names(db):
-            db.open_table(name).add(rows)
-        else:
-            try:
-                db.create_table(name, data=rows)
-            except (ValueError, OSError):
-                db.open_table(name).add(rows)
+        open_or_create_table(db, name, rows.schema).add(rows)
         return write_id
 
     # -- reading -------------------------------------------------------------------------

@@ -30,7 +30,7 @@ from llmfti.features.feature_group import FeatureGroup
 from llmfti.features.point_in_time import as_of_indices, take_or_null
 from llmfti.features.spec import INGESTED_AT, arrow_type
 from llmfti.features.timestamps import to_utc, utc_now
-from llmfti.lance import connect, escape_literal, table_names
+from llmfti.lance import connect, escape_literal, open_or_create_table, table_names
 from llmfti.naming import check_name
 
 if TYPE_CHECKING:
@@ -320,10 +320,7 @@ class TrainingDataset:
             }
         )
         record = _registry_row(name, spec)
-        if REGISTRY_TABLE in table_names(db):
-            db.open_table(REGISTRY_TABLE).add(record)
-        else:
-            db.create_table(REGISTRY_TABLE, data=record)
+        open_or_create_table(db, REGISTRY_TABLE, record.schema).add(record)
         return cls(settings, spec)
 
     @classmethod

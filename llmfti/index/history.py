@@ -6,7 +6,7 @@ import json
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from llmfti.lance import escape_literal, table_names
+from llmfti.lance import escape_literal, open_or_create_table
 
 if TYPE_CHECKING:
     import lancedb
@@ -34,9 +34,7 @@ def _schemas() -> dict[str, Any]:
 
 
 def _table(db: lancedb.DBConnection, name: str) -> Any:
-    if name in table_names(db):
-        return db.open_table(name)
-    return db.create_table(name, schema=_schemas()[name], exist_ok=True)
+    return open_or_create_table(db, name, _schemas()[name])
 
 
 def _whoami() -> str:

@@ -28,7 +28,7 @@ from llmfti.errors import ConfigError, EmbedderMismatchError, InvalidInputError,
 from llmfti.filters import Filter, where_clause
 from llmfti.index import history
 from llmfti.index.fusion import Fusion, decode, encode, fuse
-from llmfti.lance import connect, escape_literal, table_names
+from llmfti.lance import connect, escape_literal, open_or_create_table, table_names
 from llmfti.naming import check_name
 
 if TYPE_CHECKING:
@@ -157,7 +157,7 @@ class VectorIndex:
 
     @classmethod
     def create(cls, settings: Settings, name: str, info: EmbedderInfo) -> VectorIndex:
-        table = connect(settings).create_table(table_name(name), schema=chunks_schema(info), exist_ok=True)
+        table = open_or_create_table(connect(settings), table_name(name), chunks_schema(info))
         return cls(settings, name, table)
 
     @property

@@ -103,12 +103,10 @@ class ModelRegistry:
     # -- storage ---------------------------------------------------------------------------------
 
     def _table(self, name: str, schema: Any):  # noqa: ANN202 - lancedb imported lazily
-        from llmfti.lance import connect, table_names
+        from llmfti.lance import connect, open_or_create_table
 
-        db = connect(self.settings)
-        if name in table_names(db):  # opened as stored: tables from before a column was added still open
-            return _with_primary_key(db, name, db.open_table(name), schema)
-        return db.create_table(name, schema=schema, exist_ok=True)
+        db = connect(self.settings)  # opened as stored: tables from before a column was added still open
+        return _with_primary_key(db, name, open_or_create_table(db, name, schema), schema)
 
     def _rows(self, name: str, schema: Any) -> list[dict[str, Any]]:
         table = self._table(name, schema)
@@ -299,9 +297,9 @@ class ModelRegistry:
                            from_version=r["from_version"], reason=r["reason"], at=r["at"],
                            actor=r.get("actor")) for r in rows]
 
-    def _stacks(self) -> dict[str, list[int]]:
+    def _stacks(self, events: list[AliasEvent] | None = None) -> dict[str, list[int]]:
         stacks: dict[str, list[int]] = {}
-        for event in self._alias_events():
+        for event in self._alias_events() if events is None else events:
             stack = stacks.setdefault(event.alias, [])
             if event.action == "promote":
                 stack.append(event.version)
@@ -328,12 +326,12 @@ class ModelRegistry:
             )
         return self.get(current)
 
-    def _append_event(self, alias: str, version: int, action: str, from_version: int | None,
+    def _append_event(self, seq: int, alias: str, version: int, action: str, from_version: int | None,
                       reason: str | None, actor: str | None = None) -> AliasEvent | None:
-        """Append the next event, or None if another writer appended one since the caller read the state."""
+        """Append event number ``seq`` (the count of events the caller based its decision on), or None if
+        another writer appended that event first: the caller then re-reads the state and decides again."""
         from llmfti.lance import insert_if_absent
 
-        seq = len(self._rows(ALIASES_TABLE, alias_schema()))
         event = AliasEvent(alias=alias, version=version, action=action, from_version=from_version,
                            reason=reason, at=_now(), actor=actor or _whoami())
         table = self._table(ALIASES_TABLE, alias_schema())
@@ -362,11 +360,13 @@ class ModelRegistry:
                                      f"recorded for {mv.ref} (alias {alias!r} is gated)",
                             fix=f"llmfti eval --suite {suite} --model-version {mv.version}, then promote again",
                         )
-            current = self.aliases().get(alias)
+            events = self._alias_events()  # one read: the decision and its sequence number agree
+            stack = self._stacks(events).get(alias, [])
+            current = stack[-1] if stack else None
             if current == mv.version:
                 raise PromotionRefusedError(f"{alias!r} already points at {mv.ref}", expected="another version",
                                             fix="nothing to do, or promote a different version")
-            event = self._append_event(alias, mv.version, "promote", current, reason, actor)
+            event = self._append_event(len(events), alias, mv.version, "promote", current, reason, actor)
             if event is not None:
                 break
         self._write_card(self.get(mv.version))
@@ -377,7 +377,8 @@ class ModelRegistry:
         """Move ``alias`` back to the version it pointed at before the current one."""
         check_name(alias, what="alias")
         for _attempt in self._claims(f"a move of alias {alias!r}"):  # re-checked if another move won
-            stack = self._stacks().get(alias, [])
+            events = self._alias_events()  # one read: the decision and its sequence number agree
+            stack = self._stacks(events).get(alias, [])
             if len(stack) < 2:
                 raise PromotionRefusedError(
                     f"alias {alias!r} of model {self.model_name!r} has no earlier version to roll back to "
@@ -385,7 +386,7 @@ class ModelRegistry:
                     expected="an alias promoted at least twice",
                     fix=f"promote another version instead: `llmfti registry promote VERSION --alias {alias}`",
                 )
-            event = self._append_event(alias, stack[-2], "rollback", stack[-1], reason, actor)
+            event = self._append_event(len(events), alias, stack[-2], "rollback", stack[-1], reason, actor)
             if event is not None:
                 break
         for version in (stack[-1], stack[-2]):
