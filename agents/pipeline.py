@@ -91,6 +91,7 @@ class AgentPipeline:
         self.index: Any = None
         self._batcher: QueryBatcher | None = None
         self.sentence_embeddings: EmbeddingCache | None = None
+        self._chunk_vectors_usable = False
         self.query_embeddings: EmbeddingCache | None = None
         self.abstain_below: float | None = None
         self.abstention: Any = None  # a calibrated AbstentionModel (wins over abstain_below)
@@ -188,6 +189,8 @@ class AgentPipeline:
             self._batcher = QueryBatcher(embedder.encode, setup=lambda: limit_threads(threads))
             fingerprint = embedder_fingerprint(embedder.info)
             self.sentence_embeddings = EmbeddingCache(self._batcher.embed, fingerprint=fingerprint)
+            # the chunks' stored vectors stand in for sentence vectors only when the same embedder made them
+            self._chunk_vectors_usable = fingerprint == embedder_fingerprint(index.info)
             self.query_embeddings = EmbeddingCache(self._batcher.embed, fingerprint=fingerprint,
                                                    max_entries=self.config.query_embedding_cache)
             self.abstention, self.abstain_below, source = abstention_rule(self.settings, index.name,
@@ -324,7 +327,7 @@ class AgentPipeline:
         generation = GenerationRequest(
             messages=messages, question=question, passages=passages, max_tokens=max_tokens,
             temperature=request.temperature, top_p=request.top_p, seed=request.seed, stop=request.stop,
-            embed=self._answer_embed(query, query_vector),
+            embed=self._answer_embed(query, query_vector, hits),
             abstain_below=self.abstain_below, abstention=self.abstention,
         )
         request.timings_ms["prompt"] = elapsed_ms(start)
@@ -392,16 +395,19 @@ class AgentPipeline:
             traced.set(hits=len(hits), index_version=version)
         return hits, version, vector
 
-    def _answer_embed(self, query: str, vector: Any) -> Any:
+    def _answer_embed(self, query: str, vector: Any, hits: list[Any]) -> Any:
         """The embed function of the request's generator (sentence vectors for extractive answers): the
-        sentence cache, which is also told the retrieval query's vector (the question of a single-turn
-        request is the query, so it is not encoded twice)."""
+        sentence cache, told the vectors this request already has: the retrieval query's (the question of
+        a single-turn request is the query) and each retrieved chunk's stored one (a sentence that is a
+        whole chunk, up to whitespace, is not encoded again: same embedder, same text)."""
         cache = self.sentence_embeddings
         if cache is None:
             return None
-        if vector is None:
+        known = {h.text: h.vector for h in hits if getattr(h, "vector", None) is not None}
+        if vector is not None:
+            known[query] = vector
+        if not known:
             return cache.embed
-        known = {query: vector}
         return lambda texts: cache.embed(texts, known=known)
 
     def _search(self, index: Any, request: AgentRequest, question: str, vector: Any,
@@ -410,7 +416,7 @@ class AgentPipeline:
         try:
             result = index.search(
                 question, k=self.config.retrieval_k, mode=self.config.retrieval_mode, tenant=request.tenant,
-                vector=vector, version=version,
+                vector=vector, version=version, with_vectors=self._chunk_vectors_usable,
             )
         except (OSError, RuntimeError) as exc:
             raise StoreUnavailableError(f"index search failed: {exc}", fix="check the index storage") from exc

@@ -18,6 +18,9 @@ generator, real API-key auth, rate limit and inference log) in its own process.
     cores / (CPU time of encode + search + HGETALL + hello-world HTTP per request, from (a)).
 (c) The same load on a workload of repeated questions (a pool of --repeat-pool questions): latency and
     the query-embedding cache's hit rate as /metrics reports it.
+(e) With --compare-code DIR (another version's source tree, e.g. ``git archive <commit> | tar -x -C DIR``):
+    the load of (b) in alternating windows against this tree's agent and one running DIR's code on the same
+    index and Redis, so both see the same machine load (a busy shared machine drifts too much between runs).
 (d) The CPU-time split per stage: the load of (b) again for --profile-duration s while py-spy samples the
     agent process (:mod:`benchmarks.cpu_profile`; unmeasured without py-spy). Sampling perturbs, so
     (b)'s figures come from the unprofiled run; (d) gives the shares.
@@ -269,14 +272,15 @@ async def overhead(settings: Any, agent_port: int, hello_port: int, questions: l
 
 
 async def load(port: int, questions: list[str], clients: int, duration: float,
-               pids: dict[str, int | None] | None = None) -> dict[str, Any]:
-    latencies: list[float] = []
+               pids: dict[str, int | None] | None = None, latencies: list[float] | None = None,
+               seed: int = 0) -> dict[str, Any]:
+    latencies = [] if latencies is None else latencies
     errors: dict[str, int] = {}
     ids: list[str] = []
     deadline = time.perf_counter() + duration
 
     async def worker(w: int) -> None:
-        rng = random.Random(w)
+        rng = random.Random(seed + w)
         client = RawClient(port)
         try:
             while time.perf_counter() < deadline:
@@ -361,7 +365,33 @@ def drain_until(settings: Any, expected: int, timeout_s: float = 60.0) -> dict[s
     return {"logged": inserted, "records_read": read, "table_rows": result["table_rows"]}
 
 
-NATIVE_THREADS = "native threads, unsampled (agent CPU from /proc minus the sampled Python threads)"
+def compare(settings: Any, agents: dict[str, tuple[int, int]], questions: list[str], clients: int, windows: int,
+            window_s: float) -> dict[str, Any]:
+    """(e) The same load against each agent in turn, ``windows`` times, summed per agent."""
+    sides: dict[str, dict[str, Any]] = {name: {"latencies": [], "errors": 0, "cpu": 0.0, "elapsed": 0.0}
+                                        for name in agents}
+    served = 0
+    loads = []
+    for window in range(windows):
+        for name, (port, pid) in agents.items():
+            latencies: list[float] = []
+            result = asyncio.run(load(port, questions, clients, window_s, {"agent": pid}, latencies=latencies,
+                                      seed=1000 * (window + 1)))  # both sides get the same questions
+            side = sides[name]
+            side["latencies"] += latencies
+            side["errors"] += sum(result["errors"].values())
+            side["cpu"] += result["cpu_s"]["agent"]
+            side["elapsed"] += result["duration_s"]
+            served += result["served"]
+            loads.append(os.getloadavg()[0])
+    logged = drain_until(settings, served)["logged"]
+    out = {}
+    for name, side in sides.items():
+        n = len(side["latencies"])
+        out[name] = {"requests_per_s": round(n / side["elapsed"], 1), **percentiles_ms(side["latencies"]),
+                     "errors": side["errors"], "agent_cpu_ms_per_request": round(1000 * side["cpu"] / max(n, 1), 2)}
+    return {"sides": out, "served": served, "logged": logged, "served_equals_logged": logged == served,
+            "load_average": [round(min(loads), 2), round(max(loads), 2)]}
 
 
 def profile(port: int, pid: int, questions: list[str], clients: int, duration: float) -> dict[str, Any]:
@@ -371,20 +401,22 @@ def profile(port: int, pid: int, questions: list[str], clients: int, duration: f
     if duration <= 0:
         return {"error": "skipped (--profile-duration 0)"}
     with Profiler(pid, duration) as profiler:
-        result = asyncio.run(load(port, questions, clients, duration, {"agent": pid}))
+        result = asyncio.run(load(port, questions, clients, duration, {"agent": pid}, seed=500))  # not (b)'s
     if profiler.error:
         return {"error": profiler.error, "served": result["served"]}
-    by_stage = profiler.per_request_ms(result["served"])
-    # py-spy sees Python threads only: CPU of native threads (torch's OpenMP workers, Lance's Rust pool) is the rest
-    native = result["cpu_ms_per_request"]["agent"] - sum(by_stage.values())
-    by_stage[NATIVE_THREADS] = round(max(native, 0.0), 2)
-    total = sum(by_stage.values()) or 1.0
+    sampled = profiler.per_request_ms(result["served"])
+    total = sum(sampled.values()) or 1.0
+    share = {stage: round(ms / total, 3) for stage, ms in sampled.items()}
+    agent_ms = result["cpu_ms_per_request"]["agent"]
     return {**{k: result[k] for k in ("duration_s", "served", "requests_per_s", "p50_ms", "p99_ms",
                                      "cpu_ms_per_request")},
-            "cpu_ms_per_request_by_stage": by_stage,
-            "share": {stage: round(ms / total, 3) for stage, ms in by_stage.items()},
-            "method": "py-spy record --nonblocking --rate 100 on the agent process; on-CPU samples / rate, each "
-                      "stack given to the stage of its frame nearest the leaf (benchmarks/cpu_profile.py)"}
+            "cpu_ms_per_request_by_stage": {stage: round(agent_ms * part, 2) for stage, part in share.items()},
+            "share": share, "sampled_active_ms_per_request": sampled,
+            "method": "py-spy record --nonblocking --rate 100 on the agent process: the share of each stage among "
+                      "the samples of active Python threads (each stack given to the stage of its frame nearest "
+                      "the leaf, benchmarks/cpu_profile.py), times the agent's CPU per request from /proc. On an "
+                      "overloaded machine 'active' includes runnable threads waiting for a core, and native pools "
+                      "(torch OpenMP workers, Lance's Rust threads) are not sampled: shares, not exact times"}
 
 
 # -- main ----------------------------------------------------------------------------------------------
@@ -400,6 +432,10 @@ def main() -> None:
     parser.add_argument("--repeat-pool", type=int, default=50, help="distinct questions of the repeated workload (c)")
     parser.add_argument("--profile-duration", type=float, default=20.0,
                         help="seconds of profiled load for the CPU split per stage (d); 0 skips it")
+    parser.add_argument("--compare-code", type=Path, default=None,
+                        help="(e) a source tree of another version: A/B against it in alternating windows")
+    parser.add_argument("--compare-windows", type=int, default=4, help="(e) windows per side")
+    parser.add_argument("--compare-window", type=float, default=15.0, help="(e) seconds per window")
     args = parser.parse_args()
 
     from agents.api.auth import hash_key
@@ -438,6 +474,22 @@ def main() -> None:
         part_d = profile(agent_port, agent.pid, questions[5000:], args.clients, args.profile_duration)
         if "served" in part_d:
             drain_until(settings, part_d["served"])
+        part_e = None
+        if args.compare_code is not None:  # two fresh agents: equally cold caches
+            fresh = {}
+            try:
+                for port, (name, code_env) in enumerate((
+                        ("this tree", env),
+                        (str(args.compare_code), {**env, "PYTHONPATH": str(args.compare_code.resolve())})),
+                        start=agent_port + 1):
+                    fresh[name] = (port, start([exe, "serve", "--no-samples", "--port", str(port), "--log-level",
+                                                "warning"], code_env, port))
+                part_e = compare(settings, {name: (port, proc.pid) for name, (port, proc) in fresh.items()},
+                                 questions[5000:], args.clients, args.compare_windows, args.compare_window)
+            finally:
+                for _, proc in fresh.values():
+                    proc.terminate()
+                    proc.wait(timeout=60)
     finally:
         for proc in (agent, hello):
             proc.terminate()
@@ -484,6 +536,13 @@ def main() -> None:
                 notes=[f"(b) for comparison: {part_b['requests_per_s']} requests/s, p50 {part_b['p50_ms']} ms; "
                        f"cache hit rates in (b): {part_b['cache_hit_rate']}, texts embedded per request in (b): "
                        f"{part_b['embedder_texts_per_request']}"])
+    if part_e is not None:
+        print_table(f"(e) A/B in {args.compare_windows} alternating windows of {args.compare_window:g} s per side, "
+                    f"{args.clients} clients", ["code", "requests/s", "p50 ms", "p99 ms", "errors",
+                                                "agent CPU ms / request", "served = logged"],
+                    [[name, r["requests_per_s"], r["p50_ms"], r["p99_ms"], r["errors"], r["agent_cpu_ms_per_request"],
+                      part_e["served_equals_logged"]] for name, r in part_e["sides"].items()],
+                    notes=[f"load average during (e): {part_e['load_average']}"])
     if "cpu_ms_per_request_by_stage" in part_d:
         print_table(f"(d) agent CPU ms per request by stage (py-spy, {part_d['duration_s']} s of (b)'s load)",
                     ["stage", "CPU ms / request", "share"],
@@ -495,7 +554,8 @@ def main() -> None:
         print(f"(d) CPU split per stage: {part_d.get('error')}")
     save("serve", parameters=vars(args) | {"data_dir": str(data_dir)},
          results={"setup": setup, "overhead": part_a, "load": part_b, "repeated_questions": part_c,
-                  "cpu_split": part_d, "before_load_drain": before, "load_average_at_end": os.getloadavg()})
+                  "cpu_split": part_d, "ab_comparison": part_e, "before_load_drain": before,
+                  "load_average_at_end": os.getloadavg()})
 
 
 if __name__ == "__main__":

@@ -241,6 +241,44 @@ def test_only_the_lexically_best_sentences_are_embedded_and_the_answer_is_the_sa
     assert create_generator(GeneratorSettings(embed_candidates=4), backend="extractive").embed_candidates == 4
 
 
+def test_a_sentence_that_is_a_whole_chunk_is_never_encoded_again(tmp_path):
+    """On an index of one-sentence chunks the answer's sentence vectors are the chunks' stored vectors:
+    a new question costs one encode (the question), and those vectors are what the model gives."""
+    import json
+
+    import torch
+
+    from agents.api.app import create_app
+    from llmfti.embedders import load_embedder
+    from llmfti.features.embedded_redis import EmbeddedRedis
+    from llmfti.index import VectorIndex
+    from pipelines.index_build import build_index
+
+    torch.set_num_threads(1)
+    corpus = tmp_path / "paris.jsonl"
+    corpus.write_text("".join(json.dumps({"id": f"paris-{i}", "text": t}) + "\n" for i, t in enumerate(PARIS)))
+    settings = agent_settings(tmp_path / "data")
+    build_index(settings, [corpus])
+    question = "When was the Eiffel Tower completed?"
+    hits = VectorIndex.open(settings).search(question, k=5, with_vectors=True).hits
+    model = load_embedder(settings).encode([h.text for h in hits])
+    np.testing.assert_allclose(np.stack([h.vector for h in hits]), model, atol=1e-5)
+    assert VectorIndex.open(settings).search(question, k=5).hits[0].vector is None  # only when asked
+    app = create_app(settings)
+    try:
+        with TestClient(app) as client:
+            pipeline = app.state.agent.pipeline
+            texts, sentences = pipeline._batcher.texts, pipeline.sentence_embeddings
+            response = client.post("/v1/chat/completions", headers=AUTH, json={
+                "model": "llmfti-extractive", "messages": [{"role": "user", "content": question}]})
+            assert response.status_code == 200, response.text
+            assert response.json()["choices"][0]["message"]["content"].startswith(PARIS[0])
+            assert pipeline._batcher.texts - texts == 1  # the question; every sentence came from the index
+            assert (sentences.hits, sentences.misses, len(sentences)) == (0, 0, 0)
+    finally:
+        EmbeddedRedis(tmp_path / "data").stop(save=False)
+
+
 def test_search_on_the_lance_dataset_ranks_like_the_lancedb_query_builder(tmp_path):
     """VectorIndex.search runs on the pylance dataset directly: same chunks, order and scores as lancedb's
     query builder (the way it searched before), for dense and full-text, within the tenant."""
