@@ -264,6 +264,9 @@ def test_a_sentence_that_is_a_whole_chunk_is_never_encoded_again(tmp_path):
     model = load_embedder(settings).encode([h.text for h in hits])
     np.testing.assert_allclose(np.stack([h.vector for h in hits]), model, atol=1e-5)
     assert VectorIndex.open(settings).search(question, k=5).hits[0].vector is None  # only when asked
+    for mode in ("fts", "hybrid", "dense"):  # no full-text match at all: an empty half is no error
+        found = VectorIndex.open(settings).search("zqxj wvkp", k=5, mode=mode, with_vectors=True).hits
+        assert all(h.vector is not None for h in found) and (mode != "fts" or not found)
     app = create_app(settings)
     try:
         with TestClient(app) as client:

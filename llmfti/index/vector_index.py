@@ -551,7 +551,7 @@ def _hit(row: dict[str, Any], score: float, vector: Any = None) -> SearchHit:
 
 def _rows(table: Any, with_vectors: bool) -> Iterable[tuple[dict[str, Any], Any]]:
     """``(row, stored vector or None)`` per result row; vectors as rows of one numpy matrix (never lists of floats)."""
-    if not with_vectors:
+    if not with_vectors or table.num_rows == 0:
         return ((row, None) for row in table.to_pylist())
     column = table.column("embedding").combine_chunks()
     matrix = column.flatten().to_numpy(zero_copy_only=False).reshape(len(column), -1)
