@@ -8,7 +8,8 @@ lancedb, lance), so "fts loads no model" is checked, not assumed.
 
 Goals (issue 13 §2, quiet machine): ``--mode fts`` <= 1 s without loading any model; dense/hybrid <= 4 s.
 Each mode is reported against its goal on its best and on its median run, with the load average before
-and after the runs (the machine may be shared: a busy one is slower, never faster). For reference it
+and after the runs (the machine may be shared: a busy one is slower, never faster), and the median CPU
+seconds (user + system) of the process, which is close to its wall-clock time on an idle machine. For reference it
 also times what a cold ``import X`` alone costs for the heavy libraries (best of up to 3 runs).
 
     python -m benchmarks.cli_latency            # 5 runs each
@@ -20,6 +21,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import shutil
 import statistics
 import subprocess
@@ -81,6 +83,19 @@ def imported(argv: list[str], env: dict[str, str]) -> list[str]:
     return [m for m in HEAVY if m in names]
 
 
+def timed(name: str, argv: list[str], env: dict[str, str], times: dict[str, list[float]],
+          cpu: dict[str, list[float]]) -> None:
+    """Run ``argv`` once; append its wall-clock and CPU (user + system) seconds."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    start = time.perf_counter()
+    proc = subprocess.run(argv, env=env, capture_output=True, text=True)
+    times[name].append(time.perf_counter() - start)
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu[name].append(after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime)
+    if proc.returncode != 0:
+        raise SystemExit(f"{name} failed ({proc.returncode}): {proc.stderr[-2000:]}")
+
+
 def import_costs(runs: int) -> dict[str, float]:
     """Best wall-clock seconds of ``python -c "import X"`` (a new process each time) per heavy library."""
     costs = {}
@@ -112,24 +127,16 @@ def main() -> None:
         load_before = os.getloadavg()
         times: dict[str, list[float]] = {name: [] for name in cmds}
         names = list(cmds)
+        cpu: dict[str, list[float]] = {name: [] for name in cmds}
         for run in range(args.runs):
             for name in names[run % len(names):] + names[: run % len(names)]:
-                start = time.perf_counter()
-                proc = subprocess.run(cmds[name], env=env, capture_output=True, text=True)
-                times[name].append(time.perf_counter() - start)
-                if proc.returncode != 0:
-                    raise SystemExit(f"{name} failed ({proc.returncode}): {proc.stderr[-2000:]}")
+                timed(name, cmds[name], env, times, cpu)
         load_after = os.getloadavg()
         heavy = {name: imported(cmds[name][1:], env) for name in cmds}
         for name, argv in full_path_commands().items():  # fewer runs: each loads the model the slow way
-            times[name] = []
+            times[name], cpu[name], heavy[name] = [], [], []
             for _ in range(min(args.runs, 2)):
-                start = time.perf_counter()
-                proc = subprocess.run(argv, env=env, capture_output=True, text=True)
-                times[name].append(time.perf_counter() - start)
-                if proc.returncode != 0:
-                    raise SystemExit(f"{name} failed ({proc.returncode}): {proc.stderr[-2000:]}")
-            heavy[name] = []
+                timed(name, argv, env, times, cpu)
         references = import_costs(min(args.runs, 3))
     finally:
         shutil.rmtree(root, ignore_errors=True)
@@ -140,11 +147,12 @@ def main() -> None:
         best, median, goal = min(values), statistics.median(values), GOALS.get(name)
         results[name] = {"best_s": round(best, 3), "median_s": round(median, 3),
                          "worst_s": round(max(values), 3), "runs": [round(v, 3) for v in values],
+                         "cpu_median_s": round(statistics.median(cpu[name]), 3),
                          "heavy_imports": heavy[name], "goal_s": goal,
                          "meets_goal_best": None if goal is None else best <= goal,
                          "meets_goal_median": None if goal is None else median <= goal}
         rows.append([name, results[name]["best_s"], results[name]["median_s"], results[name]["worst_s"],
-                     goal if goal is not None else "-", _verdict(results[name]),
+                     results[name]["cpu_median_s"], goal if goal is not None else "-", _verdict(results[name]),
                      ", ".join(heavy[name]) or ("(not measured)" if name.startswith("before") else "-")])
     results["reference_import_s"] = references
     notes = [f"{args.runs} cold runs each (new process; the 'before' rows {min(args.runs, 2)}), {chunks} chunks, "
@@ -152,7 +160,8 @@ def main() -> None:
              f"(1/5/15 min) before the runs {_load(load_before)}, after {_load(load_after)}",
              "cold `python -c 'import X'` alone, best s: " + ", ".join(f"{m} {t:.2f}" for m, t in references.items())]
     print_table("CLI latency, cold",
-                ["command", "best s", "median s", "worst s", "goal s", "goal met (best/median)", "heavy imports"],
+                ["command", "best s", "median s", "worst s", "CPU s (median)", "goal s", "goal met (best/median)",
+                 "heavy imports"],
                 rows, notes)
     save("cli_latency", parameters=vars(args) | {"question": QUESTION, "chunks": chunks}, results=results,
          notes=notes)
