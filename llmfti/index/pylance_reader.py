@@ -52,7 +52,7 @@ def search_published(settings: Settings, query: str, *, index: str | None = None
             return None
     try:
         head = open_dataset(settings, table_name(name))
-    except ValueError:  # no such table (or a v1 index): VectorIndex explains
+    except (ValueError, OSError):  # no such table (or a v1 index), or unreachable: VectorIndex explains
         return None
     recorded = _recorded(head)
     if recorded is None or recorded.get("name") != settings.embedder.model:
