@@ -321,8 +321,11 @@ class AgentPipeline:
             for i, h in enumerate(hits)
         ]
         with span("agent.prompt", prompt_id=self.prompt.id) as traced:
-            messages = await asyncio.to_thread(self._fit_prompt, question, passages, user_features, on_demand,
-                                               request, max_tokens, served.generator)
+            args = (question, passages, user_features, on_demand, request, max_tokens, served.generator)
+            if getattr(served.generator, "context_length", None):  # tokenizes: off the event loop
+                messages = await asyncio.to_thread(self._fit_prompt, *args)
+            else:  # no context limit, nothing to tokenize: a template render costs less than a thread hop
+                messages = self._fit_prompt(*args)
             traced.set(passages=len(passages), messages=len(messages))
         generation = GenerationRequest(
             messages=messages, question=question, passages=passages, max_tokens=max_tokens,
