@@ -8,7 +8,8 @@ exactly what search will return. Questions are split in two halves by their gold
 (the doc id up to a ``#``: SQuAD paragraph ids ``Title#n`` split by article), so no article helps
 choose the fusion it is judged on. The objective is hit@5 + MRR@10 (ties: hit@1, then the simpler
 fusion). The grid is searched in two stages: chunk-level (method, rrf_k, weights), then document-level
-fusion on top of the best chunk-level candidates.
+fusion on top of the best chunk-level candidates; it is scored in numpy (llmfti/index/fusion_batch.py),
+and the figures reported come from :func:`evaluate`, which runs search's own fusion code.
 """
 
 from __future__ import annotations
@@ -135,11 +136,17 @@ class TuningReport:
                 "improves_on_held_out": self.improves}
 
 
-def tune(rankings: Sequence[Rankings], questions: Sequence[Question], default: Fusion) -> TuningReport:
-    """Grid-search the fusion on the tuning split of ``questions``; report it and ``default`` on both splits."""
+def tune(rankings: Sequence[Rankings], questions: Sequence[Question], default: Fusion, *,
+         swap: bool = False) -> TuningReport:
+    """Grid-search the fusion on the tuning split of ``questions``; report it and ``default`` on both splits.
+    ``swap``: tune on the other half (the held-out one) instead, for a second fold."""
+    from llmfti.index.fusion_batch import FusionBatch
+
     if len(rankings) != len(questions):
         raise ValueError(f"{len(rankings)} rankings for {len(questions)} questions")
     tuning, held_out = split(questions)
+    if swap:
+        tuning, held_out = held_out, tuning
     if min(len(tuning), len(held_out)) < MIN_QUESTIONS_PER_SPLIT:
         raise InvalidInputError(
             f"{len(questions)} questions split into {len(tuning)} for tuning and {len(held_out)} held out "
@@ -148,8 +155,10 @@ def tune(rankings: Sequence[Rankings], questions: Sequence[Question], default: F
             fix="pass more eval questions (e.g. --full with a suite, or a longer --questions file)",
         )
 
+    batch = FusionBatch(rankings, questions)  # the grid is scored in numpy; the reported figures by evaluate()
+
     def score(fusion: Fusion) -> tuple[tuple[float, float], int]:
-        return objective(evaluate(fusion, rankings, questions, tuning)), -_complexity(fusion)
+        return objective(batch.metrics(fusion, tuning)), -_complexity(fusion)
 
     stage_one = sorted(dict.fromkeys([default, *chunk_grid()]), key=score, reverse=True)  # stable: ties keep order
     bases = stage_one[:STAGE_TWO_BASES]

@@ -105,3 +105,21 @@ def test_a_stored_fusion_round_trips_and_a_bad_record_is_a_clear_error() -> None
         decode('{"fusion": {"method": "rrf", "shiny": 1}}')  # a field this version does not know
     with pytest.raises(ConfigError, match="unreadable"):
         decode(b"{not json")
+
+
+def test_the_grid_scorer_breaks_ties_and_aggregates_documents_like_fuse() -> None:
+    from llmfti.index.fusion_batch import FusionBatch
+    from llmfti.index.fusion_tuning import Question, evaluate
+
+    doc = {"a": "D1", "b": "D2", "c": "D1", "d": "D3", "e": "D2"}
+    title = {"a": "T", "b": "T", "c": "U", "d": "U", "e": "T"}
+    dense = hits(("b", 0.8), ("a", 0.7), ("e", 0.7), doc=doc, title=title)
+    fts = hits(("a", 3.0), ("d", 2.0), ("c", 2.0), doc=doc, title=title)  # ties at equal ranks: chunk id decides
+    rankings = [(dense, fts), (fts, dense), (dense, []), ([], fts)]
+    questions = [Question("q", frozenset([g])) for g in ("D2", "D3", "D1", "D1")]
+    batch = FusionBatch(rankings, questions)
+    for fusion in (Fusion(rrf_k=1), Fusion(rrf_k=3, fts_weight=2.0), Fusion("score"),
+                   Fusion("score", normalise="zscore"), Fusion(rrf_k=1, doc_weight=1.0, doc_aggregate="sum", doc_top=2),
+                   Fusion("score", normalise="zscore", doc_weight=0.7, doc_key="title", doc_aggregate="sum"),
+                   Fusion("score", doc_weight=2.0, doc_key="title")):
+        assert batch.metrics(fusion) == pytest.approx(evaluate(fusion, rankings, questions)), fusion

@@ -9,6 +9,7 @@ import shutil
 import subprocess
 import sys
 import zlib
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -188,3 +189,21 @@ def test_cli_tune_fusion(index: VectorIndex, built, tmp_path: Path) -> None:
                           timeout=300)
     error = json.loads(both.stdout)["error"]
     assert both.returncode != 0 and "--questions FILE or --suite NAME" in error["message"]
+
+
+def test_the_grid_scorer_measures_what_search_fusion_does(index: VectorIndex, built) -> None:
+    """FusionBatch (numpy, for the grid) against evaluate() (search's own fuse) on real rankings."""
+    from llmfti.index.fusion_batch import FusionBatch
+
+    _, questions = built
+    rankings = ft.collect(index, questions)
+    batch = FusionBatch(rankings, questions)
+    half = ft.split(questions)[0]
+    fusions = [Fusion(rrf_k=1, fts_weight=0.5), Fusion(rrf_k=60), Fusion("score"), Fusion("score", fts_weight=2.0),
+               Fusion("score", normalise="zscore", fts_weight=1.25)]
+    fusions += [replace(f, doc_weight=w, doc_key=key, doc_aggregate=agg, doc_top=top)
+                for f in fusions[::2] for key in ("doc_id", "title") for agg, top in (("max", 3), ("sum", 2))
+                for w in (0.3, 2.0)]
+    for fusion in fusions:
+        assert batch.metrics(fusion, half) == pytest.approx(ft.evaluate(fusion, rankings, questions, half)), fusion
+    assert len({round(batch.metrics(f)["mrr@10"], 6) for f in fusions}) > 3  # the fusions differ on this index
