@@ -68,7 +68,8 @@ class IndexSettings(BaseModel):
     rrf_k: int = Field(
         5,
         ge=1,
-        description="The k constant of reciprocal-rank fusion (hybrid = sum of 1/(k + rank)). Smaller k trusts "
+        description="The k constant of reciprocal-rank fusion (hybrid = sum of 1/(k + rank)) for index versions "
+        "without a tuned fusion (llmfti index tune-fusion stores one per version). Smaller k trusts "
         "the top ranks more. 5 was chosen on 2,000 SQuAD dev questions and checked on 3,000 others: hybrid hit@5 "
         "0.950 vs 0.927 with the textbook k=60 (benchmarks/retrieval_quality.py).",
     )

@@ -129,6 +129,7 @@ def tune_fusion(
     full: bool = typer.Option(False, "--full", help="With --suite: all its questions, not its seeded sample."),
     tenant: str | None = typer.Option(None, "--tenant", help="Tenant to search (default: ingest.default_tenant)."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Report only; store nothing."),
+    reset: bool = typer.Option(False, "--reset", help="Go back to plain RRF (index.rrf_k) in a new version."),
     as_json: bool = JsonOption,
 ) -> None:
     """Choose how hybrid search fuses dense and full-text results (method, k, weights, document-level fusion)
@@ -139,6 +140,14 @@ def tune_fusion(
         from llmfti.index import VectorIndex
         from llmfti.index.fusion_tuning import Question, tune_index
 
+        if reset:
+            if questions is not None or suite is not None or dry_run:
+                raise InvalidInputError("--reset takes no questions and no --dry-run", fix="pass --reset alone")
+            idx = VectorIndex.open(_settings(), name)
+            version = idx.clear_fusion("llmfti index tune-fusion --reset")
+            emit({"index": idx.name, "version": version, "fusion": idx.fusion(version).to_dict()}, as_json,
+                 lambda r: console().print(f"index [bold]{r['index']}[/]: plain RRF from version {r['version']}"))
+            return
         if (questions is None) == (suite is None):
             raise InvalidInputError("tune-fusion needs its eval questions from exactly one place",
                                     expected="--questions FILE or --suite NAME",

@@ -190,6 +190,13 @@ def test_cli_tune_fusion(index: VectorIndex, built, tmp_path: Path) -> None:
     error = json.loads(both.stdout)["error"]
     assert both.returncode != 0 and "--questions FILE or --suite NAME" in error["message"]
 
+    reset = subprocess.run([LLMFTI, "index", "tune-fusion", INDEX, "--reset", "--json"], capture_output=True,
+                           text=True, timeout=300)
+    assert reset.returncode == 0, reset.stdout + reset.stderr
+    reopened = VectorIndex.open(index.settings, INDEX)
+    assert json.loads(reset.stdout)["version"] == reopened.version and reopened.fusion_record() is None
+    assert reopened.fusion() == Fusion(rrf_k=index.settings.index.rrf_k)
+
 
 def test_the_grid_scorer_measures_what_search_fusion_does(index: VectorIndex, built) -> None:
     """FusionBatch (numpy, for the grid) against evaluate() (search's own fuse) on real rankings."""
