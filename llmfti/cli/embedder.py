@@ -49,7 +49,10 @@ def train(
     register: bool = typer.Option(True, "--register/--no-register", help="Record the result in the registry."),
     as_json: bool = JsonOption,
 ) -> None:
-    """Fine-tune the embedder on pairs made from an index's chunks (+ labels) and register an embedder version."""
+    """Adapt the embedder to an index's chunks (+ labels) and register an embedder version.
+
+    Default: a residual linear adapter over the frozen encoder, fitted on inverse-cloze pairs (--method full
+    fine-tunes every weight)."""
     with reporting_errors(as_json):
         from llmfti.config import load_settings
         from pipelines.train_embedder import (
