@@ -11,16 +11,17 @@ model, applied to queries and passages alike.
 Why not fine-tune the whole transformer: all-MiniLM-L6-v2 was trained on about a billion pairs (SQuAD's
 among them); full fine-tuning on a few thousand self-supervised pairs moves the question side too and
 measured a loss on SQuAD dev (hit@5 0.872 -> 0.868 after 40 steps, see benchmarks/embedder_adaptation.py),
-while the adapter keeps what the encoder knows and only re-weights directions of its output space for
-this corpus (``python -m benchmarks.embedder_adaptation``, dense, no question used for training: 4 articles,
-seed 2016: hit@5 +1.7 points, MRR@10 +2.8, hit@1 +3.4; 4 other articles, ``--sample-seed 7``: +1.4, +2.0,
-+2.4). Pilots on frozen vectors (same splits) chose this form: a rank-32/64 map gained less, a residual
-MLP lost hit@5, corpus-mean centering and whitening did not help, a 10%/0% kept sentence did worse than
-50%, topic-clustered batches and sentence -> sentence pairs did not help. It is also cheap
-on a CPU: one encoding pass over the pairs, then seconds of training on 384-d vectors. The map is the
-linear "embedding adapter" of retrieval toolkits (e.g. LlamaIndex's adapter fine-tuning, trained there
-on generated questions); here its training signal is label-free: inverse-cloze pairs (Lee et al., 2019)
-with the sentence kept in its passage half the time, and title -> first chunk.
+while the adapter keeps what the encoder knows and only re-weights directions of its output space for this
+corpus (``python -m benchmarks.embedder_adaptation``, dense, no question used for training: 4 articles, seed
+2016: hit@5 +1.7 points, MRR@10 +2.8, hit@1 +3.4; 4 other articles, ``--sample-seed 7``: +1.4, +2.0, +2.4;
+12 articles: +1.3, +1.8, +2.1). Pilots on frozen vectors (the two 4-article splits) chose this form: a
+rank-32/64 map gained less, a residual MLP lost hit@5, corpus-mean centering and whitening did not raise
+hit@5, keeping the sentence 10% or 0% of the time did worse than 50%, and topic-clustered batches or
+sentence -> sentence pairs did not help. It is also cheap on a CPU: one encoding pass over the pairs, then
+seconds of training on 384-d vectors. The map is the linear "embedding adapter" of retrieval toolkits (e.g.
+LlamaIndex's adapter fine-tuning, trained there on generated questions); here its training signal is label-
+free: inverse-cloze pairs (Lee et al., 2019) with the sentence kept in its passage half the time, and title
+-> first chunk.
 """
 
 from __future__ import annotations
