@@ -68,14 +68,18 @@ def hello_app():  # noqa: ANN201 - the hello-world baseline, served by uvicorn -
 # -- setup ---------------------------------------------------------------------------------------------
 
 
-def write_corpus(folder: Path, limit: int) -> Path:
-    """SQuAD dev sentences (>= 4 words) as JSONL documents, one sentence each."""
+def corpus_rows(limit: int) -> list[dict[str, str]]:
+    """SQuAD dev sentences (>= 4 words) as documents, one sentence each (at most ``limit``)."""
     rows = []
     for p in squad.paragraphs():
         for i, sentence in enumerate(s for s in _SENTENCE.split(p.context) if len(s.split()) >= 4):
             rows.append({"id": f"{p.doc_id}/s{i}", "text": sentence})
+    return rows[:limit]
+
+
+def write_corpus(folder: Path, rows: list[dict[str, str]]) -> Path:
     path = folder / "squad_sentences.jsonl"
-    path.write_text("".join(json.dumps(r) + "\n" for r in rows[:limit]), encoding="utf-8")
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
     return path
 
 
@@ -89,9 +93,10 @@ def prepare(data_dir: Path, sentences: int) -> dict[str, Any]:
 
     settings = load_settings(data_dir=data_dir)
     info: dict[str, Any] = {}
-    if not VectorIndex.exists(settings) or VectorIndex.open(settings).count_rows() < sentences:
+    corpus = corpus_rows(sentences)  # fewer than asked when SQuAD dev has fewer (~10.2k)
+    if not VectorIndex.exists(settings) or VectorIndex.open(settings).count_rows() < len(corpus):
         start = time.perf_counter()
-        build_index(settings, [write_corpus(data_dir.parent, sentences)])
+        build_index(settings, [write_corpus(data_dir.parent, corpus)])
         info["index_build_s"] = round(time.perf_counter() - start, 1)
     info["chunks"] = VectorIndex.open(settings).count_rows()
     rng = random.Random(0)
