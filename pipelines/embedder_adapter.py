@@ -19,8 +19,8 @@ rank-32/64 map gained less, a residual MLP lost hit@5, corpus-mean centering and
 hit@5, keeping the sentence 10% or 0% of the time did worse than 50%, and topic-clustered batches or
 sentence -> sentence pairs did not help. It is also cheap on a CPU: one encoding pass over the pairs, then
 seconds of training on 384-d vectors. The map is the linear "embedding adapter" of retrieval toolkits (e.g.
-LlamaIndex's adapter fine-tuning, trained there on generated questions); here its training signal is label-
-free: inverse-cloze pairs (Lee et al., 2019) with the sentence kept in its passage half the time, and title
+LlamaIndex's adapter fine-tuning, trained there on generated questions); here its training signal is
+label-free: inverse-cloze pairs (Lee et al., 2019) with the sentence kept in its passage half the time, and title
 -> first chunk.
 """
 
