@@ -442,6 +442,8 @@ def main() -> None:
     parser.add_argument("--compare-windows", type=int, default=4, help="(e) windows per side")
     parser.add_argument("--compare-window", type=float, default=15.0, help="(e) seconds per window")
     args = parser.parse_args()
+    if args.repeat_pool < 1:
+        parser.error(f"--repeat-pool must be at least 1 (got {args.repeat_pool}): (c) needs questions to repeat")
 
     from agents.api.auth import hash_key
     from llmfti.config import load_settings
