@@ -24,9 +24,9 @@ from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 from llmfti.errors import ConfigError
-from llmfti.filters import Filter, where_clause
-from llmfti.index.fusion import Fusion, decode, fuse
-from llmfti.index.vector_index import EMBEDDER_KEY, FILTERABLE, FUSION_KEY, SearchResult, VectorIndex, table_name
+from llmfti.filters import Filter
+from llmfti.index.fusion import Fusion, decode
+from llmfti.index.vector_index import EMBEDDER_KEY, FUSION_KEY, SearchResult, VectorIndex, search_where, table_name
 from llmfti.lance import escape_literal, open_dataset
 
 if TYPE_CHECKING:
@@ -63,25 +63,20 @@ def search_published(settings: Settings, query: str, *, index: str | None = None
     dataset = head if number == head.version else head.checkout_version(number)
     if _recorded(dataset) != recorded:  # re-embedded since: VectorIndex refuses to mix embedders
         return None
-    tenant_filter = f"tenant = {escape_literal(tenant or settings.ingest.default_tenant)}"
-    where = " AND ".join(filter(None, [tenant_filter, where_clause(filters, FILTERABLE)]))
-    if mode == "fts":
-        return SearchResult(number, mode, VectorIndex._fts(dataset, query, where, k))
-    assert embedder is not None
-    if embedder.info.to_dict() != recorded:
-        return None
-    vector = embedder.encode([query])[0]
-    if mode == "dense":
-        return SearchResult(number, mode, VectorIndex._dense(dataset, vector, where, k))
-    raw = (dataset.schema.metadata or {}).get(FUSION_KEY.encode())
-    try:
-        fusion = Fusion(rrf_k=settings.index.rrf_k) if raw is None else decode(raw)[0]
-    except ConfigError:  # an unreadable stored fusion: VectorIndex warns and fuses with plain RRF
-        return None
-    depth = max(k * 4, 50)
-    hits = fuse(VectorIndex._dense(dataset, vector, where, depth), VectorIndex._fts(dataset, query, where, depth),
-                fusion, k)
-    return SearchResult(number, mode, hits)
+    vector = fusion = None
+    if mode != "fts":
+        assert embedder is not None
+        if embedder.info.to_dict() != recorded:
+            return None
+        vector = embedder.encode([query])[0]
+    if mode == "hybrid":
+        raw = (dataset.schema.metadata or {}).get(FUSION_KEY.encode())
+        try:
+            fusion = Fusion(rrf_k=settings.index.rrf_k) if raw is None else decode(raw)[0]
+        except ConfigError:  # an unreadable stored fusion: VectorIndex warns and fuses with plain RRF
+            return None
+    where = search_where(settings, tenant, filters)
+    return SearchResult(number, mode, VectorIndex.ranked(dataset, mode, query, vector, where, k, fusion))
 
 
 def query_embedder(settings: Settings) -> NumpyBertEmbedder | None:

@@ -111,6 +111,12 @@ def chunks_schema(info: EmbedderInfo) -> pa.Schema:
     )
 
 
+def search_where(settings: Settings, tenant: str | None, filters: Iterable[Filter] = ()) -> str:
+    """The SQL filter of a search: the caller's tenant (else the default tenant) and the user's filters."""
+    tenant_filter = f"tenant = {escape_literal(tenant or settings.ingest.default_tenant)}"
+    return " AND ".join(filter(None, [tenant_filter, where_clause(filters, FILTERABLE)]))
+
+
 class VectorIndex:
     """One index's chunks table. Build with :meth:`open` or :meth:`create`."""
 
@@ -472,21 +478,25 @@ class VectorIndex:
         if not query or not query.strip():
             raise InvalidInputError("the search query is empty", fix="pass some text to search for")
         number, dataset = self._dataset_at(version)
-        tenant_filter = f"tenant = {escape_literal(tenant or self.settings.ingest.default_tenant)}"
-        where = " AND ".join(filter(None, [tenant_filter, where_clause(filters, FILTERABLE)]))
-        if mode == "fts":
-            hits = self._fts(dataset, query, where, k, with_vectors)
-        else:
-            if vector is None:
-                vector = self.embed_query(query)
-            if mode == "dense":
-                hits = self._dense(dataset, vector, where, k, with_vectors)
-            else:
-                fusion = self._fusion_of(number, dataset)
-                depth = max(k * 4, 50)
-                fts = _fts_pool().submit(self._fts, dataset, query, where, depth, with_vectors)  # both at once
-                hits = fuse(self._dense(dataset, vector, where, depth, with_vectors), fts.result(), fusion, k)
+        if mode != "fts" and vector is None:
+            vector = self.embed_query(query)
+        fusion = self._fusion_of(number, dataset) if mode == "hybrid" else None
+        hits = self.ranked(dataset, mode, query, vector, search_where(self.settings, tenant, filters), k, fusion,
+                           with_vectors)
         return SearchResult(number, mode, hits)
+
+    @classmethod
+    def ranked(cls, dataset: Any, mode: SearchMode, query: str, vector: np.ndarray | None, where: str, k: int,
+               fusion: Fusion | None, with_vectors: bool = False) -> list[SearchHit]:
+        """The top-``k`` hits of one dataset version: the one ranking step that every search path shares
+        (``vector`` for dense/hybrid, ``fusion`` for hybrid)."""
+        if mode == "fts":
+            return cls._fts(dataset, query, where, k, with_vectors)
+        if mode == "dense":
+            return cls._dense(dataset, vector, where, k, with_vectors)
+        depth = max(k * 4, 50)
+        fts = _fts_pool().submit(cls._fts, dataset, query, where, depth, with_vectors)  # both at once
+        return fuse(cls._dense(dataset, vector, where, depth, with_vectors), fts.result(), fusion, k)
 
     def _check_k(self, k: int | None) -> int:
         k = k or self.settings.index.default_k
