@@ -79,7 +79,8 @@ class Profiler:
             return self
         self._proc = subprocess.Popen(
             [exe, "record", "--pid", str(self.pid), "--rate", str(self.rate), "--duration",
-             str(max(1, round(self.duration_s))), "--format", "raw", "--nonblocking", "--output", str(self._out)],
+             str(max(1, round(self.duration_s))), "--format", "raw", "--nonblocking", "--subprocesses",
+             "--output", str(self._out)],  # --subprocesses: the workers of llmfti serve --workers N
             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
         return self
 

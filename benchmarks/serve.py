@@ -1,8 +1,9 @@
 """The agent service on loopback: (a) the pipeline's overhead vs its raw parts, (b) load at 32 clients.
 
 Setup: an index of SQuAD v1.1 dev sentences (one chunk each; >= 10k with the default size), 200
-users in the ``user_profile`` online store, and ``llmfti serve`` (one uvicorn worker, extractive
-generator, real API-key auth, rate limit and inference log) in its own process.
+users in the ``user_profile`` online store, and ``llmfti serve`` (extractive generator, real API-key auth,
+rate limit and inference log; ``--workers`` processes, by default what ``llmfti serve`` runs: one per core)
+in its own process. The agent's CPU time is that of the serve process and all its workers.
 
 (a) Sequential requests. Overhead = client latency of ``/v1/chat/completions`` minus the generation
     time the server reports, i.e. auth + rate limit + user features + query embedding + retrieval
@@ -110,14 +111,25 @@ def prepare(data_dir: Path, sentences: int) -> dict[str, Any]:
 
 
 def cpu_seconds(pid: int | None) -> float:
-    """User + system CPU seconds of process ``pid`` (all its threads) from /proc; 0 when gone or unknown."""
+    """User + system CPU seconds of process ``pid`` and its live child processes (``llmfti serve --workers``:
+    the workers), all threads, from /proc; 0 when gone or unknown."""
     if pid is None:
         return 0.0
     try:
         fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     except OSError:
         return 0.0
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK") + sum(map(cpu_seconds, children(pid)))
+
+
+def children(pid: int) -> list[int]:
+    found: list[int] = []
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        try:
+            found += [int(c) for c in (task / "children").read_text().split()]
+        except OSError:
+            continue
+    return found
 
 
 def redis_pid(data_dir: Path) -> int | None:
@@ -437,8 +449,13 @@ def main() -> None:
     parser.add_argument("--repeat-pool", type=int, default=50, help="distinct questions of the repeated workload (c)")
     parser.add_argument("--profile-duration", type=float, default=20.0,
                         help="seconds of profiled load for the CPU split per stage (d); 0 skips it")
+    parser.add_argument("--workers", type=int, default=None,
+                        help="llmfti serve --workers (default: what llmfti serve does by default, agent.workers: "
+                             "one per core)")
     parser.add_argument("--compare-code", type=Path, default=None,
                         help="(e) a source tree of another version: A/B against it in alternating windows")
+    parser.add_argument("--compare-workers", type=int, default=None,
+                        help="(e) --workers for the other tree's agent (default: none passed, its own default)")
     parser.add_argument("--compare-windows", type=int, default=4, help="(e) windows per side")
     parser.add_argument("--compare-window", type=float, default=15.0, help="(e) seconds per window")
     args = parser.parse_args()
@@ -457,8 +474,9 @@ def main() -> None:
            "HF_HUB_OFFLINE": "1"}
     exe = str(Path(sys.executable).with_name("llmfti"))
     agent_port, hello_port = 18400 + os.getpid() % 500, 18900 + os.getpid() % 500
-    agent = start([exe, "serve", "--no-samples", "--port", str(agent_port), "--log-level", "warning"], env,
-                  agent_port)
+    workers_args = [] if args.workers is None else ["--workers", str(args.workers)]
+    agent = start([exe, "serve", "--no-samples", "--port", str(agent_port), "--log-level", "warning", *workers_args],
+                  env, agent_port)
     hello = start([sys.executable, "-m", "uvicorn", "benchmarks.serve:hello_app", "--factory", "--port",
                    str(hello_port), "--log-level", "warning", "--no-access-log"], env, hello_port)
     questions = [q.text for q in squad.questions()]
@@ -489,8 +507,10 @@ def main() -> None:
                         ("this tree", env),
                         (str(args.compare_code), {**env, "PYTHONPATH": str(args.compare_code.resolve())})),
                         start=agent_port + 1):
+                    side_args = workers_args if name == "this tree" else (
+                        [] if args.compare_workers is None else ["--workers", str(args.compare_workers)])
                     fresh[name] = (port, start([exe, "serve", "--no-samples", "--port", str(port), "--log-level",
-                                                "warning"], code_env, port))
+                                                "warning", *side_args], code_env, port))
                 part_e = compare(settings, {name: (port, proc.pid) for name, (port, proc) in fresh.items()},
                                  questions[5000:], args.clients, args.compare_windows, args.compare_window)
             finally:
@@ -509,6 +529,9 @@ def main() -> None:
     part_b["capacity_from_raw_parts_rps"] = round(capacity, 1) if capacity else None
     part_b["ratio_to_capacity"] = round(part_b["requests_per_s"] / capacity, 3) if capacity else None
     part_b["goal"] = "requests/s >= 3 x 29.3 = 87.9 with p99 <= 500 ms, 0 errors, served = logged"
+    from agents.api.workers import worker_count
+
+    part_b["agent_workers"] = worker_count(settings.agent.workers if args.workers is None else args.workers)
 
     s = part_a["stats"]
     rows = [[name, s[name]["p50_ms"], s[name]["p99_ms"]] for name in ("http", "encode", "search", "hgetall")]
@@ -522,7 +545,8 @@ def main() -> None:
                 ["", "p50 ms", "p99 ms"], rows, notes=[part_a["goal"]])
     stage_rows = [[stage, v["p50_ms"], v["p99_ms"]] for stage, v in part_a["server_stages"].items()]
     print_table("(a) server-side stages", ["stage", "p50 ms", "p99 ms"], stage_rows)
-    print_table(f"(b) {args.clients} concurrent clients for {part_b['duration_s']} s (extractive)",
+    print_table(f"(b) {args.clients} concurrent clients for {part_b['duration_s']} s (extractive, "
+                f"{part_b['agent_workers']} agent worker process(es))",
                 ["requests/s", "p50 ms", "p99 ms", "served", "errors", "logged", "served = logged"],
                 [[part_b["requests_per_s"], part_b["p50_ms"], part_b["p99_ms"], part_b["served"],
                   sum(part_b["errors"].values()), part_b["logged"], part_b["served_equals_logged"]]],

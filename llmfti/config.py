@@ -277,6 +277,11 @@ class AgentSettings(BaseModel):
         10_000, ge=0, description="Query vectors kept in memory, keyed by embedder fingerprint + whitespace-"
         "normalised text (least recently used out first); a repeated question skips the encode. 0: no cache. "
         "The extractive generator's sentence vectors have their own cache of the same kind.")
+    workers: int = Field(
+        0, ge=0, le=64, description="Processes `llmfti serve` runs (uvicorn workers on one listening socket, each "
+        "with its own event loop, GIL, embedder and caches; rate limits, logs, index and registry are shared through "
+        "Redis and LanceDB; /metrics sums all workers). 0: one per core this process may use, at most 8. One process "
+        "keeps ~0.8 of 2 cores busy (its embedding thread waits on the GIL); see benchmarks/serve.py --workers.")
     generator: GeneratorSettings = GeneratorSettings()
 
 

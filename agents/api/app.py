@@ -44,11 +44,15 @@ def create_app(settings: Settings | None = None, *, pipeline: AgentPipeline | No
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await pipeline.start()
         state.feedback.start()
+        publisher = asyncio.create_task(state.metrics.publish_every(pipeline)) if state.metrics.multiprocess else None
         try:
             yield
         finally:
+            if publisher is not None:
+                publisher.cancel()
             await asyncio.to_thread(state.feedback.close)
             await pipeline.close()
+            state.metrics.close()
 
     app = FastAPI(
         title="llmfti agent",

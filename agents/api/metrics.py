@@ -1,14 +1,22 @@
-"""Prometheus metrics of one app (its own registry, so several apps can live in one process)."""
+"""Prometheus metrics of one app (its own registry, so several apps can live in one process).
+
+Under ``llmfti serve --workers N`` each worker process writes its metrics to the directory named by
+``PROMETHEUS_MULTIPROC_DIR`` (prometheus_client's multiprocess mode, chosen when the worker imports it)
+and ``/metrics`` reports all workers together, whichever worker answers the scrape: counters and
+histograms summed, gauges as each declares (``multiprocess_mode``).
+"""
 
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
+MULTIPROCESS_DIR_ENV = "PROMETHEUS_MULTIPROC_DIR"
 _STAGE_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
 
 
@@ -29,17 +37,35 @@ class AgentMetrics:
         self.rate_limited = Counter("llmfti_rate_limited", "Requests refused by the rate limit", ["key"],
                                     registry=self.registry)
         self.log_pending = Gauge("llmfti_inference_log_pending", "Log records queued, not yet in Redis/spool",
-                                 registry=self.registry)
+                                 registry=self.registry, multiprocess_mode="livesum")
         self.embedding_cache_hit_rate = Gauge(
             "llmfti_embedding_cache_hit_rate", "Share of texts found in the embedding cache since start "
-            "(query: questions; sentence: the extractive generator's passage sentences)", ["cache"],
-            registry=self.registry)
+            "(query: questions; sentence: the extractive generator's passage sentences; one series per worker "
+            "process under --workers)", ["cache"], registry=self.registry, multiprocess_mode="liveall")
         self.embedding_cache_entries = Gauge("llmfti_embedding_cache_entries", "Vectors held by the embedding cache",
-                                             ["cache"], registry=self.registry)
+                                             ["cache"], registry=self.registry, multiprocess_mode="livesum")
         self.embedding_cache_lookups = Gauge("llmfti_embedding_cache_lookups", "Texts looked up in the embedding "
                                              "cache since start, by result (hit or miss)", ["cache", "result"],
-                                             registry=self.registry)
+                                             registry=self.registry, multiprocess_mode="livesum")
         self.monitoring = MonitoringGauges(self.registry)
+
+    @property
+    def multiprocess(self) -> bool:
+        """True in a ``--workers`` worker: another worker may answer the scrape, so gauges are published
+        every second (:meth:`publish_every`) rather than only when this worker serves ``/metrics``."""
+        return bool(os.environ.get(MULTIPROCESS_DIR_ENV))
+
+    def observe_pipeline(self, pipeline: Any) -> None:
+        """The gauges read from the agent pipeline: log queue and embedding caches."""
+        self.log_pending.set(pipeline.log_writer.pending)
+        self.observe_embedding_caches({"query": pipeline.query_embeddings, "sentence": pipeline.sentence_embeddings})
+
+    async def publish_every(self, pipeline: Any, seconds: float = 1.0) -> None:
+        import asyncio
+
+        while True:
+            self.observe_pipeline(pipeline)
+            await asyncio.sleep(seconds)
 
     def observe_embedding_caches(self, caches: dict[str, Any]) -> None:
         """Set the hit-rate and size gauges of each ``EmbeddingCache`` (None: not open yet)."""
@@ -63,7 +89,21 @@ class AgentMetrics:
             self.degraded.labels(dependency).inc()
 
     def render(self) -> bytes:
-        return generate_latest(self.registry)
+        """The text exposition: this app's registry, or with ``PROMETHEUS_MULTIPROC_DIR`` set every worker's."""
+        if not os.environ.get(MULTIPROCESS_DIR_ENV):
+            return generate_latest(self.registry)
+        from prometheus_client import multiprocess
+
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry)
+        return generate_latest(registry)
+
+    def close(self) -> None:
+        """A worker stopping: its live gauges leave the multiprocess sums (its counters stay counted)."""
+        if os.environ.get(MULTIPROCESS_DIR_ENV):
+            from prometheus_client import multiprocess
+
+            multiprocess.mark_process_dead(os.getpid())
 
 
 class MonitoringGauges:
@@ -76,12 +116,13 @@ class MonitoringGauges:
         from llmfti.monitoring.group import GAUGES
 
         self.fields = GAUGES
-        self.gauges = {f: Gauge(f"llmfti_monitoring_{f}", f"Latest monitoring window: {f}", registry=registry)
-                       for f in GAUGES}
+        self.gauges = {f: Gauge(f"llmfti_monitoring_{f}", f"Latest monitoring window: {f}", registry=registry,
+                                multiprocess_mode="mostrecent") for f in GAUGES}
         self.alerts = Gauge("llmfti_monitoring_alerts", "Alerts fired in the latest monitoring window",
-                            registry=registry)
+                            registry=registry, multiprocess_mode="mostrecent")
         self.window_start = Gauge("llmfti_monitoring_window_start_seconds",
-                                  "Start of the latest monitoring window (unix time)", registry=registry)
+                                  "Start of the latest monitoring window (unix time)", registry=registry,
+                                  multiprocess_mode="mostrecent")
         self._read_at = 0.0
         self._lock = threading.Lock()
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import typer
@@ -19,6 +20,10 @@ def serve(
         True, "--samples/--no-samples", help="If the index is empty, index the sample docs shipped in the repo."
     ),
     log_level: str = typer.Option("info", help="uvicorn log level (critical, error, warning, info, debug)."),
+    workers: int = typer.Option(
+        None, min=0, max=64, help="Worker processes on the one port (default: agent.workers; 0 = one per core, "
+        "at most 8). Rate limits, logs and the index are shared; /metrics sums all workers."
+    ),
     as_json: bool = JsonOption,
 ) -> None:
     """Serve /v1/chat/completions, /v1/completions, /v1/models, /healthz, /readyz and /metrics."""
@@ -26,15 +31,18 @@ def serve(
         import uvicorn
 
         from agents.api.app import create_app
+        from agents.api.workers import serve_workers, worker_count
         from llmfti.config import load_settings
 
         _check_port_free(host, port)  # before anything is printed or started
         settings = load_settings(agent={"auth_mode": "dev"}) if dev else load_settings()
         app = create_app(settings)  # refuses to start without keys unless --dev; loads nothing yet
         indexed = _index_samples_if_empty(settings) if samples else None
+        processes = worker_count(settings.agent.workers if workers is None else workers)
         emit(
             {
                 "url": f"http://{host}:{port}/v1",
+                "workers": processes,
                 "auth_mode": settings.agent.auth_mode,
                 "generator": settings.agent.generator.backend,
                 "index": settings.index.name,
@@ -44,10 +52,16 @@ def serve(
             as_json,
             lambda r: err_console().print(
                 f"llmfti agent on [bold]{r['url']}[/] (generator {r['generator']}, auth {r['auth_mode']}, "
-                f"index {r['index']}{', sample docs indexed' if r['indexed_samples'] else ''})"
+                f"index {r['index']}{', sample docs indexed' if r['indexed_samples'] else ''}, "
+                f"{r['workers']} worker{'s' if r['workers'] > 1 else ''})"
             ),
         )
-        uvicorn.run(app, host=host, port=port, log_level=log_level, access_log=log_level == "debug")
+        if processes == 1:
+            uvicorn.run(app, host=host, port=port, log_level=log_level, access_log=log_level == "debug")
+        else:
+            if dev:  # each worker loads the settings itself
+                os.environ["LLMFTI_AGENT__AUTH_MODE"] = "dev"
+            serve_workers(settings.data_dir, host, port, processes, log_level)
 
 
 def _index_samples_if_empty(settings) -> dict | None:  # noqa: ANN001

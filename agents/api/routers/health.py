@@ -30,8 +30,6 @@ async def readyz(state: State) -> JSONResponse:
 
 @router.get("/metrics", response_class=Response, responses=METRICS_RESPONSE)
 async def metrics(state: State) -> Response:
-    state.metrics.log_pending.set(state.pipeline.log_writer.pending)
-    state.metrics.observe_embedding_caches({"query": state.pipeline.query_embeddings,
-                                            "sentence": state.pipeline.sentence_embeddings})
+    state.metrics.observe_pipeline(state.pipeline)
     await asyncio.to_thread(state.metrics.monitoring.refresh_if_stale, state.settings)  # LanceDB read: off the loop
     return Response(state.metrics.render(), media_type=CONTENT_TYPE_LATEST)

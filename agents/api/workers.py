@@ -1,0 +1,156 @@
+"""``llmfti serve --workers N``: N uvicorn worker processes on one port.
+
+One process keeps only ~0.8 of 2 cores busy: its query-embedding thread, the event loop and the Redis
+and search threads share one GIL, and the embedding thread (which releases and re-takes the GIL around
+every torch op) spends most of its time waiting for it. Several processes each have their own GIL,
+embedder and caches; everything a request must agree on is already shared through the stores (rate
+limits, served-request records and the inference log in Redis, the index and registry in LanceDB),
+as for replicas.
+
+Each worker gets its **own** listening socket, all bound to the port with ``SO_REUSEPORT``, so the
+kernel spreads new connections evenly over the workers. (With one shared socket, whichever worker
+wakes first accepts: 32 keep-alive clients connecting at once went ~28 to one worker and ~4 to the
+other.) The sockets are created with ``IPPROTO_TCP`` so that asyncio turns on ``TCP_NODELAY`` for the
+connections they accept; uvicorn's own ``bind_socket`` leaves the protocol 0, which costs every
+keep-alive request ~40 ms of Nagle + delayed ACK (uvicorn issue #3149). The parent holds every socket:
+while a worker that died is replaced, connections hashed to its socket wait in that socket's backlog.
+
+Prometheus metrics go to one multiprocess directory (``PROMETHEUS_MULTIPROC_DIR``) so ``/metrics``
+reports all workers whichever answers (agents/api/metrics.py).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import socket
+from pathlib import Path
+
+from uvicorn import Config
+from uvicorn.supervisors.multiprocess import Multiprocess, Process
+
+from agents.api.metrics import MULTIPROCESS_DIR_ENV
+
+logger = logging.getLogger("uvicorn.error")
+MAX_DEFAULT_WORKERS = 8
+
+
+def worker_count(configured: int) -> int:
+    """``configured`` workers, or for 0 one per core this process may run on (at most 8)."""
+    if configured > 0:
+        return configured
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, min(cores, MAX_DEFAULT_WORKERS))
+
+
+def listen_socket(host: str, port: int) -> socket.socket:
+    """A listening TCP socket on ``host:port`` that other sockets may share (``SO_REUSEPORT``)."""
+    family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM,
+                                                         flags=socket.AI_PASSIVE)[0]
+    sock = socket.socket(family, kind, proto or socket.IPPROTO_TCP)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    sock.bind(address)
+    sock.listen(2048)
+    sock.set_inheritable(True)
+    return sock
+
+
+class Workers(Multiprocess):
+    """uvicorn's supervisor (a worker that dies is replaced; SIGTERM/SIGINT stop all of them, each running
+    its lifespan shutdown), with one socket per worker instead of one shared by all."""
+
+    def __init__(self, config: Config, worker_sockets: list[socket.socket]):
+        super().__init__(config, sockets=[])
+        self.worker_sockets = worker_sockets
+        self.processes_num = len(worker_sockets)
+
+    def init_processes(self) -> None:
+        for sock in self.worker_sockets:
+            process = Process(self.config, [sock])
+            process.start()
+            self.processes.append(process)
+
+    def restart_all(self) -> None:  # SIGHUP: replace the workers one by one, each on its own socket
+        for idx, old in enumerate(self.processes):
+            if self.should_exit.is_set():
+                return
+            new = Process(self.config, [self.worker_sockets[idx]])
+            new.start()
+            if not new.wait_until_ready(self.config.timeout_worker_healthcheck, self.should_exit):
+                new.kill()
+                new.join()
+                logger.error("worker [%s] was not ready in time; keeping worker [%s]", new.pid, old.pid)
+                return
+            old.terminate()
+            old.join()
+            self.processes[idx] = new
+
+    def keep_subprocess_alive(self) -> None:
+        if self.should_exit.is_set():
+            return
+        for idx, process in enumerate(self.processes):
+            if process.is_alive(timeout=self.config.timeout_worker_healthcheck):
+                continue
+            process.kill()  # hung or dead
+            process.join()
+            if self.should_exit.is_set():
+                return
+            logger.warning("worker [%s] died (exit code %s); starting another", process.pid, process.exitcode)
+            forget_worker_metrics(process.pid)
+            replacement = Process(self.config, [self.worker_sockets[idx]])
+            replacement.start()
+            self.processes[idx] = replacement
+
+
+def forget_worker_metrics(pid: int | None) -> None:
+    """Drop a dead worker's live gauges from the multiprocess sums (its counters stay counted)."""
+    if pid is not None and os.environ.get(MULTIPROCESS_DIR_ENV):
+        from prometheus_client import multiprocess
+
+        multiprocess.mark_process_dead(pid)
+
+
+def worker_app():  # noqa: ANN201 - a FastAPI app (imported lazily)
+    """What each worker runs (uvicorn factory): the app from the settings, in a process that dies with its
+    supervisor (a ``kill -9`` of ``llmfti serve`` stops its workers too, as it stops a one-process server)."""
+    die_with_parent()
+    from agents.api.app import create_app
+
+    return create_app()
+
+
+def die_with_parent() -> None:
+    """Linux: SIGKILL this process when the process that started it dies (``PR_SET_PDEATHSIG``)."""
+    import ctypes
+    import multiprocessing
+    import signal
+    import sys
+
+    if not sys.platform.startswith("linux"):
+        return
+    pr_set_pdeathsig = 1
+    ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGKILL)
+    parent = multiprocessing.parent_process()
+    if parent is not None and os.getppid() != parent.pid:  # it died before the prctl took effect
+        os._exit(1)
+
+
+def serve_workers(data_dir: Path, host: str, port: int, workers: int, log_level: str) -> None:
+    """Run ``workers`` processes of :func:`worker_app` (settings from the environment and YAML, as the
+    parent's) until SIGTERM/SIGINT."""
+    metrics_dir = Path(data_dir).resolve() / "run" / f"metrics-{os.getpid()}"
+    shutil.rmtree(metrics_dir, ignore_errors=True)
+    metrics_dir.mkdir(parents=True)
+    os.environ[MULTIPROCESS_DIR_ENV] = str(metrics_dir)  # read by each worker when it imports prometheus_client
+    config = Config("agents.api.workers:worker_app", factory=True, host=host, port=port, workers=workers,
+                    log_level=log_level, access_log=log_level == "debug",
+                    timeout_worker_healthcheck=60)  # a worker importing torch on a busy machine is not hung
+    sockets = [listen_socket(host, port) for _ in range(workers)]
+    try:
+        Workers(config, sockets).run()
+    finally:
+        for sock in sockets:
+            sock.close()
+        shutil.rmtree(metrics_dir, ignore_errors=True)
