@@ -51,6 +51,7 @@ from llmfti.inference_log import INCOMPLETE, InferenceLogWriter, InferenceRecord
 from llmfti.llm.backends import GenerationRequest, GenerationResult, Generator, Passage, StopMatcher, create_generator
 from llmfti.on_demand import request_features, retrieval_query
 from llmfti.prompts import PromptTemplate, load_prompt
+from llmfti.sentence_ranker import ranking_rule
 from llmfti.tracing import Span, annotate_request, span, start_span
 
 log = logging.getLogger("llmfti.agent")
@@ -95,6 +96,7 @@ class AgentPipeline:
         self.query_embeddings: EmbeddingCache | None = None
         self.abstain_below: float | None = None
         self.abstention: Any = None  # a calibrated AbstentionModel (wins over abstain_below)
+        self.ranker: Any = None  # a learned SentenceRanker for the index's extractive answers (None: hand weights)
         self._index_lock = threading.Lock()
         self._store: Any = None
         self._background: set[asyncio.Task[Any]] = set()
@@ -197,6 +199,8 @@ class AgentPipeline:
                                                                           embedder_fingerprint(index.info))
             log.info("extractive answers abstain by %s (%s)", "model" if self.abstention else self.abstain_below,
                      source)
+            self.ranker, source = ranking_rule(self.settings, index.name, embedder_fingerprint(index.info))
+            log.info("extractive answers pick sentences by %s", source)
             self.index = index
             return index
 
@@ -331,7 +335,7 @@ class AgentPipeline:
             messages=messages, question=question, passages=passages, max_tokens=max_tokens,
             temperature=request.temperature, top_p=request.top_p, seed=request.seed, stop=request.stop,
             embed=self._answer_embed(query, query_vector, hits),
-            abstain_below=self.abstain_below, abstention=self.abstention,
+            abstain_below=self.abstain_below, abstention=self.abstention, ranker=self.ranker,
         )
         request.timings_ms["prompt"] = elapsed_ms(start)
         return Turn(request, question, on_demand, user_features, missing, passages, index_version, messages,
@@ -583,6 +587,7 @@ class AgentPipeline:
             abstained=result.abstained,
             evidence=result.evidence,
             evidence_features=result.evidence_features,
+            candidates=result.candidates,
         )
         record = self._record(request, turn, turn.served, streamed=streamed)
         record.prompt, record.answer = result.prompt, result.text

@@ -58,6 +58,7 @@ class AgentAnswer:
     abstained: bool = False  # the generator said it does not know (the passages do not answer)
     evidence: float | None = None  # extractive: question-sentence match of the best passage sentence
     evidence_features: dict[str, float] | None = None  # extractive: what abstaining weighed (evals fit on it)
+    candidates: list[Any] | None = None  # extractive with a ranker: (sentence, features) per candidate (evals fit)
 
 
 @dataclass

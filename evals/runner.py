@@ -6,6 +6,12 @@ off (to measure its evidence features), an abstention model is fit on each fold
 (:mod:`llmfti.answer_calibration`), and each fold is answered again with the model fit on the
 *other* fold (the sentence and query vectors are cached by then, so the second pass is retrieval and
 selection only). With ``calibrate_abstention`` the model fit on all rows is recorded for the index.
+
+With ``fit_sentence_ranker`` the sentences are picked the same way out of fold: the first pass also
+reports every candidate sentence's features (:data:`llmfti.sentence_ranker.HAND_RANKING`), a sentence
+ranker is fit on each fold's answerable rows (label: the sentence holds a gold answer), each fold is
+answered by the ranker fit on the other, and the abstention models are then fit on the evidence of
+those answers. The ranker fit on all rows is recorded for the index.
 """
 
 from __future__ import annotations
@@ -48,6 +54,7 @@ class EvalRun:
     durations_s: dict[str, float]
     per_row: list[dict[str, Any]] = field(default_factory=list)
     calibration: dict[str, Any] | None = None  # the abstention model fit on every row (calibrate_abstention)
+    sentence_ranker: dict[str, Any] | None = None  # the sentence ranker fit on every row (fit_sentence_ranker)
 
     def summary(self) -> dict[str, Any]:
         return {k: v for k, v in self.__dict__.items() if k != "per_row"}
@@ -72,7 +79,8 @@ def run_suite(settings: Settings, suite: Suite, *, full: bool = False, mode: str
     started = time.perf_counter()
     rows = load_rows(suite, full=full)
     run_settings = suite_settings(settings, suite, mode)
-    answers, timings, calibration = asyncio.run(_answer_all(run_settings, rows, report))
+    answers, timings, calibration, ranker = asyncio.run(_answer_all(run_settings, rows, report,
+                                                                    fit_ranker=suite.fit_sentence_ranker))
     generated = time.perf_counter()
 
     from llmfti.index import VectorIndex
@@ -126,6 +134,7 @@ def run_suite(settings: Settings, suite: Suite, *, full: bool = False, mode: str
                   "evidence_features": a.evidence_features, "answerable": r.row.answerable, "group": r.row.group}
                  for r, a in zip(results, answers, strict=True)],
         calibration=_calibration(suite, index, calibration, run_id) if suite.calibrate_abstention else None,
+        sentence_ranker=_ranker_record(suite, index, ranker, run_id) if suite.fit_sentence_ranker else None,
     )
 
 
@@ -142,10 +151,24 @@ def _calibration(suite: Suite, index: Any, model: Any, run_id: str) -> dict[str,
                        unanswerable, run_id, datetime.now(UTC)).as_dict()
 
 
-async def _answer_all(settings: Settings, rows: list[EvalRow], report: Callable[[str, int, int], None],
-                      ) -> tuple[list[Any], list[float], tuple[Any, int, int] | None]:
-    """Every row's answer, the per-row times of the first pass, and (model fit on all rows, answerable,
-    unanswerable) when the rows include unanswerable ones."""
+def _ranker_record(suite: Suite, index: Any, ranker: Any, run_id: str) -> dict[str, Any]:
+    """The sentence ranker fit on every row of the run, as the ranker of the suite's index."""
+    from llmfti.embedders.base import embedder_fingerprint
+    from llmfti.sentence_ranker import RankerRecord
+
+    if ranker is None:
+        raise ConfigError(f"suite {suite.name!r} measured no candidate sentences to fit a sentence ranker on",
+                          fix="use the extractive generator with an embedder, or drop fit_sentence_ranker")
+    return RankerRecord(suite.index.name, embedder_fingerprint(index.info), ranker, run_id, datetime.now(UTC)).as_dict()
+
+
+async def _answer_all(settings: Settings, rows: list[EvalRow], report: Callable[[str, int, int], None], *,
+                      fit_ranker: bool = False) -> tuple[list[Any], list[float], tuple[Any, int, int] | None, Any]:
+    """Every row's answer, the per-row times of the first pass, (model fit on all rows, answerable,
+    unanswerable) when the rows include unanswerable ones, and the sentence ranker fit on all rows
+    (``fit_ranker``)."""
+    from llmfti.sentence_ranker import HAND_RANKING
+
     pipeline = AgentPipeline.from_settings(settings)
     await pipeline.start()
     if pipeline.index is None:
@@ -156,19 +179,35 @@ async def _answer_all(settings: Settings, rows: list[EvalRow], report: Callable[
     pipeline.abstention = None
     cross_fit = any(not r.answerable for r in rows)
     pipeline.abstain_below = generator.abstain_below if generator.abstain and not cross_fit else None
+    pipeline.ranker = HAND_RANKING if fit_ranker else None
     try:
         answers, timings = await _answer_rows(pipeline, rows, report, "answer")
-        if not cross_fit:
-            return answers, timings, None
+        if not cross_fit and not fit_ranker:
+            return answers, timings, None, None
         folds = article_folds(rows)
+        rankers: list[Any] = [None, None]
+        ranker = None
+        if fit_ranker:
+            rankers = [_fit_ranker(rows, answers, [f != fold for f in folds]) for fold in (0, 1)]
+            ranker = _fit_ranker(rows, answers, [True] * len(rows))
+            for fold in (0, 1):
+                pipeline.ranker = rankers[fold]
+                picked = [i for i, f in enumerate(folds) if f == fold]
+                again, _ = await _answer_rows(pipeline, [rows[i] for i in picked], report, f"rank fold {fold + 1}")
+                for i, answer in zip(picked, again, strict=True):
+                    answers[i] = answer
+        if not cross_fit:
+            return answers, timings, None, ranker
+        evidence = list(answers)  # every row's evidence under the sentence choice it is judged with
         for fold in (0, 1):
-            pipeline.abstention = _fit(rows, answers, [f != fold for f in folds])
+            pipeline.ranker = rankers[fold]
+            pipeline.abstention = _fit(rows, evidence, [f != fold for f in folds])
             picked = [i for i, f in enumerate(folds) if f == fold]
             again, _ = await _answer_rows(pipeline, [rows[i] for i in picked], report, f"abstain fold {fold + 1}")
             for i, answer in zip(picked, again, strict=True):
                 answers[i] = answer
         every = [True] * len(rows)
-        return answers, timings, (_fit(rows, answers, every), *_counts(rows, every))
+        return answers, timings, (_fit(rows, evidence, every), *_counts(rows, every)), ranker
     finally:
         await pipeline.close()
 
@@ -212,6 +251,23 @@ def _fit(rows: list[EvalRow], answers: list[Any], chosen: list[bool]) -> Any:
         if c and answer.evidence_features is not None:
             kinds[row.answerable].append(answer.evidence_features)
     return fit(kinds[True], kinds[False], EVIDENCE_FEATURES)
+
+
+def _fit_ranker(rows: list[EvalRow], answers: list[Any], chosen: list[bool]) -> Any:
+    """The sentence ranker fit on the ``chosen`` answerable rows' candidates (first pass), labelled by whether a
+    candidate holds a gold answer (SQuAD normalisation)."""
+    from evals.metrics import normalize_answer
+    from llmfti.llm.backends.extractive import CLOSE_SCORE
+    from llmfti.llm.backends.sentence_features import FEATURES
+    from llmfti.sentence_ranker import fit, hand_prior
+
+    questions = []
+    for row, answer, c in zip(rows, answers, chosen, strict=True):
+        gold = [g for g in (normalize_answer(a) for a in row.answers) if g]
+        if c and row.answerable and gold and answer.candidates:
+            labels = [any(g in normalize_answer(sentence) for g in gold) for sentence, _ in answer.candidates]
+            questions.append(([f for _, f in answer.candidates], labels))
+    return fit(questions, FEATURES, prior=hand_prior(FEATURES), join_within=CLOSE_SCORE)
 
 
 def git_commit() -> str:

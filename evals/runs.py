@@ -45,6 +45,11 @@ def save_run(settings: Settings, run: EvalRun, passed: bool | None) -> Path:
         from llmfti.answer_calibration import Calibration, record
 
         record(settings, Calibration.from_dict(run.calibration))
+    if run.sentence_ranker is not None:
+        from llmfti.sentence_ranker import RankerRecord
+        from llmfti.sentence_ranker import record as record_ranker
+
+        record_ranker(settings, RankerRecord.from_dict(run.sentence_ranker))
     return folder
 
 

@@ -52,6 +52,10 @@ class Suite(BaseModel):
     calibrate_abstention: bool = Field(
         False, description="Record the extractive abstention model of this suite's index, fit on its answerable and "
         "unanswerable questions (llmfti/answer_calibration.py); the agent serving that index uses it.")
+    fit_sentence_ranker: bool = Field(
+        False, description="Fit the extractive sentence ranker of this suite's index on its answerable questions' "
+        "candidate sentences (llmfti/sentence_ranker.py), judge it out of fold by article, and record the one fit "
+        "on all rows; the agent serving that index uses it.")
 
     @model_validator(mode="after")
     def _held_out_rows_need_held_out_articles(self) -> Suite:

@@ -35,6 +35,7 @@ import re
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from llmfti.llm.backends.base import Passage
 
@@ -85,6 +86,7 @@ class Selection:
     scores: list[float]  # of ``chosen``
     evidence: float | None  # the best question-sentence cosine; None: no embedder, so no calibrated evidence
     features: dict[str, float] | None = None  # EVIDENCE_FEATURES (with an embedder)
+    candidate_rows: list[tuple[str, list[float]]] | None = None  # (sentence, ranker features) when a ranker is set
 
 
 def content_words(text: str) -> list[str]:
@@ -135,7 +137,7 @@ def answer_type_match(question: str, sentence: str) -> float:
     return 0.5
 
 
-def _bm25(question_terms: set[str], docs: list[Counter]) -> list[float]:
+def bm25_scores(question_terms: set[str], docs: list[Counter]) -> list[float]:
     avg_len = sum(sum(d.values()) for d in docs) / len(docs) or 1.0
     df = Counter(t for d in docs for t in d if t in question_terms)
     scores = []
@@ -151,15 +153,20 @@ def _bm25(question_terms: set[str], docs: list[Counter]) -> list[float]:
 
 
 def select(question: str, passages: Sequence[Passage], limit: int, *,
-           similarities: Sequence[float] | None = None, weights: Weights = Weights()) -> Selection:
-    """The ``limit`` best sentences (best first). ``similarities``: question cosine per :func:`candidates` entry."""
+           similarities: Sequence[float] | None = None, weights: Weights = Weights(),
+           ranker: Any = None) -> Selection:
+    """The ``limit`` best sentences (best first). ``similarities``: question cosine per :func:`candidates` entry.
+
+    ``ranker`` (with ``similarities`` only): a :class:`llmfti.sentence_ranker.SentenceRanker` scores the
+    candidates instead of ``weights`` (:data:`llmfti.sentence_ranker.HAND_RANKING` keeps the weights), and the
+    selection reports every candidate's ranker features (``candidate_rows``, what eval runs fit rankers on)."""
     cands = candidates(passages)
     if not cands:
         return Selection([], [], None)
     question_terms = question_words(question)
     question_pairs = word_pairs(question)
     docs = [Counter(content_words(c.sentence)) for c in cands]
-    bm25 = _bm25(question_terms, docs)
+    bm25 = bm25_scores(question_terms, docs)
     best_bm25 = max(bm25) or 1.0
     scored = []
     for i, (cand, terms) in enumerate(zip(cands, docs, strict=True)):
@@ -175,6 +182,15 @@ def select(question: str, passages: Sequence[Passage], limit: int, *,
         scored.append((score, i))
     if not scored:  # lexical only and no word in common: trust the retriever's ranking
         return Selection([cands[0]], [0.0], None)
+    rows = None
+    if ranker is not None and similarities is not None:
+        from llmfti.llm.backends.sentence_features import candidate_features
+
+        features_of = candidate_features(question, passages, cands, similarities)
+        rows = [(c.sentence, f) for c, f in zip(cands, features_of, strict=True)]
+        if ranker.learned:
+            learned = ranker.scores(features_of)
+            scored = [(learned[i], i) for _, i in scored]
     scored.sort(key=lambda x: (-x[0], x[1]))
     chosen = [cands[i] for _, i in scored[:limit]]
     scores = [score for score, _ in scored[:limit]]
@@ -183,7 +199,7 @@ def select(question: str, passages: Sequence[Passage], limit: int, *,
     evidence = max(float(s) for s in similarities)
     margin = scored[0][0] - scored[1][0] if len(scored) > 1 else scored[0][0]
     features = evidence_features(question, passages, chosen[0].sentence, evidence, scores[0], margin)
-    return Selection(chosen, scores, evidence, features)
+    return Selection(chosen, scores, evidence, features, rows)
 
 
 def names(text: str) -> set[str]:

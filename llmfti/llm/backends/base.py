@@ -38,6 +38,8 @@ class GenerationRequest:
     """Calibrated evidence under which a generator that can tell should answer "I don't know"."""
     abstention: Any = field(default=None, compare=False)
     """A calibrated :class:`llmfti.answer_calibration.AbstentionModel`; when set it decides, not abstain_below."""
+    ranker: Any = field(default=None, compare=False)
+    """A :class:`llmfti.sentence_ranker.SentenceRanker` that picks the answering sentences (extractive)."""
 
 
 @dataclass
@@ -56,6 +58,8 @@ class GenerationResult:
     """How well the best passage sentence matches the question (extractive; None when not measured)."""
     evidence_features: dict[str, float] | None = None
     """What the abstention decision weighed (extractive, with an embedder; answer_selection.EVIDENCE_FEATURES)."""
+    candidates: list[tuple[str, list[float]]] | None = None
+    """(sentence, ranker features) per candidate, when the request carried a ranker (evals fit rankers on it)."""
 
     @property
     def total_tokens(self) -> int:

@@ -2,9 +2,10 @@
 
 Which sentences is decided by :mod:`llmfti.llm.backends.answer_selection`: question-sentence
 meaning (from the embedder the agent already loaded, when the request carries ``embed``), words in
-common, retrieval rank and answer type. The answer starts with the best sentence and adds the next
-ones only while they score nearly as well (as short as the answer allows), each followed by its
-citation ``[n]``. When the evidence is too weak (by the request's calibrated abstention model, or,
+common, retrieval rank and answer type, weighed by the request's learned sentence ranker when it
+carries one (:mod:`llmfti.sentence_ranker`), else by hand weights. The answer starts with the best
+sentence and adds the next ones only while they score nearly as well (as short as the answer allows),
+each followed by its citation ``[n]``. When the evidence is too weak (by the request's calibrated abstention model, or,
 without one, the best sentence's cosine under its ``abstain_below``), it answers :data:`ABSTAIN` and
 cites the closest passages.
 Deterministic, no download: the default backend and the fallback when a model backend fails.
@@ -94,7 +95,8 @@ class ExtractiveGenerator:
 
     def answer(self, request: GenerationRequest, similarities: Sequence[float] | None = None) -> GenerationResult:
         """The answer from ``similarities`` (question cosine per candidate sentence; None: lexical only)."""
-        selection = select(request.question, request.passages, self.max_sentences, similarities=similarities)
+        selection = select(request.question, request.passages, self.max_sentences, similarities=similarities,
+                           ranker=request.ranker)
         abstained = abstains(selection, request)
         if abstained:
             closest = [p.n for p in request.passages[:3]]
@@ -102,8 +104,9 @@ class ExtractiveGenerator:
             cited = closest
         elif selection.chosen:
             best = selection.scores[0]
-            chosen = [c for c, score in zip(selection.chosen, selection.scores, strict=True)
-                      if score >= best - CLOSE_SCORE]
+            ranked = request.ranker is not None and request.ranker.learned and similarities is not None
+            close = request.ranker.join_within if ranked else CLOSE_SCORE  # in the ranker's units
+            chosen = [c for c, score in zip(selection.chosen, selection.scores, strict=True) if score >= best - close]
             text = " ".join(f"{c.sentence} [{c.n}]" for c in chosen)
             cited = sorted({c.n for c in chosen})
         else:
@@ -120,6 +123,7 @@ class ExtractiveGenerator:
             abstained=abstained,
             evidence=selection.evidence,
             evidence_features=selection.features,
+            candidates=selection.candidate_rows,
         )
 
     async def similarities(self, request: GenerationRequest) -> list[float] | None:
