@@ -3,12 +3,17 @@
 All 2,067 dev paragraphs are indexed with the SQuAD importer (doc id ``{title}#{paragraph_index}``).
 Every question (10,570) is embedded once (cached on disk) and searched once in dense and once in
 full-text mode, 50 deep (what hybrid search fuses); ``llmfti.index.fusion_tuning.tune`` then grid-searches
-the fusion (method, rrf_k, weights, document-level fusion by doc id or article title) on the questions of
+the fusion (method, rrf_k, weights, document-level fusion by doc id or article title, then sentence-level
+evidence: best-sentence cosine and question-word coverage, llmfti/index/sentences.py) on the questions of
 half the articles (split by a stable hash of the article title) and reports it and plain RRF (the
 default, ``index.rrf_k``) on the other half, in the same run; then the other way round (fold B), so every
 question is also measured once by a fusion tuned without its article ("all, out of fold"). A last check
 stores fold A's choice in the index (as ``llmfti index tune-fusion`` does) and runs real hybrid searches of
 held-out questions, which must rank exactly as the offline fusion did, and times the fusion step per query.
+Also reported: the chunk/document-level tuning alone (sentence evidence off: the previous recipe), and
+sentence evidence with no tuning at all (plain RRF + best sentence x1 + coverage x1), the figure an index
+with no eval questions gets if that fusion is stored. The build time includes embedding every sentence
+(index.sentence_vectors); a fresh --data-dir measures it.
 Goal (issue 12): hybrid hit@5 >= 0.97 and MRR@10 >= 0.88.
 
     python -m benchmarks.fusion_tuning                    # all 10,570 questions (~3-5 min on 2 cores)
@@ -20,6 +25,7 @@ from __future__ import annotations
 import argparse
 import random
 import time
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -37,7 +43,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--questions", type=int, default=None, help="seeded sample of questions (default: all)")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--data-dir", type=Path, default=RESULTS_DIR / "data" / "fusion_tuning",
+    parser.add_argument("--data-dir", type=Path, default=RESULTS_DIR / "data" / "fusion_tuning_sentences",
                         help="where the index lives; an existing index there is reused (synced, not rebuilt)")
     args = parser.parse_args()
     started = datetime.now(UTC)
@@ -71,11 +77,19 @@ def main() -> None:
     collect_s = time.perf_counter() - t0
     t0 = time.perf_counter()
     default = Fusion(rrf_k=settings.index.rrf_k)
-    report = ft.tune(rankings, questions, default)
+    report = ft.tune(rankings, questions, default, vectors=vectors)
     tune_s = time.perf_counter() - t0
-    fold_b = ft.tune(rankings, questions, default, swap=True)
+    fold_b = ft.tune(rankings, questions, default, swap=True, vectors=vectors)
     out_of_fold = {which: _pooled(report.held_out[which], fold_b.held_out[which]) for which in ("default", "chosen")}
     tuning_ids, held_out_ids = ft.split(questions)
+    # the previous recipe (no sentence evidence), and sentence evidence with no tuning
+    plain_a, plain_b = ft.tune(rankings, questions, default), ft.tune(rankings, questions, default, swap=True)
+    chunk_level = {"held_out": plain_a.held_out["chosen"],
+                   "out_of_fold": _pooled(plain_a.held_out["chosen"], plain_b.held_out["chosen"]),
+                   "fusion_a": plain_a.chosen.describe(), "fusion_b": plain_b.chosen.describe()}
+    untuned = replace(default, sentence_weight=1.0, coverage_weight=1.0)
+    untuned_metrics = {"held_out": ft.evaluate(untuned, rankings, questions, held_out_ids, vectors),
+                       "all": ft.evaluate(untuned, rankings, questions, None, vectors)}
 
     # what search does once the choice is stored: real hybrid searches must match the offline fusion
     version = idx.store_fusion(report.chosen, {"by": "benchmarks.fusion_tuning", **report.to_dict()})
@@ -83,10 +97,10 @@ def main() -> None:
     mismatches = 0
     for i in checked:
         live = [h.chunk_id for h in idx.search(questions[i].text, k=ft.K, mode="hybrid", vector=vectors[i]).hits]
-        offline = [h.chunk_id for h in fuse(*rankings[i], report.chosen, ft.K)]
+        offline = [h.chunk_id for h in fuse(*rankings[i], report.chosen, ft.K, questions[i].text, vectors[i])]
         mismatches += live != offline
-    fuse_ms = _fuse_cost_ms(rankings, report.chosen, fuse, ft.K)
-    fuse_default_ms = _fuse_cost_ms(rankings, default, fuse, ft.K)
+    fuse_ms = _fuse_cost_ms(rankings, report.chosen, fuse, ft.K, questions, vectors)
+    fuse_default_ms = _fuse_cost_ms(rankings, default, fuse, ft.K, questions, vectors)
 
     table = []
     for split_name, metrics, tuned in (("A: held-out half", report.held_out, report.chosen),
@@ -97,6 +111,13 @@ def main() -> None:
             m = metrics["chosen" if name == "tuned" else "default"]
             text = fusion.describe() if fusion else "A's choice on B's half, B's on A's"
             table.append([split_name, name, text, m["questions"], m["hit@1"], m["hit@5"], m["mrr@10"], m["hit@10"]])
+    for split_name, m in (("A: held-out half", chunk_level["held_out"]),
+                          ("all, out of fold", chunk_level["out_of_fold"])):
+        table.append([split_name, "tuned, no sentence evidence", chunk_level["fusion_a"], m["questions"], m["hit@1"],
+                      m["hit@5"], m["mrr@10"], m["hit@10"]])
+    for split_name, m in (("A: held-out half", untuned_metrics["held_out"]), ("all", untuned_metrics["all"])):
+        table.append([split_name, "untuned sentence evidence", untuned.describe(), m["questions"], m["hit@1"],
+                      m["hit@5"], m["mrr@10"], m["hit@10"]])
     held = report.held_out["chosen"]
     met = all(held[k] >= v for k, v in GOAL.items()) and all(out_of_fold["chosen"][k] >= v for k, v in GOAL.items())
     print_table(
@@ -120,6 +141,9 @@ def main() -> None:
                   "tune_s": round(tune_s, 3), **report.to_dict(), "fold_b": fold_b.to_dict(),
                   "all_out_of_fold": {k: {m: round(v, 4) for m, v in r.items()} for k, r in out_of_fold.items()},
                   "goal": GOAL, "goal_met_on_held_out": met,
+                  "chunk_level_only": _rounded(chunk_level), "untuned_sentence_evidence":
+                  {"fusion": untuned.to_dict(), **_rounded(untuned_metrics)},
+                  "sentence_vectors": idx.has_sentence_vectors(),
                   "stored_version": version, "live_checks": len(checked), "live_mismatches": mismatches,
                   "fuse_ms_per_query": {"tuned": round(fuse_ms, 4), "plain_rrf": round(fuse_default_ms, 4)}})
 
@@ -131,13 +155,20 @@ def _pooled(a: dict[str, float], b: dict[str, float]) -> dict[str, float]:
             "questions": n}
 
 
-def _fuse_cost_ms(rankings: list[Any], fusion: Any, fuse: Any, k: int, n: int = 2000) -> float:
+def _fuse_cost_ms(rankings: list[Any], fusion: Any, fuse: Any, k: int, questions: list[Any], vectors: Any,
+                  n: int = 2000) -> float:
     """Mean wall time of the fusion step alone over ``n`` questions' rankings."""
     sample = rankings[:n]
     start = time.perf_counter()
-    for dense, fts in sample:
-        fuse(dense, fts, fusion, k)
+    for (dense, fts), question, vector in zip(sample, questions, vectors, strict=False):
+        fuse(dense, fts, fusion, k, question.text, vector)
     return (time.perf_counter() - start) * 1000 / max(len(sample), 1)
+
+
+def _rounded(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _rounded(v) for k, v in value.items()}
+    return round(value, 4) if isinstance(value, float) else value
 
 
 if __name__ == "__main__":

@@ -76,6 +76,13 @@ class IndexSettings(BaseModel):
         "the top ranks more. 5 was chosen on 2,000 SQuAD dev questions and checked on 3,000 others: hybrid hit@5 "
         "0.950 vs 0.927 with the textbook k=60 (benchmarks/retrieval_quality.py).",
     )
+    sentence_vectors: bool = Field(
+        True,
+        description="Builds also embed each chunk's sentences (llmfti/index/sentences.py), stored with the chunk, "
+        "reused while its text is unchanged. Hybrid search reads them when the version's fusion weighs sentence "
+        "evidence (llmfti index tune-fusion). Costs about 2x the chunk embedding time at build (SQuAD dev: 2,250 "
+        "chunks, 10,561 sentences). False: chunks only (stored null; that evidence then counts as average).",
+    )
 
     @field_validator("name")
     @classmethod

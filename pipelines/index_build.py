@@ -76,6 +76,7 @@ def build_index(
     deleted = _gone(state, docs, rejected, sources, build_tenant)
 
     chunks_embedded = 0
+    sentence_s = 0.0
     changed = added + updated
     if changed:
         reuse = idx.embeddings_of([d.identity for d in updated]) if idx else {}
@@ -84,7 +85,10 @@ def build_index(
             step.set(chunks_embedded=len(fresh))
         vectors = {**reuse, **fresh}
         chunks_embedded = len(fresh)
-        rows = _rows(changed, chunked, vectors, hashes, info.dimension, build_tenant)
+        sentence_started = time.perf_counter()
+        sentence_vectors = _sentence_vectors(settings, idx, updated, chunked, report)
+        sentence_s = time.perf_counter() - sentence_started
+        rows = _rows(changed, chunked, vectors, hashes, info.dimension, build_tenant, sentence_vectors)
         if idx is None:
             idx = VectorIndex.create(settings, name, info)
     if idx is not None and (changed or deleted):
@@ -105,6 +109,7 @@ def build_index(
         "docs_unchanged": len(docs) - len(added) - len(updated),
         "chunks_embedded": chunks_embedded,
         "quarantined": len(rejected),
+        "sentence_seconds": round(sentence_s, 3),  # of "seconds": embedding sentences (index.sentence_vectors)
         "seconds": round(time.perf_counter() - started, 3),
     }
     if idx is not None and idx.head_version not in idx.published_versions():
@@ -143,6 +148,27 @@ class LocalEngine:
         batch_size = settings.embedder.batch_size
         with span("index.embed", chunks=len(pending)):
             return embedder.info, chunked, _encode(embedder, pending, report, batch_size)
+
+
+def _sentence_vectors(settings: Settings, idx: VectorIndex | None, updated: list[Document],
+                      chunked: list[list[Chunk]], report: Progress) -> dict[str, Any] | None:
+    """``chunk_id -> (sentences, dim)`` of every chunk (stored ones reused: chunk ids change with their text);
+    None when ``index.sentence_vectors`` is off. Embedded here, by the driver, whatever the engine: the same
+    vectors whichever engine embedded the chunks."""
+    if not settings.index.sentence_vectors or (idx is not None and not idx.has_sentence_vectors()):
+        return None  # off, or a table from before the column (it keeps its schema; see VectorIndex)
+    from llmfti.index.sentences import embed_sentences
+
+    reuse = idx.sentence_embeddings_of([d.identity for d in updated]) if idx else {}
+    pending = list({c.chunk_id: c for chunks in chunked for c in chunks if c.chunk_id not in reuse}.values())
+    if not pending:
+        return reuse
+    embedder = idx.embedder() if idx else _load_embedder(settings)
+    report("embed sentences", 0, len(pending))
+    with span("index.embed_sentences", chunks=len(pending)):
+        fresh = embed_sentences(embedder, [c.text for c in pending], settings.embedder.batch_size)
+    report("embed sentences", len(pending), len(pending))
+    return {**reuse, **{c.chunk_id: m for c, m in zip(pending, fresh, strict=True)}}
 
 
 def make_chunker(settings: Settings, embedder: Any) -> Chunker:
@@ -259,7 +285,8 @@ def _encode(embedder: Any, chunks: list[Chunk], report: Progress, batch_size: in
 
 
 def _rows(docs: list[Document], chunked: list[list[Chunk]], vectors: dict[str, Any],
-          hashes: dict[tuple[str, str], str], dimension: int, build_tenant: str) -> Any:
+          hashes: dict[tuple[str, str], str], dimension: int, build_tenant: str,
+          sentence_vectors: dict[str, Any] | None = None) -> Any:
     import numpy as np
     import pyarrow as pa
 
@@ -283,4 +310,19 @@ def _rows(docs: list[Document], chunked: list[list[Chunk]], vectors: dict[str, A
     flat = np.concatenate(embeddings) if embeddings else np.zeros(0, dtype=np.float32)
     arrays = {k: pa.array(v) for k, v in columns.items()}
     arrays["embedding"] = pa.FixedSizeListArray.from_arrays(pa.array(flat, pa.float32()), dimension)
+    if sentence_vectors is not None:
+        ids = [chunk.chunk_id for chunks in chunked for chunk in chunks]
+        arrays["sentence_embeddings"] = sentence_column([sentence_vectors[i] for i in ids], dimension)
     return pa.table(arrays)
+
+
+def sentence_column(matrices: list[Any], dimension: int) -> Any:
+    """A list<fixed_size_list<float32, dimension>> column: one ``(sentences, dimension)`` matrix per row."""
+    import numpy as np
+    import pyarrow as pa
+
+    offsets = np.concatenate([[0], np.cumsum([len(m) for m in matrices])]).astype(np.int32)
+    flat = np.concatenate([np.asarray(m, np.float32).reshape(-1) for m in matrices]) if matrices else \
+        np.zeros(0, np.float32)
+    inner = pa.FixedSizeListArray.from_arrays(pa.array(flat, pa.float32()), dimension)
+    return pa.ListArray.from_arrays(pa.array(offsets, pa.int32()), inner)

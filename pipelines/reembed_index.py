@@ -68,6 +68,7 @@ def reembed_index(settings: Settings, index: str, *, documents: Sequence[Documen
         report("embed", start + len(rows), len(texts))
     column = pa.FixedSizeListArray.from_arrays(pa.array(vectors.reshape(-1), pa.float32()), info.dimension)
     data = data.set_column(data.schema.get_field_index("embedding"), "embedding", column)
+    data = _with_sentences(data, embedder, texts, settings, report)  # the old ones were the old embedder's
     data = _rehash(data, documents, _chunking_salt(old_settings), _chunking_salt(settings))
     schema = chunks_schema(info)
     report("commit", 0, 1)
@@ -80,6 +81,26 @@ def reembed_index(settings: Settings, index: str, *, documents: Sequence[Documen
     summary["version"] = new.record_build("reembed", summary)
     report("commit", 1, 1)
     return summary
+
+
+def _with_sentences(data: Any, embedder: Any, texts: list[str], settings: Settings, report: Progress) -> Any:
+    """``data`` with its ``sentence_embeddings`` column made by ``embedder`` (null when index.sentence_vectors
+    is off), added when the table predates the column."""
+    import pyarrow as pa
+
+    from llmfti.index.sentences import embed_sentences
+    from pipelines.index_build import sentence_column
+
+    name, dimension = "sentence_embeddings", embedder.info.dimension
+    if settings.index.sentence_vectors:
+        report("embed sentences", 0, len(texts))
+        column = sentence_column(embed_sentences(embedder, texts, settings.embedder.batch_size), dimension)
+        report("embed sentences", len(texts), len(texts))
+    else:
+        column = pa.nulls(len(texts), pa.list_(pa.list_(pa.float32(), dimension)))
+    if name in data.schema.names:
+        return data.set_column(data.schema.get_field_index(name), name, column)
+    return data.append_column(name, column)
 
 
 def _rehash(data: Any, documents: Sequence[Document], old_salt: str, new_salt: str) -> Any:

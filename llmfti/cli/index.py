@@ -132,9 +132,9 @@ def tune_fusion(
     reset: bool = typer.Option(False, "--reset", help="Go back to plain RRF (index.rrf_k) in a new version."),
     as_json: bool = JsonOption,
 ) -> None:
-    """Choose how hybrid search fuses dense and full-text results (method, k, weights, document-level fusion)
-    from the index's eval questions: tuned on half the documents, reported on the other half, stored as a new
-    index version (rollback restores the earlier fusion)."""
+    """Choose how hybrid search fuses dense and full-text results (method, k, weights, document-level fusion,
+    sentence-level evidence) from the index's eval questions: tuned on half the documents, reported on the other
+    half, stored as a new index version (rollback restores the earlier fusion)."""
     with reporting_errors(as_json):
         from llmfti.errors import InvalidInputError
         from llmfti.index import VectorIndex
@@ -271,7 +271,8 @@ def _print_tuning(r: dict[str, Any]) -> None:
 
     table = Table(title=f"fusion of index {r['index']} (version {r['tuned_on_version']}), {r['candidates']} "
                         f"candidates, {r['questions']} questions from {r['source']}",
-                  caption=r["decision"])
+                  caption=r["decision"] + ("" if r.get("sentence_evidence", "tried") == "tried"
+                                           else f"; sentence evidence {r['sentence_evidence']}"))
     for column in ("split", "fusion", "questions", "hit@1", "hit@5", "MRR@10"):
         table.add_column(column)
     for split in ("held_out", "tuning"):

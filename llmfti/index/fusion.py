@@ -11,8 +11,14 @@ Then, optionally, document-level fusion: the chunk scores are aggregated per doc
 ``doc_id``, or ``title``, which groups the documents of one article or file), by the best chunk
 (``max``) or the sum of the ``doc_top`` best (``sum``), and every chunk gets ``doc_weight`` times its
 document's score added, so the chunks of strongly matching documents rise together. ``doc_weight = 0``
-is chunk-level fusion only. :data:`Fusion` with its defaults (and ``rrf_k`` from settings) is plain RRF,
-what search did before a fusion was tuned. ``llmfti index tune-fusion`` picks one per index
+is chunk-level fusion only.
+
+Then, optionally, sentence-level evidence (llmfti/index/sentences.py): when ``sentence_weight`` or
+``coverage_weight`` is above 0, the score so far is turned into a z-score over the candidates, and each
+candidate gets ``sentence_weight`` x the z-score of its best sentence's cosine with the question and
+``coverage_weight`` x the z-score of the question words its best sentence covers. Chunks of an index built
+without sentence vectors count as average on the first. :data:`Fusion` with its defaults (and ``rrf_k``
+from settings) is plain RRF, what search did before a fusion was tuned. ``llmfti index tune-fusion`` picks one per index
 (llmfti/index/fusion_tuning.py); the index stores it in its schema metadata, so each version carries
 its own and a rollback restores it.
 """
@@ -47,6 +53,8 @@ class Fusion:
     doc_key: Literal["doc_id", "title"] = "doc_id"
     doc_aggregate: Literal["max", "sum"] = "max"
     doc_top: int = 3
+    sentence_weight: float = 0.0
+    coverage_weight: float = 0.0
 
     def __post_init__(self) -> None:
         problems = []
@@ -56,7 +64,7 @@ class Fusion:
             problems.append(f"rrf_k {self.rrf_k!r} (expected an integer >= 1)")
         if self.normalise not in NORMALISATIONS:
             problems.append(f"normalise {self.normalise!r} (expected one of {', '.join(NORMALISATIONS)})")
-        for name in ("dense_weight", "fts_weight", "doc_weight"):
+        for name in ("dense_weight", "fts_weight", "doc_weight", "sentence_weight", "coverage_weight"):
             value = getattr(self, name)
             if not isinstance(value, int | float) or value < 0 or value != value:
                 problems.append(f"{name} {value!r} (expected a number >= 0)")
@@ -86,14 +94,22 @@ class Fusion:
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
+    @property
+    def uses_sentences(self) -> bool:
+        """Whether search must read the candidates' sentence vectors (and pass the question's text and vector)."""
+        return self.sentence_weight > 0 or self.coverage_weight > 0
+
     def describe(self) -> str:
         """A short human-readable form, e.g. ``rrf k=5 fts x1.5 + title max x0.5``."""
         chunk = f"rrf k={self.rrf_k}" if self.method == "rrf" else f"score ({self.normalise})"
         weights = f"dense x{self.dense_weight:g} fts x{self.fts_weight:g}"
-        if self.doc_weight == 0:
-            return f"{chunk}, {weights}"
-        agg = "max" if self.doc_aggregate == "max" else f"sum of top {self.doc_top}"
-        return f"{chunk}, {weights}, + {self.doc_key} {agg} x{self.doc_weight:g}"
+        text = f"{chunk}, {weights}"
+        if self.doc_weight > 0:
+            agg = "max" if self.doc_aggregate == "max" else f"sum of top {self.doc_top}"
+            text += f", + {self.doc_key} {agg} x{self.doc_weight:g}"
+        if self.uses_sentences:
+            text += f"; + best sentence x{self.sentence_weight:g}, coverage x{self.coverage_weight:g}"
+        return text
 
 
 def encode(fusion: Fusion, record: dict[str, Any]) -> str:
@@ -111,9 +127,11 @@ def decode(raw: bytes | str) -> tuple[Fusion, dict[str, Any]]:
                           fix="store a new one with llmfti index tune-fusion NAME, or roll the index back") from exc
 
 
-def fuse(dense: list[SearchHit], fts: list[SearchHit], fusion: Fusion, k: int) -> list[SearchHit]:
-    """The top ``k`` chunks of the two rankings fused by ``fusion`` (ties broken by chunk id)."""
-    scores, hits = fused_scores(dense, fts, fusion)
+def fuse(dense: list[SearchHit], fts: list[SearchHit], fusion: Fusion, k: int, query: str | None = None,
+         vector: Any = None) -> list[SearchHit]:
+    """The top ``k`` chunks of the two rankings fused by ``fusion`` (ties broken by chunk id); ``query`` and its
+    ``vector`` feed the sentence evidence (:attr:`Fusion.uses_sentences`)."""
+    scores, hits = fused_scores(dense, fts, fusion, query, vector)
     return [replace(hits[c], score=scores[c]) for c in top(scores, k)]
 
 
@@ -122,8 +140,8 @@ def top(scores: dict[str, float], k: int) -> list[str]:
     return sorted(scores, key=lambda cid: (-scores[cid], cid))[:k]
 
 
-def fused_scores(dense: list[SearchHit], fts: list[SearchHit],
-                 fusion: Fusion) -> tuple[dict[str, float], dict[str, SearchHit]]:
+def fused_scores(dense: list[SearchHit], fts: list[SearchHit], fusion: Fusion, query: str | None = None,
+                 vector: Any = None) -> tuple[dict[str, float], dict[str, SearchHit]]:
     """``(chunk id -> fused score, chunk id -> hit)`` of every chunk in either ranking."""
     scores: dict[str, float] = {}
     hits: dict[str, SearchHit] = {}
@@ -145,7 +163,27 @@ def fused_scores(dense: list[SearchHit], fts: list[SearchHit],
         scores = {cid: score + base for cid, score in scores.items()}
     if fusion.doc_weight > 0:
         scores = _with_documents(scores, hits, fusion)
+    if fusion.uses_sentences and scores:
+        scores = with_sentences(scores, hits, fusion, query, vector)
     return scores, hits
+
+
+def with_sentences(scores: dict[str, float], hits: dict[str, SearchHit], fusion: Fusion, query: str | None,
+                   vector: Any) -> dict[str, float]:
+    """z(score) + ``sentence_weight`` x z(best sentence cosine) + ``coverage_weight`` x z(coverage)."""
+    from llmfti.index import sentences
+
+    if query is None:
+        raise ValueError("a fusion with sentence evidence needs the query (and its vector)")
+    ids = list(scores)
+    total = sentences.zscores([scores[c] for c in ids])
+    if fusion.sentence_weight > 0:
+        best = sentences.best_sentence_cosines(vector, [hits[c].sentence_vectors for c in ids])
+        total = [t + fusion.sentence_weight * z for t, z in zip(total, sentences.zscores(best), strict=True)]
+    if fusion.coverage_weight > 0:
+        covered = sentences.coverages(query, [hits[c].text for c in ids])
+        total = [t + fusion.coverage_weight * z for t, z in zip(total, sentences.zscores(covered), strict=True)]
+    return dict(zip(ids, total, strict=True))
 
 
 def _normalised(values: list[float], how: str) -> list[float]:

@@ -7,9 +7,11 @@ rankings offline with the same :func:`~llmfti.index.fusion.fuse` that search run
 exactly what search will return. Questions are split in two halves by their gold document *group*
 (the doc id up to a ``#``: SQuAD paragraph ids ``Title#n`` split by article), so no article helps
 choose the fusion it is judged on. The objective is hit@5 + MRR@10 (ties: hit@1, then the simpler
-fusion). The grid is searched in two stages: chunk-level (method, rrf_k, weights), then document-level
-fusion on top of the best chunk-level candidates; it is scored in numpy (llmfti/index/fusion_batch.py),
-and the figures reported come from :func:`evaluate`, which runs search's own fusion code.
+fusion). The grid is searched in three stages: chunk-level (method, rrf_k, weights), then document-level
+fusion on top of the best chunk-level candidates, then sentence-level evidence (best-sentence cosine and
+question-word coverage, llmfti/index/sentences.py) on top of the stage-two winner and of plain RRF; it is
+scored in numpy (llmfti/index/fusion_batch.py, and :class:`SentenceBatch` here), and the figures reported
+come from :func:`evaluate`, which runs search's own fusion code.
 """
 
 from __future__ import annotations
@@ -35,6 +37,8 @@ FTS_WEIGHTS = (0.5, 0.75, 1.0, 1.25, 1.5, 2.0)
 SCORE_FTS_WEIGHTS = (0.5, 0.75, 1.0, 1.25, 1.5, 2.0)
 DOC_WEIGHTS = (0.1, 0.25, 0.5, 1.0, 2.0)
 STAGE_TWO_BASES = 3
+SENTENCE_WEIGHTS = (0.0, 0.5, 1.0, 1.5, 2.0)
+COVERAGE_WEIGHTS = (0.0, 0.5, 0.75, 1.0, 1.5)
 
 
 @dataclass(frozen=True)
@@ -64,29 +68,29 @@ def split(questions: Sequence[Question]) -> tuple[list[int], list[int]]:
 def collect(index: VectorIndex, questions: Sequence[Question], vectors: np.ndarray | None = None, *,
             tenant: str | None = None, version: int | str | None = None,
             on_progress: Callable[[int, int], None] | None = None) -> list[Rankings]:
-    """The dense and full-text rankings (``DEPTH`` deep) of every question; ``vectors`` are the questions'
-    embeddings (default: embedded here, in batches)."""
+    """The dense and full-text rankings (``DEPTH`` deep) of every question, hits with their sentence vectors
+    when the index has them; ``vectors`` are the questions' embeddings (default: embedded here, in batches)."""
     if vectors is None:
         vectors = index.embedder().encode([q.text for q in questions])
     out = []
     for n, (q, vector) in enumerate(zip(questions, vectors, strict=True), start=1):
-        dense = index.search(q.text, k=DEPTH, mode="dense", tenant=tenant, version=version, vector=vector).hits
-        fts = index.search(q.text, k=DEPTH, mode="fts", tenant=tenant, version=version).hits
-        out.append((dense, fts))
+        out.append(index.candidates(q.text, vector, DEPTH, tenant=tenant, version=version))
         if on_progress is not None and (n % 100 == 0 or n == len(questions)):
             on_progress(n, len(questions))
     return out
 
 
 def evaluate(fusion: Fusion, rankings: Sequence[Rankings], questions: Sequence[Question],
-             positions: Sequence[int] | None = None) -> dict[str, float]:
-    """hit@1, hit@5, hit@10 and MRR@10 of ``fusion`` over the questions at ``positions`` (default: all)."""
+             positions: Sequence[int] | None = None, vectors: Any = None) -> dict[str, float]:
+    """hit@1, hit@5, hit@10 and MRR@10 of ``fusion`` over the questions at ``positions`` (default: all);
+    ``vectors``: the questions' embeddings (needed by a fusion with sentence evidence)."""
     positions = range(len(questions)) if positions is None else positions
     hit1 = hit5 = hit10 = 0
     rr = 0.0
     for i in positions:
         gold = questions[i].gold
-        scores, hits = fused_scores(rankings[i][0], rankings[i][1], fusion)
+        vector = None if vectors is None else vectors[i]
+        scores, hits = fused_scores(rankings[i][0], rankings[i][1], fusion, questions[i].text, vector)
         rank = next((r for r, c in enumerate(top(scores, K), start=1) if hits[c].doc_id in gold), None)
         if rank is not None:
             hit1 += rank == 1
@@ -137,9 +141,10 @@ class TuningReport:
 
 
 def tune(rankings: Sequence[Rankings], questions: Sequence[Question], default: Fusion, *,
-         swap: bool = False) -> TuningReport:
+         swap: bool = False, vectors: Any = None) -> TuningReport:
     """Grid-search the fusion on the tuning split of ``questions``; report it and ``default`` on both splits.
-    ``swap``: tune on the other half (the held-out one) instead, for a second fold."""
+    ``swap``: tune on the other half (the held-out one) instead, for a second fold. ``vectors``: the questions'
+    embeddings; with them, sentence-level evidence is tried too (stage three)."""
     from llmfti.index.fusion_batch import FusionBatch
 
     if len(rankings) != len(questions):
@@ -164,13 +169,82 @@ def tune(rankings: Sequence[Rankings], questions: Sequence[Question], default: F
     bases = stage_one[:STAGE_TWO_BASES]
     stage_two = [f for base in bases for f in document_grid(base)]
     chosen = max([stage_one[0], *stage_two], key=score)
+    candidates = len(stage_one) + len(stage_two)
+    if vectors is not None:
+        sentence_batch = SentenceBatch(rankings, questions, vectors)
+        stage_three = [(base, s, c) for base in dict.fromkeys([chosen, default])
+                       for s in SENTENCE_WEIGHTS for c in COVERAGE_WEIGHTS if s or c]
+        candidates += len(stage_three)
+
+        def sentence_score(item: tuple[Fusion, float, float]) -> tuple[tuple[float, float], int]:
+            base, s, c = item
+            return objective(sentence_batch.metrics(base, s, c, tuning)), -_complexity(base) - (s > 0) - (c > 0)
+
+        best = max(stage_three, key=sentence_score)
+        if sentence_score(best) > score(chosen):
+            chosen = replace(best[0], sentence_weight=best[1], coverage_weight=best[2])
     return TuningReport(
-        chosen=chosen, default=default, candidates=len(stage_one) + len(stage_two), stage_one_best=stage_one[0],
-        tuning={"chosen": evaluate(chosen, rankings, questions, tuning),
-                "default": evaluate(default, rankings, questions, tuning)},
-        held_out={"chosen": evaluate(chosen, rankings, questions, held_out),
-                  "default": evaluate(default, rankings, questions, held_out)},
+        chosen=chosen, default=default, candidates=candidates, stage_one_best=stage_one[0],
+        tuning={"chosen": evaluate(chosen, rankings, questions, tuning, vectors),
+                "default": evaluate(default, rankings, questions, tuning, vectors)},
+        held_out={"chosen": evaluate(chosen, rankings, questions, held_out, vectors),
+                  "default": evaluate(default, rankings, questions, held_out, vectors)},
     )
+
+
+class SentenceBatch:
+    """Stage three in numpy: per question, the candidates' best-sentence cosines and coverages (z-scores,
+    computed once by search's own code), added with any weights to the z-score of a base fusion's scores."""
+
+    def __init__(self, rankings: Sequence[Rankings], questions: Sequence[Question], vectors: Any):
+        import numpy as np
+
+        from llmfti.index import sentences
+
+        self.rows = []
+        for (dense, fts), question, vector in zip(rankings, questions, vectors, strict=True):
+            hits = {h.chunk_id: h for h in [*fts, *dense]}
+            ids = sorted(hits)  # chunk-id order: a stable sort breaks ties as fuse() does
+            best = sentences.best_sentence_cosines(vector, [hits[c].sentence_vectors for c in ids])
+            covered = sentences.coverages(question.text, [hits[c].text for c in ids])
+            gold = [hits[c].doc_id in question.gold for c in ids]
+            self.rows.append((ids, np.array(sentences.zscores(best)), np.array(sentences.zscores(covered)),
+                              np.array(gold, dtype=bool), dense, fts, question))
+        self._bases: dict[Fusion, list[Any]] = {}
+
+    def _base(self, fusion: Fusion) -> list[Any]:
+        import numpy as np
+
+        from llmfti.index import sentences
+
+        if fusion not in self._bases:
+            out = []
+            for ids, *_rest, dense, fts, _question in self.rows:
+                scores, _ = fused_scores(dense, fts, fusion)
+                out.append(np.array(sentences.zscores([scores[c] for c in ids])))
+            self._bases[fusion] = out
+        return self._bases[fusion]
+
+    def metrics(self, base: Fusion, sentence_weight: float, coverage_weight: float,
+                positions: Sequence[int]) -> dict[str, float]:
+        import numpy as np
+
+        bases = self._base(base)
+        hit1 = hit5 = hit10 = 0
+        rr = 0.0
+        for i in positions:
+            _ids, best, covered, gold, *_ = self.rows[i]
+            total = bases[i] + sentence_weight * best + coverage_weight * covered
+            order = np.argsort(-total, kind="stable")[:K]
+            found = np.flatnonzero(gold[order])
+            if found.size:
+                rank = int(found[0]) + 1
+                hit1 += rank == 1
+                hit5 += rank <= 5
+                hit10 += 1
+                rr += 1.0 / rank
+        n = max(len(positions), 1)
+        return {"hit@1": hit1 / n, "hit@5": hit5 / n, "hit@10": hit10 / n, "mrr@10": rr / n}
 
 
 def _complexity(fusion: Fusion) -> int:
@@ -198,11 +272,18 @@ def tune_index(index: VectorIndex, questions: Sequence[Question], *, source: str
             expected="eval questions about this index's documents (their doc ids as the index has them)",
             fix="pass the questions of this index's own eval set, or the index the suite was built for",
         )
-    rankings = collect(index, answerable, tenant=tenant, version=version, on_progress=on_progress)
-    report = tune(rankings, answerable, Fusion(rrf_k=index.settings.index.rrf_k))
+    vectors = index.embedder().encode([q.text for q in answerable])
+    rankings = collect(index, answerable, vectors, tenant=tenant, version=version, on_progress=on_progress)
+    sentences = index.has_sentence_vectors(version)
+    default = Fusion(rrf_k=index.settings.index.rrf_k)
+    report = tune(rankings, answerable, default, vectors=vectors if sentences else None)
     result: dict[str, Any] = {"index": index.name, "tuned_on_version": version, "source": source,
                               "questions": len(answerable), "skipped_without_gold_in_index":
-                              len(questions) - len(answerable), **report.to_dict(), "stored_version": None}
+                              len(questions) - len(answerable), **report.to_dict(), "stored_version": None,
+                              "sentence_evidence": "tried" if sentences else (
+                                  f"not tried: index {index.name!r} was built before chunks stored their sentence "
+                                  f"vectors; to use it, build the documents into a new index (llmfti index build "
+                                  f"PATH --index NEW_NAME) and tune that")}
     if not store:
         result["decision"] = "not stored (--dry-run)"
     elif not report.improves:

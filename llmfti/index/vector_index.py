@@ -11,6 +11,11 @@ A document's identity is ``(tenant, doc_id)`` (chunk schema v2; v1 keyed documen
 so two tenants' documents with the same id replaced each other). A v1 table is not migrated: it
 is left in place and opening the index asks for a rebuild. The table's schema metadata records
 the embedder that built it; opening with another embedder is refused.
+
+Each row also holds its chunk's sentence vectors (``sentence_embeddings``, llmfti/index/sentences.py),
+read by hybrid search when the version's fusion uses sentence evidence. Tables written before that column
+existed stay readable and writable as they are (their chunks count as average on that evidence);
+``llmfti index tune-fusion`` asks for a rebuild into a new index to add it.
 """
 
 from __future__ import annotations
@@ -41,6 +46,7 @@ if TYPE_CHECKING:
 SCHEMA_VERSION = 2  # v2: identity (tenant, doc_id), tenant-qualified chunk ids, origin + build_tenant columns
 PUBLISHED_TTL_S = 1.0  # how long a reader trusts its list of published versions (= the connection's consistency)
 EMBEDDER_KEY = b"llmfti.embedder"
+SENTENCES = "sentence_embeddings"  # per chunk: one vector per sentence (may be null: built without them)
 log = logging.getLogger(__name__)
 FUSION_KEY = "llmfti.fusion"  # schema metadata of a version: its tuned hybrid fusion (llmfti/index/fusion.py)
 FILTERABLE = {
@@ -73,6 +79,8 @@ class SearchHit:
     metadata: dict[str, Any] = field(default_factory=dict)
     vector: Any = field(default=None, repr=False, compare=False)
     """The chunk's stored embedding (numpy float32), only from ``search(..., with_vectors=True)``."""
+    sentence_vectors: Any = field(default=None, repr=False, compare=False)
+    """Its sentences' vectors (numpy ``(n, dim)``), read only by a hybrid search whose fusion uses them."""
 
 
 @dataclass(frozen=True)
@@ -96,6 +104,7 @@ def chunks_schema(info: EmbedderInfo) -> pa.Schema:
             ("doc_id", pa.string()),
             ("text", pa.string()),
             ("embedding", pa.list_(pa.float32(), info.dimension)),
+            (SENTENCES, pa.list_(pa.list_(pa.float32(), info.dimension))),
             ("metadata", pa.string()),  # JSON object: document metadata + chunk position
             ("tenant", pa.string()),
             ("source", pa.string()),
@@ -246,6 +255,20 @@ class VectorIndex:
         return {row["chunk_id"]: row["embedding"]
                 for row in self._rows_of(identities, ["chunk_id", "embedding"], "head")}
 
+    def sentence_embeddings_of(self, identities: Iterable[tuple[str, str]]) -> dict[str, Any]:
+        """``chunk_id -> (sentences, dim) matrix`` of the existing chunks of these documents that have them."""
+        import numpy as np
+
+        if not self.has_sentence_vectors():
+            return {}
+        rows = self._rows_of(identities, ["chunk_id", SENTENCES], "head")
+        return {row["chunk_id"]: np.asarray(row[SENTENCES], dtype=np.float32) for row in rows if row[SENTENCES]}
+
+    def has_sentence_vectors(self, version: int | str | None = "head") -> bool:
+        """Whether the table (at ``version``; default its newest commit) has the sentence vectors column."""
+        table = self._table if version == "head" else self._at(version)
+        return SENTENCES in table.schema.names
+
     def chunk_ids_of(self, doc_ids: Iterable[str], version: int | str | None = None, *,
                      tenant: str | None = None) -> dict[str, list[str]]:
         """``doc_id -> [chunk_id, ...]`` (in document order) for documents of ``tenant`` (default:
@@ -274,6 +297,10 @@ class VectorIndex:
         Readers see the old version or the new one, never a half-applied build.
         """
         schema = self._table.schema
+        if rows is not None and SENTENCES in schema.names and SENTENCES not in rows.schema.names:
+            import pyarrow as pa  # rows built without sentence vectors (e.g. by a benchmark): stored as null
+
+            rows = rows.append_column(SENTENCES, pa.nulls(rows.num_rows, schema.field(SENTENCES).type))
         rows = schema.empty_table() if rows is None else rows.select(schema.names).cast(schema)
         if rows.num_rows == 0 and not replace:
             return self.head_version
@@ -485,6 +512,15 @@ class VectorIndex:
                            with_vectors)
         return SearchResult(number, mode, hits)
 
+    def candidates(self, query: str, vector: np.ndarray, depth: int, *, tenant: str | None = None,
+                   version: int | str | None = None) -> tuple[list[SearchHit], list[SearchHit]]:
+        """The dense and full-text rankings (``depth`` deep) that hybrid search fuses, each hit with its sentence
+        vectors when the version has them: what ``llmfti index tune-fusion`` scores fusions on."""
+        _, dataset = self._dataset_at(version)
+        where = search_where(self.settings, tenant)
+        extra = [SENTENCES] if SENTENCES in dataset.schema.names else []
+        return self._dense(dataset, vector, where, depth, extra), self._fts(dataset, query, where, depth, extra)
+
     @classmethod
     def ranked(cls, dataset: Any, mode: SearchMode, query: str, vector: np.ndarray | None, where: str, k: int,
                fusion: Fusion | None, with_vectors: bool = False) -> list[SearchHit]:
@@ -495,8 +531,11 @@ class VectorIndex:
         if mode == "dense":
             return cls._dense(dataset, vector, where, k, with_vectors)
         depth = max(k * 4, 50)
-        fts = _fts_pool().submit(cls._fts, dataset, query, where, depth, with_vectors)  # both at once
-        return fuse(cls._dense(dataset, vector, where, depth, with_vectors), fts.result(), fusion, k)
+        extra = [*_VECTOR_COLUMNS[with_vectors]]
+        if fusion is not None and fusion.sentence_weight > 0 and SENTENCES in dataset.schema.names:
+            extra.append(SENTENCES)
+        fts = _fts_pool().submit(cls._fts, dataset, query, where, depth, extra)  # both at once
+        return fuse(cls._dense(dataset, vector, where, depth, extra), fts.result(), fusion, k, query, vector)
 
     def _check_k(self, k: int | None) -> int:
         k = k or self.settings.index.default_k
@@ -507,23 +546,27 @@ class VectorIndex:
         return k
 
     @staticmethod
-    def _dense(dataset: Any, vector: np.ndarray, where: str, k: int, with_vectors: bool = False) -> list[SearchHit]:
-        """Nearest ``k`` by cosine within ``where`` (prefiltered), on the ANN index when there is one."""
+    def _dense(dataset: Any, vector: np.ndarray, where: str, k: int, extra: bool | list[str] = False,
+               ) -> list[SearchHit]:
+        """Nearest ``k`` by cosine within ``where`` (prefiltered), on the ANN index when there is one.
+        ``extra``: stored columns to read too (True: the chunk vectors)."""
+        extra = _extra(extra)
         table = dataset.to_table(
-            columns=[*_RESULT_COLUMNS, *_VECTOR_COLUMNS[with_vectors], "_distance"], filter=where, prefilter=True,
+            columns=[*_RESULT_COLUMNS, *extra, "_distance"], filter=where, prefilter=True,
             disable_scoring_autoprojection=True,
             nearest={"column": "embedding", "q": vector, "k": k, "metric": "cosine"},
         )
-        return [_hit(row, 1.0 - float(row["_distance"]), stored) for row, stored in _rows(table, with_vectors)]
+        return [_hit(row, 1.0 - float(row["_distance"]), *stored) for row, *stored in _rows(table, extra)]
 
     @staticmethod
-    def _fts(dataset: Any, text: str, where: str, k: int, with_vectors: bool = False) -> list[SearchHit]:
-        """Top ``k`` by BM25 on the full-text index within ``where`` (prefiltered)."""
+    def _fts(dataset: Any, text: str, where: str, k: int, extra: bool | list[str] = False) -> list[SearchHit]:
+        """Top ``k`` by BM25 on the full-text index within ``where`` (prefiltered); ``extra`` as in :meth:`_dense`."""
+        extra = _extra(extra)
         table = dataset.to_table(
-            columns=[*_RESULT_COLUMNS, *_VECTOR_COLUMNS[with_vectors], "_score"], filter=where, prefilter=True, limit=k,
+            columns=[*_RESULT_COLUMNS, *extra, "_score"], filter=where, prefilter=True, limit=k,
             full_text_query={"query": text, "columns": ["text"]}, disable_scoring_autoprojection=True,
         )
-        return [_hit(row, float(row["_score"]), stored) for row, stored in _rows(table, with_vectors)]
+        return [_hit(row, float(row["_score"]), *stored) for row, *stored in _rows(table, extra)]
 
 
 _pool: list[Any] = []
@@ -555,17 +598,40 @@ def _listing(versions: list[int]) -> str:
     return ", ".join(map(str, versions)) if len(versions) <= 12 else f"{versions[0]} ... {versions[-1]}"
 
 
-def _hit(row: dict[str, Any], score: float, vector: Any = None) -> SearchHit:
-    return SearchHit(row["chunk_id"], row["doc_id"], score, row["text"], json.loads(row["metadata"] or "{}"), vector)
+def _hit(row: dict[str, Any], score: float, vector: Any = None, sentence_vectors: Any = None) -> SearchHit:
+    return SearchHit(row["chunk_id"], row["doc_id"], score, row["text"], json.loads(row["metadata"] or "{}"), vector,
+                     sentence_vectors)
 
 
-def _rows(table: Any, with_vectors: bool) -> Iterable[tuple[dict[str, Any], Any]]:
-    """``(row, stored vector or None)`` per result row; vectors as rows of one numpy matrix (never lists of floats)."""
-    if not with_vectors or table.num_rows == 0:
-        return ((row, None) for row in table.to_pylist())
-    column = table.column("embedding").combine_chunks()
-    matrix = column.flatten().to_numpy(zero_copy_only=False).reshape(len(column), -1)
-    return zip(table.drop_columns(["embedding"]).to_pylist(), matrix, strict=True)
+def _extra(extra: bool | list[str]) -> list[str]:
+    return _VECTOR_COLUMNS[extra] if isinstance(extra, bool) else extra
+
+
+def _rows(table: Any, extra: list[str]) -> Iterable[tuple[dict[str, Any], Any, Any]]:
+    """``(row, stored vector or None, sentence vectors or None)`` per result row; vectors as numpy rows (never
+    lists of floats)."""
+    n = table.num_rows
+    vectors: Any = [None] * n
+    sentences: Any = [None] * n
+    if n and "embedding" in extra:
+        column = table.column("embedding").combine_chunks()
+        vectors = column.flatten().to_numpy(zero_copy_only=False).reshape(len(column), -1)
+    if n and SENTENCES in extra:
+        sentences = _sentence_matrices(table.column(SENTENCES).combine_chunks())
+    rest = table.drop_columns([c for c in ("embedding", SENTENCES) if c in extra])
+    return zip(rest.to_pylist(), vectors, sentences, strict=True)
+
+
+def _sentence_matrices(column: Any) -> list[Any]:
+    """One ``(sentences, dim)`` float32 matrix per row of a list<fixed_size_list> column (None where null)."""
+
+    if len(column) == 0:
+        return []
+    inner = column.flatten()  # fixed_size_list rows of every chunk, in order (nulls contribute none)
+    flat = inner.flatten().to_numpy(zero_copy_only=False).reshape(len(inner), -1) if len(inner) else None
+    offsets = column.offsets.to_numpy()
+    return [None if not column[i].is_valid else flat[offsets[i] - offsets[0]:offsets[i + 1] - offsets[0]]
+            for i in range(len(column))]
 
 
 def _recorded_embedder(table: Any) -> dict[str, Any]:

@@ -12,7 +12,7 @@ from tests.documents import write_corpus
 
 LLMFTI = str(Path(sys.executable).with_name("llmfti"))
 BUILD_KEYS = {"index", "version", "docs_added", "docs_updated", "docs_deleted", "docs_unchanged", "chunks_embedded",
-              "quarantined", "seconds"}
+              "quarantined", "sentence_seconds", "seconds"}
 
 
 def _text(*args: str, rc: int = 0) -> str:
