@@ -50,6 +50,7 @@ def create_app(settings: Settings | None = None, *, pipeline: AgentPipeline | No
         # all: up to 655 ms per gen-2 collection under load, the p99 tail of benchmarks/serve.py)
         gc.collect()
         gc.freeze()
+        state.metrics.watch_gc()
         publisher = asyncio.create_task(state.metrics.publish_every(pipeline)) if state.metrics.multiprocess else None
         try:
             yield

@@ -47,7 +47,25 @@ class AgentMetrics:
         self.embedding_cache_lookups = Gauge("llmfti_embedding_cache_lookups", "Texts looked up in the embedding "
                                              "cache since start, by result (hit or miss)", ["cache", "result"],
                                              registry=self.registry, multiprocess_mode="livesum")
+        self.gc_pause = Histogram("llmfti_gc_pause_seconds", "Python garbage-collector pauses (every thread of the "
+                                  "worker stops), by generation", ["generation"], buckets=_STAGE_BUCKETS,
+                                  registry=self.registry)
+        self._gc_started: dict[int, float] = {}
         self.monitoring = MonitoringGauges(self.registry)
+
+    def watch_gc(self) -> None:
+        """Time every collection of this process into ``llmfti_gc_pause_seconds`` until :meth:`close`."""
+        import gc
+
+        if self._on_gc not in gc.callbacks:
+            gc.callbacks.append(self._on_gc)
+
+    def _on_gc(self, phase: str, info: dict[str, int]) -> None:
+        generation = info["generation"]
+        if phase == "start":
+            self._gc_started[generation] = time.perf_counter()
+        elif generation in self._gc_started:
+            self.gc_pause.labels(str(generation)).observe(time.perf_counter() - self._gc_started.pop(generation))
 
     @property
     def multiprocess(self) -> bool:
@@ -99,7 +117,12 @@ class AgentMetrics:
         return generate_latest(registry)
 
     def close(self) -> None:
-        """A worker stopping: its live gauges leave the multiprocess sums (its counters stay counted)."""
+        """Stop timing collections; in a worker, its live gauges leave the multiprocess sums (its counters
+        stay counted)."""
+        import gc
+
+        if self._on_gc in gc.callbacks:
+            gc.callbacks.remove(self._on_gc)
         if os.environ.get(MULTIPROCESS_DIR_ENV):
             from prometheus_client import multiprocess
 
