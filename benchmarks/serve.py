@@ -347,6 +347,37 @@ async def cache_lookups(port: int) -> dict[str, dict[str, float]]:
     return found
 
 
+async def gc_pauses(port: int) -> dict[str, dict[str, float]]:
+    """``llmfti_gc_pause_seconds`` per generation (all workers): collections, seconds, collections over 50 ms."""
+    status, body = await _once(port, "GET", "/metrics")
+    found: dict[str, dict[str, float]] = {}
+    for line in body.decode().splitlines():
+        match = re.match(r'llmfti_gc_pause_seconds_(count|sum|bucket)\{(.*)\} (\S+)$', line)
+        if not match:
+            continue
+        labels = dict(part.split("=", 1) for part in match.group(2).split(","))
+        entry = found.setdefault(labels["generation"].strip('"'), {"collections": 0.0, "seconds": 0.0, "le_50ms": 0.0})
+        if match.group(1) == "count":
+            entry["collections"] += float(match.group(3))
+        elif match.group(1) == "sum":
+            entry["seconds"] += float(match.group(3))
+        elif labels.get("le") == '"0.05"':
+            entry["le_50ms"] += float(match.group(3))
+    return found
+
+
+def gc_during(before: dict[str, dict[str, float]], after: dict[str, dict[str, float]]) -> dict[str, Any]:
+    """Collections between two /metrics reads, per generation: how many, their total seconds, how many > 50 ms."""
+    out = {}
+    for generation, counts in sorted(after.items()):
+        was = before.get(generation, {})
+        n = counts["collections"] - was.get("collections", 0)
+        fast = counts["le_50ms"] - was.get("le_50ms", 0)
+        seconds = counts["seconds"] - was.get("seconds", 0)
+        out[f"gen{generation}"] = {"collections": int(n), "seconds": round(seconds, 3), "over_50ms": int(n - fast)}
+    return out
+
+
 def misses_per_request(before: dict[str, dict[str, float]], after: dict[str, dict[str, float]],
                        requests: int) -> dict[str, float]:
     """Texts each cache sent to the embedder per request between two /metrics reads (its misses)."""
@@ -485,9 +516,10 @@ def main() -> None:
         part_a = asyncio.run(overhead(settings, agent_port, hello_port, questions, args.requests, hello.pid))
         before = drain_until(settings, args.requests + 10)
         pids = {"agent": agent.pid, "redis_server": redis_pid(data_dir)}
-        lookups_before = asyncio.run(cache_lookups(agent_port))
+        lookups_before, gc_before = asyncio.run(cache_lookups(agent_port)), asyncio.run(gc_pauses(agent_port))
         part_b = asyncio.run(load(agent_port, questions[5000:], args.clients, args.duration, pids))
         lookups_after = asyncio.run(cache_lookups(agent_port))
+        part_b["gc_pauses"] = gc_during(gc_before, asyncio.run(gc_pauses(agent_port)))
         logs = drain_until(settings, part_b["served"])
         part_b["cache_hit_rate"] = hit_rates(lookups_before, lookups_after)
         part_b["embedder_texts_per_request"] = misses_per_request(lookups_before, lookups_after, part_b["served"])
@@ -550,7 +582,7 @@ def main() -> None:
                 ["requests/s", "p50 ms", "p99 ms", "served", "errors", "logged", "served = logged"],
                 [[part_b["requests_per_s"], part_b["p50_ms"], part_b["p99_ms"], part_b["served"],
                   sum(part_b["errors"].values()), part_b["logged"], part_b["served_equals_logged"]]],
-                notes=[part_b["goal"]])
+                notes=[part_b["goal"], f"garbage-collector pauses during the load: {part_b['gc_pauses']}"])
     split = part_b["cpu_ms_per_request"]
     print_table("(b) CPU time per request (ms) and capacity", [*split, "raw parts", "capacity rps", "achieved rps",
                                                                 "ratio"],
