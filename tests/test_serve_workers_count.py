@@ -1,0 +1,49 @@
+"""How many worker processes `llmfti serve` runs (agents/api/workers.py); the processes themselves are tested
+for real in tests/reliability/test_serve_workers.py."""
+
+from __future__ import annotations
+
+import os
+import socket
+
+import pytest
+
+
+def test_workers_default_to_one_per_usable_core_at_most_eight(monkeypatch):
+    from agents.api.workers import MAX_DEFAULT_WORKERS, worker_count
+
+    assert worker_count(3) == 3  # as configured
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(2)))
+    assert worker_count(0) == 2
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(64)))
+    assert worker_count(0) == MAX_DEFAULT_WORKERS == 8
+
+
+def test_worker_sockets_share_the_port_and_keep_tcp_nodelay_on_accepted_connections():
+    from agents.api.workers import listen_socket
+
+    first = listen_socket("127.0.0.1", 0)
+    port = first.getsockname()[1]
+    second = listen_socket("127.0.0.1", port)  # SO_REUSEPORT: a second worker's socket on the same port
+    try:
+        assert first.proto == second.proto == socket.IPPROTO_TCP  # accepted sockets inherit it (uvicorn#3149)
+        with socket.create_connection(("127.0.0.1", port)):
+            import select
+
+            ready, _, _ = select.select([first, second], [], [], 5)
+            accepted, _ = ready[0].accept()
+            with accepted:
+                assert accepted.proto == socket.IPPROTO_TCP
+    finally:
+        first.close()
+        second.close()
+
+
+def test_a_port_taken_without_reuseport_is_refused():
+    from agents.api.workers import listen_socket
+
+    with socket.socket() as plain:
+        plain.bind(("127.0.0.1", 0))
+        plain.listen()
+        with pytest.raises(OSError):
+            listen_socket("127.0.0.1", plain.getsockname()[1])
