@@ -73,10 +73,13 @@ def main() -> None:
     parser.add_argument("--adapter-l2", type=float, default=0.03)
     parser.add_argument("--ict-keep", type=float, default=0.5)
     parser.add_argument("--max-seq-length", type=int, default=128, help="full only")
-    parser.add_argument("--objectives", default="ict,title")
+    parser.add_argument("--objectives", default="sentence,span,salient,cloze,title")
+    parser.add_argument("--idf-alpha", type=float, default=1.0, help="0: plain mean pooling")
+    parser.add_argument("--corpus-negatives", type=int, default=4096, help="adapter; 0: in-batch negatives only")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--seed", type=int, default=13)
+    parser.add_argument("--tag", default="", help="suffix of the results file (a variant of the recipe)")
     args = parser.parse_args()
 
     import tempfile
@@ -105,6 +108,7 @@ def main() -> None:
     config = EmbedderTrainConfig(method=args.method, objectives=tuple(args.objectives.split(",")),
                                  max_pairs=args.max_pairs, max_steps=args.steps, batch_size=args.batch_size,
                                  learning_rate=args.lr, adapter_l2=args.adapter_l2, ict_keep=args.ict_keep,
+                                 idf_alpha=args.idf_alpha, corpus_negatives=args.corpus_negatives,
                                  max_seq_length=args.max_seq_length, heldout=128, threads=args.threads,
                                  device=args.device, seed=args.seed)
     passages = [Passage(p.doc_id, p.doc_id, p.title, p.context, p.index) for p in corpus]  # text only
@@ -115,7 +119,7 @@ def main() -> None:
         counts[pair.source] = counts.get(pair.source, 0) + 1
     held_before = heldout_mrr(model, heldout)
     t0 = time.perf_counter()
-    metrics = adapt(model, train, config, on_step=lambda step, loss: step % 100 == 0 and print(
+    metrics = adapt(model, train, config, corpus=texts, on_step=lambda step, loss: step % 100 == 0 and print(
         f"step {step}/{config.max_steps} loss {loss} ({time.perf_counter() - t0:.0f}s)", flush=True))
     with tempfile.TemporaryDirectory() as folder:  # measure the saved artifact, as an index build would load it
         model.save(folder)
@@ -136,8 +140,9 @@ def main() -> None:
     print_table("Unsupervised embedder adaptation, SQuAD dev, dense only",
                 ["embedder", "hit@1", "hit@5", "MRR@10", "held-out pair MRR@10"], rows, notes)
     default_split = (args.articles, args.sample_seed, args.method) == (4, 2016, "adapter")
-    save("embedder_adaptation" if default_split else
-         f"embedder_adaptation-{args.method}-{args.articles}a-s{args.sample_seed}", started=started_at,
+    name = ("embedder_adaptation" if default_split else
+            f"embedder_adaptation-{args.method}-{args.articles}a-s{args.sample_seed}")
+    save(name + (f"-{args.tag}" if args.tag else ""), started=started_at,
          parameters={**vars(args), "config": asdict(config), "articles_used": sorted(chosen),
                      "paragraphs": len(corpus), "questions": len(asked)},
          results={"before": before, "after": after, "gain_points": gain,

@@ -56,9 +56,12 @@ def encode_texts(model: Any, texts: Sequence[str], batch_size: int = 64) -> Any:
 
 
 def fit_adapter(model: Any, pairs: Sequence[Pair], *, steps: int, batch_size: int, learning_rate: float,
-                l2: float, scale: float, seed: int,
+                l2: float, scale: float, seed: int, corpus_negatives: int = 0,
                 on_step: Callable[[int, float], None] | None = None) -> AdapterFit:
-    """Encode ``pairs`` with the frozen ``model`` and fit the residual linear map (see the module doc)."""
+    """Encode ``pairs`` with the frozen ``model`` and fit the residual linear map (see the module doc).
+
+    ``corpus_negatives`` > 0: each anchor is scored against up to that many distinct positives of the
+    whole pair set (its batch's among them), not only its batch's: every other passage is a negative."""
     import torch
     import torch.nn.functional as F  # noqa: N812
 
@@ -67,6 +70,11 @@ def fit_adapter(model: Any, pairs: Sequence[Pair], *, steps: int, batch_size: in
     vectors = torch.from_numpy(encode_texts(model, texts))
     n = len(pairs)
     anchors, positives = vectors[:n], vectors[n:2 * n]
+    distinct = {t: i for i, t in enumerate(dict.fromkeys(p.positive for p in pairs))}
+    target = torch.tensor([distinct[p.positive] for p in pairs])
+    corpus = positives[torch.tensor([next(i for i, p in enumerate(pairs) if p.positive == t) for t in distinct])] \
+        if corpus_negatives > 0 else None
+    sampler = torch.Generator().manual_seed(seed)
     negative_row, next_row = {}, 2 * n
     for i, p in enumerate(pairs):
         if p.negative:
@@ -94,13 +102,16 @@ def fit_adapter(model: Any, pairs: Sequence[Pair], *, steps: int, batch_size: in
             if step >= steps:
                 break
             rows = torch.tensor([position[id(p)] for p in batch])
-            candidates = mapped(positives[rows])
+            if corpus is None:
+                candidates, labels = mapped(positives[rows]), torch.arange(len(batch))
+            else:
+                candidates, labels = _corpus_candidates(corpus, target[rows], corpus_negatives, sampler)
+                candidates = mapped(candidates)
             negatives = [negative_row[int(r)] for r in rows if int(r) in negative_row]
             if negatives:
                 candidates = torch.cat([candidates, mapped(vectors[torch.tensor(negatives)])])
             logits = scale * mapped(anchors[rows]) @ candidates.T
-            loss = F.cross_entropy(logits, torch.arange(len(batch))) + l2 * (delta.square().sum()
-                                                                            + bias.square().sum())
+            loss = F.cross_entropy(logits, labels) + l2 * (delta.square().sum() + bias.square().sum())
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
@@ -116,6 +127,57 @@ def fit_adapter(model: Any, pairs: Sequence[Pair], *, steps: int, batch_size: in
                "adapter_delta_norm": round(float(delta.detach().norm()), 4),
                "loss_curve": curve if len(curve) <= 200 else curve[:: -(-len(curve) // 200)]}
     return AdapterFit(weight, bias.detach().clone(), metrics)
+
+
+def _corpus_candidates(corpus: Any, wanted: Any, limit: int, generator: Any) -> tuple[Any, Any]:
+    """(candidate rows of ``corpus``: ``wanted``'s and a random sample of the others, up to ``limit``; each
+    wanted row's position among them)."""
+    import torch
+
+    if len(corpus) <= limit:
+        return corpus, wanted
+    keep = torch.unique(wanted)
+    others = torch.ones(len(corpus), dtype=torch.bool)
+    others[keep] = False
+    pool = others.nonzero().squeeze(1)
+    extra = pool[torch.randperm(len(pool), generator=generator)[:max(0, limit - len(keep))]]
+    rows = torch.cat([keep, extra])
+    where = {int(r): i for i, r in enumerate(rows)}
+    return corpus[rows], torch.tensor([where[int(w)] for w in wanted])
+
+
+def idf_word_weights(model: Any, texts: Sequence[str], alpha: float = 1.0) -> Any:
+    """A ``WordWeights`` module weighting each token by its IDF over ``texts`` (the index's chunks) to the
+    power ``alpha``: ``log((N + 1) / (df + 1)) + 1``; a token no chunk holds gets the largest weight, the
+    [CLS]/[SEP]-like special tokens the mean of the seen ones."""
+    import math
+
+    from sentence_transformers.sentence_transformer.modules import WordWeights
+
+    tokenizer = model.tokenizer
+    df: dict[int, int] = {}
+    for ids in tokenizer(list(texts), add_special_tokens=False, truncation=True,
+                         max_length=model.max_seq_length)["input_ids"]:  # the tokens the model reads
+        for token in set(ids):
+            df[token] = df.get(token, 0) + 1
+    n = len(texts)
+    vocab = [t for t, _ in sorted(tokenizer.get_vocab().items(), key=lambda kv: kv[1])]
+    weights = {vocab[i]: (math.log((n + 1) / (c + 1)) + 1) ** alpha for i, c in df.items() if i < len(vocab)}
+    mean = sum(weights.values()) / max(1, len(weights))
+    for special in tokenizer.all_special_tokens:
+        weights[special] = mean
+    return WordWeights(vocab, weights, unknown_word_weight=(math.log(n + 1) + 1) ** alpha)
+
+
+def insert_word_weights(model: Any, module: Any) -> Any:
+    """``model`` with ``module`` between its transformer and its pooling (mean pooling becomes weighted)."""
+    from sentence_transformers.sentence_transformer.modules import Pooling
+
+    if not isinstance(model[1], Pooling) or model[1].pooling_mode != "mean":
+        raise InvalidInputError(f"token weights need a mean-pooling model, not {type(model[1]).__name__}",
+                                expected="transformer -> mean pooling", fix="set idf_alpha=0 for this base model")
+    model.insert(1, module.to(model.device))
+    return model
 
 
 def attach_adapter(model: Any, fitted: AdapterFit) -> Any:

@@ -15,6 +15,18 @@ Self-supervised sources (no labels; they run on whatever text an index holds):
   Contrastive Learning", Contriever): two random spans of one passage are a positive pair.
 - ``title``: a document's title -> its first chunk (where the title is more than the text or the id).
 
+Pseudo-queries (the default recipe): the positive is always the whole passage, as the index holds it, and
+the query is made from one of its sentences the way a person's question reuses a passage's words (measured
+on SQuAD dev, see :mod:`pipelines.embedder_adapter`; every rule is a corpus statistic, no word list):
+
+- ``sentence``: the sentence itself (inverse cloze with the sentence kept, Lee et al.'s 10% case);
+- ``span``: a random span of 5-12 words of the sentence (a query is shorter than a sentence; Contriever's
+  cropping applied to the query side);
+- ``salient``: the sentence without the corpus' common words (in more than 10% of the passages): the
+  rare, content-bearing words a question keeps (the lexical pseudo-queries of BM25-style matching);
+- ``cloze``: the sentence with a 1-3 word span removed, starting at a name or number (a capitalised or
+  digit-bearing word): a question leaves out its answer.
+
 Labelled sources: ``pairs`` (a JSONL file of ``{"query", "positive"[, "negative"]}``), ``qrels`` (BEIR
 layout: ``queries.jsonl`` of ``{"_id", "text"}`` and a TSV of ``query-id, corpus-id, score``; a corpus
 id is a document id of the index) and ``feedback`` (positively rated answers: the logged question and
@@ -62,13 +74,14 @@ class Passage:
 class PairConfig:
     """Which self-supervised objectives to use and how many pairs to make."""
 
-    objectives: tuple[str, ...] = ("ict", "title")
-    max_pairs: int = 2000
+    objectives: tuple[str, ...] = ("sentence", "span", "salient", "cloze", "title")
+    max_pairs: int = 4000
     ict_keep: float = 0.5
     crop_min: float = 0.1  # crop length as a share of the passage's words (Contriever: 0.1-0.5)
     crop_max: float = 0.5
     seed: int = 13
-    weights: dict[str, float] = field(default_factory=lambda: {"ict": 0.6, "crop": 0.3, "title": 0.1})
+    weights: dict[str, float] = field(default_factory=lambda: {"ict": 0.6, "crop": 0.3, "title": 0.1,
+                                                               **dict.fromkeys(QUERY_OBJECTIVES, 0.24)})
 
     def __post_init__(self) -> None:
         unknown = sorted(set(self.objectives) - set(OBJECTIVES))
@@ -118,7 +131,40 @@ def title_pair(p: Passage) -> Pair | None:
     return Pair(title, p.text, "title", p.doc_id)
 
 
-OBJECTIVES = ("ict", "crop", "title")
+QUERY_OBJECTIVES = ("sentence", "span", "salient", "cloze")
+OBJECTIVES = ("ict", "crop", "title", *QUERY_OBJECTIVES)
+DEFAULT_OBJECTIVES = (*QUERY_OBJECTIVES, "title")
+_WORD = re.compile(r"\w+")
+_NAME_OR_NUMBER = re.compile(r"[A-Z0-9]")
+
+
+def common_words(passages: Sequence[Passage], share: float = 0.1) -> frozenset[str]:
+    """Lower-cased words in more than ``share`` of the passages (and in at least 3): the corpus' own stopwords."""
+    counts: dict[str, int] = {}
+    for p in passages:
+        for word in set(_WORD.findall(p.text.lower())):
+            counts[word] = counts.get(word, 0) + 1
+    floor = max(3, share * len(passages))
+    return frozenset(w for w, c in counts.items() if c > floor)
+
+
+def query_pair(p: Passage, rng: random.Random, kind: str, common: frozenset[str]) -> Pair | None:
+    """A pseudo-query of ``kind`` (see the module doc) made from one sentence of ``p`` -> the whole passage."""
+    candidates = [s for s in sentences(p.text) if len(s.split()) >= MIN_WORDS]
+    if not candidates:
+        return None
+    words = rng.choice(candidates).split()
+    if kind == "span":
+        n = min(len(words), rng.randint(5, 12))
+        start = rng.randrange(0, len(words) - n + 1)
+        words = words[start:start + n]
+    elif kind == "salient":
+        words = [w for w in words if "".join(_WORD.findall(w.lower())) not in common] or words
+    elif kind == "cloze":
+        starts = [i for i, w in enumerate(words) if i > 0 and _NAME_OR_NUMBER.search(w)] or list(range(len(words)))
+        i = rng.choice(starts)
+        words = words[:i] + words[i + rng.randint(1, 3):] or words
+    return Pair(" ".join(words), p.text, kind, p.doc_id)
 
 
 def corpus_pairs(passages: Sequence[Passage], config: PairConfig) -> list[Pair]:
@@ -129,6 +175,7 @@ def corpus_pairs(passages: Sequence[Passage], config: PairConfig) -> list[Pair]:
     wanted = {o: config.weights.get(o, 0.0) for o in config.objectives}
     total = sum(wanted.values()) or 1.0
     budget = {o: int(round(config.max_pairs * w / total)) for o, w in wanted.items()}
+    common = common_words(passages) if "salient" in wanted else frozenset()
     out: list[Pair] = []
     for objective, limit in budget.items():
         made: list[Pair] = []
@@ -141,6 +188,8 @@ def corpus_pairs(passages: Sequence[Passage], config: PairConfig) -> list[Pair]:
                 pair = ict_pair(p, rng, config.ict_keep)
             elif objective == "crop":
                 pair = crop_pair(p, rng, config.crop_min, config.crop_max)
+            elif objective in QUERY_OBJECTIVES:
+                pair = query_pair(p, rng, objective, common)
             else:
                 pair = title_pair(p)
             if pair is not None and (pair.anchor, pair.positive) not in seen:

@@ -34,6 +34,7 @@ from llmfti.config import Settings
 from llmfti.errors import InvalidInputError, NotFoundError
 from llmfti.tracing import span
 from pipelines.embedder_pairs import (
+    DEFAULT_OBJECTIVES,
     Pair,
     PairConfig,
     Passage,
@@ -56,12 +57,14 @@ class EmbedderTrainConfig:
     """Hyper-parameters of one embedder fine-tuning run (recorded in the registry)."""
 
     method: str = "adapter"  # adapter: frozen encoder + residual linear map; full: every weight
-    objectives: tuple[str, ...] = ("ict", "title")
-    max_pairs: int = 2000  # self-supervised pairs (labelled pairs come on top, all of them)
+    objectives: tuple[str, ...] = DEFAULT_OBJECTIVES  # pseudo-queries -> whole passage, + title -> first chunk
+    max_pairs: int = 4000  # self-supervised pairs (labelled pairs come on top, all of them)
     max_steps: int | None = None  # None: the method's default (METHOD_DEFAULTS)
     batch_size: int | None = None
     learning_rate: float | None = None
     adapter_l2: float = 0.03  # adapter: L2 penalty on (W, b), i.e. on the distance from the identity map
+    corpus_negatives: int = 4096  # adapter: every query scored against up to this many of the pairs' passages
+    idf_alpha: float = 1.0  # mean pooling weighted by the index's own token IDF ** alpha (0: plain mean)
     warmup_ratio: float = 0.1  # full only
     weight_decay: float = 0.01
     max_seq_length: int = 128  # full only (training inputs); the adapter encodes at the base's own limit
@@ -81,9 +84,10 @@ class EmbedderTrainConfig:
                                strict=True):
             if getattr(self, name) is None:
                 object.__setattr__(self, name, value)
-        if self.adapter_l2 < 0:
-            raise InvalidInputError(f"adapter_l2={self.adapter_l2} is negative", expected=">= 0",
-                                    fix="use e.g. 0.03")
+        for name in ("adapter_l2", "corpus_negatives", "idf_alpha"):
+            if getattr(self, name) < 0:
+                raise InvalidInputError(f"{name}={getattr(self, name)} is negative", expected=">= 0 (0: off)",
+                                        fix=f"use the default {getattr(EmbedderTrainConfig, name)}")
         for name, low in (("max_pairs", 2), ("max_steps", 1), ("batch_size", 2), ("threads", 1), ("heldout", 0),
                           ("max_seq_length", 8)):
             if getattr(self, name) < low:
@@ -236,16 +240,26 @@ def heldout_mrr(model: Any, pairs: list[Pair], k: int = 10) -> float | None:
     return round(float(np.mean([1.0 / r if r <= k else 0.0 for r in ranks])), 4)
 
 
-def adapt(model: Any, pairs: list[Pair], config: EmbedderTrainConfig,
+def adapt(model: Any, pairs: list[Pair], config: EmbedderTrainConfig, corpus: list[str] | None = None,
           on_step: Callable[[int, float], None] | None = None) -> dict[str, Any]:
-    """Adapt ``model`` in place on ``pairs`` by ``config.method``; returns the training metrics."""
+    """Adapt ``model`` in place on ``pairs`` by ``config.method``; returns the training metrics.
+
+    ``corpus``: the index's chunk texts, whose token IDF weights the pooling (``config.idf_alpha`` > 0;
+    default: the pairs' distinct positives)."""
+    from pipelines.embedder_adapter import attach_adapter, fit_adapter, idf_word_weights, insert_word_weights
+
+    weighted = any(type(m).__name__ == "WordWeights" for m in model)  # a base adapted before keeps its weights
+    if config.idf_alpha > 0 and not weighted:
+        weights = idf_word_weights(model, corpus or list(dict.fromkeys(p.positive for p in pairs)), config.idf_alpha)
+        insert_word_weights(model, weights)
+    for module in model:
+        if type(module).__name__ == "WordWeights":
+            module.emb_layer.weight.requires_grad_(False)  # a corpus statistic, not trained
     if config.method == "full":
         return fit(model, pairs, config, on_step)
-    from pipelines.embedder_adapter import attach_adapter, fit_adapter
-
     fitted = fit_adapter(model, pairs, steps=config.max_steps, batch_size=config.batch_size,
                          learning_rate=config.learning_rate, l2=config.adapter_l2, scale=config.scale,
-                         seed=config.seed, on_step=on_step)
+                         seed=config.seed, corpus_negatives=config.corpus_negatives, on_step=on_step)
     attach_adapter(model, fitted)
     return fitted.metrics
 
@@ -259,7 +273,8 @@ def fit(model: Any, pairs: list[Pair], config: EmbedderTrainConfig,
 
     torch.manual_seed(config.seed)
     loss_fn = MultipleNegativesRankingLoss(model, scale=config.scale)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=config.learning_rate,
+                                  weight_decay=config.weight_decay)
     warmup = max(1, int(config.max_steps * config.warmup_ratio))
     schedule = torch.optim.lr_scheduler.LambdaLR(
         optimizer,
@@ -284,7 +299,7 @@ def fit(model: Any, pairs: list[Pair], config: EmbedderTrainConfig,
                              for k, v in model.preprocess(c).items()} for c in columns]
                 loss = loss_fn(features, labels=None)
                 loss.backward()
-                torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+                torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], 1.0)
                 optimizer.step()
                 schedule.step()
                 optimizer.zero_grad()
@@ -339,7 +354,7 @@ def train_embedder(settings: Settings, *, index: str | None = None, index_versio
                                   "negative": p.negative}, ensure_ascii=False) + "\n")
     before = heldout_mrr(model, heldout)
     with span("train_embedder.fit", pairs=len(train), steps=config.max_steps):
-        metrics = adapt(model, train, config)
+        metrics = adapt(model, train, config, corpus=[p.text for p in passages])
     metrics.update(heldout_mrr10_before=before, heldout_mrr10_after=heldout_mrr(model, heldout))
     model_dir = run_dir / "embedder"
     model.save(str(model_dir))
@@ -366,10 +381,17 @@ def _lineage(run: EmbedderRun) -> dict[str, Any]:
 
 
 def objective(config: EmbedderTrainConfig) -> str:
-    text = OBJECTIVE.replace(")", " + 1 mined hard negative)") if config.hard_negatives else OBJECTIVE
+    text = OBJECTIVE
+    if config.method == "adapter" and config.corpus_negatives:
+        text = text.replace("in-batch negatives", f"up to {config.corpus_negatives} of the corpus' passages as "
+                                                  "negatives")
+    text = text.replace(")", " + 1 mined hard negative)") if config.hard_negatives else text
+    text += f" on pairs {'+'.join(config.objectives)}"
+    if config.idf_alpha:
+        text += f"; mean pooling weighted by the corpus' token IDF^{config.idf_alpha}"
     if config.method == "adapter":
-        return f"{text} on a residual linear adapter over the frozen encoder (L2 {config.adapter_l2} to identity)"
-    return f"{text}, full fine-tuning"
+        return f"{text}; a residual linear adapter over the frozen encoder (L2 {config.adapter_l2} to identity)"
+    return f"{text}; full fine-tuning"
 
 
 class EmbedderTokenizer:

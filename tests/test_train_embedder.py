@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pipelines.embedder_pairs import PairConfig, Passage, batches, corpus_pairs, file_pairs, ict_pair
+from pipelines.embedder_pairs import OBJECTIVES, PairConfig, Passage, batches, corpus_pairs, file_pairs, ict_pair
 
 TOPICS = {
     "bees": ("Honey bees", "Honey bees live in colonies ruled by a single queen. Worker bees collect nectar and pollen "
@@ -122,7 +122,9 @@ def test_full_fine_tuning_still_moves_the_encoder_weights() -> None:
     weight = next(model[0].parameters()).detach().clone()
     metrics = adapt(model, pairs, EmbedderTrainConfig(method="full", max_steps=1, batch_size=4,
                                                       max_seq_length=32, learning_rate=1e-3))
-    assert metrics["steps"] == 1 and len(model) == 3  # no adapter module appended
+    assert metrics["steps"] == 1  # no adapter appended; the IDF token weights stay as computed
+    assert [type(m).__name__ for m in model] == ["Transformer", "WordWeights", "Pooling", "Normalize"]
+    assert not model[1].emb_layer.weight.requires_grad
     assert not next(model[0].parameters()).detach().equal(weight)
 
 
@@ -191,7 +193,7 @@ def test_train_register_reembed_gate_and_roll_back_together(settings, corpus) ->
     assert mv.hyperparameters["kind"] == "embedder"
     assert "MultipleNegativesRankingLoss" in mv.hyperparameters["objective"]
     assert mv.data_versions["pairs"]["heldout"] == 4 and sum(
-        mv.data_versions["pairs"].get(s, 0) for s in ("ict", "crop", "title")) == 12
+        mv.data_versions["pairs"].get(s, 0) for s in OBJECTIVES) == 12
     assert mv.metrics["steps"] == 2 and mv.metrics["heldout_mrr10_after"] is not None
     assert (mv.adapter_dir / "modules.json").is_file() and (mv.artifact_dir / "train_config.json").is_file()
 

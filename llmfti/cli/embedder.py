@@ -27,14 +27,22 @@ def train(
     method: str = typer.Option("adapter", "--method",
                                help="adapter: frozen encoder + a residual linear map fitted to the corpus (CPU: "
                                     "seconds); full: fine-tune every weight (a GPU's job)."),
-    objectives: str = typer.Option("ict,title", "--objectives",
-                                   help="Self-supervised pairs: ict (inverse cloze), crop (Contriever), title."),
-    max_pairs: int = typer.Option(2000, "--max-pairs", help="Self-supervised training pairs at most."),
+    objectives: str = typer.Option(
+        "sentence,span,salient,cloze,title", "--objectives",
+        help="Self-supervised pairs: pseudo-queries from a sentence -> its whole chunk (sentence, span: 5-12 words, "
+             "salient: without the corpus' common words, cloze: a name/number removed), title -> first chunk, "
+             "ict (inverse cloze), crop (Contriever)."),
+    max_pairs: int = typer.Option(4000, "--max-pairs", help="Self-supervised training pairs at most."),
     max_steps: int | None = typer.Option(None, "--max-steps", help="Optimizer steps (adapter 400, full 100)."),
     batch_size: int | None = typer.Option(None, "--batch-size", help="Pairs per batch: in-batch negatives "
                                                                      "(adapter 64, full 32)."),
     learning_rate: float | None = typer.Option(None, "--lr", help="Learning rate (adapter 3e-4, full 2e-5)."),
     adapter_l2: float = typer.Option(0.03, "--adapter-l2", help="Adapter: L2 pull towards the identity map."),
+    corpus_negatives: int = typer.Option(4096, "--corpus-negatives",
+                                         help="Adapter: score each query against up to this many chunks of the "
+                                              "pairs (0: in-batch negatives only)."),
+    idf_alpha: float = typer.Option(1.0, "--idf-alpha", help="Weight mean pooling by the index's token IDF to this "
+                                                            "power (0: plain mean pooling)."),
     max_seq_length: int = typer.Option(128, "--max-seq-length", help="full: tokens per training input."),
     hard_negatives: bool = typer.Option(False, "--hard-negatives", help="Add one mined hard negative per pair."),
     heldout: int = typer.Option(128, "--heldout", help="Self-supervised pairs held out for the before/after score."),
@@ -51,8 +59,9 @@ def train(
 ) -> None:
     """Adapt the embedder to an index's chunks (+ labels) and register an embedder version.
 
-    Default: a residual linear adapter over the frozen encoder, fitted on inverse-cloze pairs (--method full
-    fine-tunes every weight)."""
+    Default: mean pooling weighted by the index's token IDF, and a residual linear adapter over the frozen
+    encoder fitted on pseudo-queries -> chunk pairs against the corpus' other chunks (--method full fine-tunes
+    every weight; --device cuda)."""
     with reporting_errors(as_json):
         from llmfti.config import load_settings
         from pipelines.train_embedder import (
@@ -65,7 +74,7 @@ def train(
 
         settings = load_settings()
         config = EmbedderTrainConfig(
-            method=method, adapter_l2=adapter_l2,
+            method=method, adapter_l2=adapter_l2, corpus_negatives=corpus_negatives, idf_alpha=idf_alpha,
             objectives=tuple(o.strip() for o in objectives.split(",") if o.strip()), max_pairs=max_pairs,
             max_steps=max_steps, batch_size=batch_size, learning_rate=learning_rate, max_seq_length=max_seq_length,
             hard_negatives=hard_negatives, heldout=heldout, threads=threads, device=device, seed=seed)
