@@ -1,35 +1,56 @@
 """Unsupervised embedder adaptation on SQuAD dev: dense hit@5 / MRR@10 before vs after.
 
-The recipe is the one ``llmfti train-embedder`` runs (:func:`pipelines.train_embedder.adapt`): pairs
-made from the paragraphs alone (inverse cloze with the sentence kept half the time, + title -> first
-paragraph; no question is used for training), MultipleNegativesRankingLoss with in-batch negatives,
-starting from all-MiniLM-L6-v2; by default (``--method adapter``) the encoder is frozen and a residual
-linear map on its output is fitted (:mod:`pipelines.embedder_adapter`), ``--method full`` fine-tunes
-every weight. The adapted model is saved and loaded back from disk before it is measured (the artifact
-an index would be re-embedded with). Retrieval is dense only, exact (every paragraph scored), one
-paragraph = one passage; a hit is the question's gold paragraph in the top 5.
+The recipe is the one ``llmfti train-embedder`` runs (:func:`pipelines.train_embedder.adapt`), made from the
+paragraphs alone (no question is used for training), starting from all-MiniLM-L6-v2. Default since this
+wave: mean pooling weighted by the corpus' own token IDF (a frozen ``WordWeights`` module), pseudo-query
+pairs (a sentence, a 5-12 word span of it, it without the corpus' common words, it with a name or number
+removed -> the whole paragraph, + title -> first paragraph), and a residual linear map on the frozen
+encoder's output fitted with MultipleNegativesRankingLoss against up to 4,096 of the pairs' paragraphs
+(:mod:`pipelines.embedder_adapter`); ``--method full`` fine-tunes every weight. The adapted model is saved
+and loaded back from disk before it is measured (the artifact an index would be re-embedded with).
+Retrieval is dense only, exact (every paragraph scored), one paragraph = one passage; a hit is the
+question's gold paragraph in the top 5.
 
 CPU bound: on the shared 2-core machine the run is bounded to a seeded sample of articles
 (``--articles``, drawn with ``--sample-seed``; all their paragraphs are the corpus, all their questions
 are asked). ``--articles 48`` is the whole dev set (2,067 paragraphs, 10,570 questions).
 
-    python -m benchmarks.embedder_adaptation                    # adapter, 4 articles (seed 2016)
-    # 237 paragraphs, 1,275 questions: hit@5 0.8722 -> 0.8894 (+1.7), MRR@10 0.7169 -> 0.7447 (+2.8),
-    # hit@1 0.6047 -> 0.6392 (+3.4); 16 min at load ~17 on the shared 2 cores: encoding
-    # 237 + 1,275 texts twice and the pair texts once, fitting the adapter 3 min (seconds on an idle core)
-    python -m benchmarks.embedder_adaptation --sample-seed 7    # 4 other articles (a second split)
-    # 192 paragraphs, 919 questions: hit@5 0.8945 -> 0.9086 (+1.4), MRR@10 0.7523 -> 0.7724 (+2.0),
-    # hit@1 0.6485 -> 0.6725 (+2.4)
-    python -m benchmarks.embedder_adaptation --articles 12      # 12 articles (seed 2016)
-    # 504 paragraphs, 2,614 questions: hit@5 0.8692 -> 0.8826 (+1.3), MRR@10 0.7295 -> 0.7472 (+1.8),
-    # hit@1 0.6251 -> 0.6458 (+2.1); 14 min at load ~11
-    # on a GPU (the device tool; not run yet, none was lent): the whole dev set, adapter and full fine-tuning
-    python -m benchmarks.embedder_adaptation --device cuda --articles 48 --max-pairs 12000
+Default recipe (IDF pooling + pseudo-queries + corpus negatives), 400 steps of 64, lr 3e-4, L2 0.03, seed 13,
+1 torch thread, on the shared 2 cores (load 3-10 from the other engineers):
+
+    python -m benchmarks.embedder_adaptation --threads 1                 # 4 articles (seed 2016)
+    # 237 paragraphs, 1,275 questions: hit@5 0.8722 -> 0.8918 (+2.0), MRR@10 0.7169 -> 0.7633 (+4.6),
+    # hit@1 0.6047 -> 0.6627 (+5.8); 3,197 pairs; 8 min (training 190 s)
+    python -m benchmarks.embedder_adaptation --threads 1 --articles 12   # 12 articles (seed 2016)
+    # 504 paragraphs, 2,614 questions: hit@5 0.8692 -> 0.8963 (+2.7), MRR@10 0.7295 -> 0.7661 (+3.7),
+    # hit@1 0.6251 -> 0.6691 (+4.4); 3,624 pairs; 12 min (training 305 s)
+    FULL48
+    # 4 other articles (--sample-seed 7; 192 paragraphs, 919 questions), the same recipe as a pilot on
+    # cached vectors (every sentence once per kind): hit@5 0.8945 -> 0.9097 (+1.5), MRR@10 +4.2, hit@1 +5.3
+    # on any GPU (none was lent to this task): full fine-tuning, with the same pairs and IDF pooling
     python -m benchmarks.embedder_adaptation --method full --device cuda --articles 48 --steps 2000 \
         --batch-size 64 --lr 2e-5 --max-pairs 20000
 
-Earlier (full fine-tuning, 40 steps of 16, lr 1e-4, 4 articles seed 2016, ~25 min on this CPU):
-hit@5 0.8722 -> 0.8675, i.e. a loss.
+The previous default (inverse cloze with the sentence kept half the time + title, in-batch negatives, plain
+mean pooling: ``--objectives ict,title --idf-alpha 0 --corpus-negatives 0``): 4 articles hit@5 +1.7,
+MRR@10 +2.8, hit@1 +3.4; seed 7: +1.4, +2.0, +2.4; 12 articles: +1.3, +1.8, +2.1.
+
+Pilots on cached base vectors (4 articles, seed 2016, hit@5 / MRR@10 gains in points; scripts not kept):
+- hard negatives (the base model's best other paragraph, of the same article or any): +0.5 / +1.4 with
+  one, -0.6 / +0.4 with three, vs +1.7 / +2.8 without (false negatives: questions often fit two paragraphs);
+- scoring each query against every paragraph instead of its batch, sentence -> whole paragraph: +1.8 / +3.5;
+  + span + salient queries: +2.0 / +3.4, + cloze too: +2.0 / +4.1; top-6-IDF-words queries alone: +1.3 / +3.2;
+- IDF-weighted pooling with no training: IDF^0.5 +1.0, ^1 +1.3, ^1.5 +1.3, ^2 +1.1 (hit@5); with the adapter
+  on the four query kinds: IDF^0 +2.0, ^0.5 +2.5, ^1 +2.7 / +4.2 (other query draws +2.1, +2.2);
+- learning the token weights with the adapter (init IDF, lr 1e-2 / 3e-2): -0.2 / -6.2 (overfits);
+- GPL-style distillation of the hybrid (BM25 + dense z-scores; hybrid hit@5 0.929 on these questions) into
+  the adapter, KL on the four query kinds mixed 50/50 with the contrastive loss: +2.2-2.3 / +3.7-4.0 without IDF,
+  +2.5 / +4.4 with it: no gain over the contrastive loss alone, so not in the recipe;
+- adapter L2 0.01 / 0.003, 1,000 steps, lr 1e-3, scale 30-40: equal or worse.
+
+Full fine-tuning on this CPU: one step of 32 pairs at 128 tokens took 21 s (1 thread, load ~7), so the
+~300 steps of a proper run (lr 2e-5, warmup, 2 epochs of ~4,000 pairs) need ~2 hours: not run here. The
+only full run so far (40 steps of 16, lr 1e-4, 4 articles): hit@5 0.8722 -> 0.8675, i.e. a loss.
 """
 
 from __future__ import annotations

@@ -1,27 +1,30 @@
 """Corpus adapter: a residual linear map on top of a frozen embedder, fitted to an index's own text.
 
 The default adaptation recipe of ``llmfti train-embedder`` (``method="adapter"``). The transformer is
-frozen: every pair text is encoded once by the base model, then a linear map ``z -> normalize(z + z W + b)``
-(``W = 0, b = 0`` at the start: the identity) is fitted with MultipleNegativesRankingLoss (in-batch
-negatives, one pair per document in a batch, plus a mined negative where the pair has one) and an L2
-penalty on ``(W, b)`` that keeps the map near the identity. The result is the base model with a
-``Dense`` (identity activation) and a ``Normalize`` module appended: a plain sentence-transformers
-model, applied to queries and passages alike.
+frozen. Its mean pooling first becomes a weighted mean, each token weighted by its IDF over the index's
+chunks (:func:`idf_word_weights`: sentence-transformers' own ``WordWeights`` module, a corpus statistic,
+not trained), so the rare words a question shares with its passage count for more. Every pair text is then
+encoded once, and a linear map ``z -> normalize(z + z W + b)`` (``W = 0, b = 0`` at the start: the
+identity) is fitted with MultipleNegativesRankingLoss, each query scored against up to ``corpus_negatives``
+of the pairs' passages (every other chunk is a negative, not only the batch's), with an L2 penalty on
+``(W, b)`` that keeps the map near the identity. The result is the base model with ``WordWeights`` before
+its pooling and a ``Dense`` (identity activation) + ``Normalize`` appended: a plain sentence-transformers
+model, applied to queries and passages alike. The pairs are pseudo-queries made from one sentence of a
+chunk -> the whole chunk (:mod:`pipelines.embedder_pairs`).
 
-Why not fine-tune the whole transformer: all-MiniLM-L6-v2 was trained on about a billion pairs (SQuAD's
-among them); full fine-tuning on a few thousand self-supervised pairs moves the question side too and
-measured a loss on SQuAD dev (hit@5 0.872 -> 0.868 after 40 steps, see benchmarks/embedder_adaptation.py),
-while the adapter keeps what the encoder knows and only re-weights directions of its output space for this
-corpus (``python -m benchmarks.embedder_adaptation``, dense, no question used for training: 4 articles, seed
-2016: hit@5 +1.7 points, MRR@10 +2.8, hit@1 +3.4; 4 other articles, ``--sample-seed 7``: +1.4, +2.0, +2.4;
-12 articles: +1.3, +1.8, +2.1). Pilots on frozen vectors (the two 4-article splits) chose this form: a
-rank-32/64 map gained less, a residual MLP lost hit@5, corpus-mean centering and whitening did not raise
-hit@5, keeping the sentence 10% or 0% of the time did worse than 50%, and topic-clustered batches or
-sentence -> sentence pairs did not help. It is also cheap on a CPU: one encoding pass over the pairs, then
-seconds of training on 384-d vectors. The map is the linear "embedding adapter" of retrieval toolkits (e.g.
-LlamaIndex's adapter fine-tuning, trained there on generated questions); here its training signal is
-label-free: inverse-cloze pairs (Lee et al., 2019) with the sentence kept in its passage half the time, and title
--> first chunk.
+Measured (``python -m benchmarks.embedder_adaptation``, SQuAD dev, dense, no question used for training):
+4 articles hit@5 +2.0 points, MRR@10 +4.6, hit@1 +5.8; 12 articles +2.7, +3.7, +4.4 (the recipe before
+this one, inverse cloze + in-batch negatives + plain pooling: +1.7, +2.8, +3.4 and +1.3, +1.8, +2.1).
+Every rule comes from the index's own text (token IDF, common words, sentences), so nothing is SQuAD's.
+
+Why not fine-tune the whole transformer here: all-MiniLM-L6-v2 was trained on about a billion pairs; a full
+fine-tuning step of 32 pairs takes ~20 s on the shared CPU, so a proper run (hundreds of steps at lr ~2e-5)
+is a GPU's job (``--method full --device cuda``); the adapter keeps what the encoder knows, costs one
+encoding pass over the pairs, then seconds of training on 384-d vectors. Pilots that lost (see the
+benchmark's docstring): mined hard negatives, learned token weights, low-rank and MLP maps, whitening, and a
+GPL-style distillation of the BM25 + dense hybrid, which added nothing over the contrastive loss. The map is
+the linear "embedding adapter" of retrieval toolkits (e.g. LlamaIndex's adapter fine-tuning, trained there on
+generated questions); here its training signal is label-free.
 """
 
 from __future__ import annotations

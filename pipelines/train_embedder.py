@@ -3,17 +3,17 @@
 Reads the chunks of a named index version (the feature store), makes training pairs
 (:mod:`pipelines.embedder_pairs`: self-supervised from the text itself, plus labelled pairs,
 qrels and positive feedback when given), adapts the index's embedder with
-``MultipleNegativesRankingLoss`` (in-batch negatives, and optionally one mined hard negative per
-pair), and registers the result as an embedder version of the model registry with its lineage:
-base model, index + version, pair counts per source, objective, hyper-parameters, and a label-free
-held-out score (MRR@10 of held-out pairs, before and after).
+``MultipleNegativesRankingLoss`` (the adapter: against the corpus' other chunks; full: in-batch
+negatives; optionally one mined hard negative per pair), and registers the result as an embedder
+version of the model registry with its lineage: base model, index + version, pair counts per source,
+objective, hyper-parameters, and a label-free held-out score (MRR@10 of held-out pairs, before and after).
 
 Two methods: ``adapter`` (the default) freezes the encoder and fits a residual linear map on its output
 (:mod:`pipelines.embedder_adapter`: no forgetting of what the base learned, seconds of training on a
 CPU, measured better on SQuAD dev); ``full`` fine-tunes every weight (a GPU's job; measured worse
-on CPU-sized runs). A plain loop over the loss, not ``SentenceTransformerTrainer``: bounded by
-``max_steps`` and ``max_pairs``, one torch thread by default (a loaded CPU machine), nothing written
-but the run folder.
+on CPU-sized runs). Both weight the mean pooling by the index's token IDF (``idf_alpha``; 0: plain mean).
+A plain loop over the loss, not ``SentenceTransformerTrainer``: bounded by ``max_steps`` and
+``max_pairs``, one torch thread by default (a loaded CPU machine), nothing written but the run folder.
 """
 
 from __future__ import annotations

