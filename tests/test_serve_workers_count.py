@@ -20,12 +20,14 @@ def test_workers_default_to_one_per_usable_core_at_most_eight(monkeypatch):
 
 
 def test_worker_sockets_share_the_port_and_keep_tcp_nodelay_on_accepted_connections():
-    from agents.api.workers import listen_socket
+    from agents.api.workers import worker_socket
 
-    first = listen_socket("127.0.0.1", 0)
+    first = worker_socket("127.0.0.1", 0)
     port = first.getsockname()[1]
-    second = listen_socket("127.0.0.1", port)  # SO_REUSEPORT: a second worker's socket on the same port
+    second = worker_socket("127.0.0.1", port)  # SO_REUSEPORT: a second worker's socket on the same port
     try:
+        first.listen()
+        second.listen()  # as each worker's event loop does once its app has started
         assert first.proto == second.proto == socket.IPPROTO_TCP  # accepted sockets inherit it (uvicorn#3149)
         with socket.create_connection(("127.0.0.1", port)):
             import select
@@ -39,11 +41,30 @@ def test_worker_sockets_share_the_port_and_keep_tcp_nodelay_on_accepted_connecti
         second.close()
 
 
+def test_a_socket_that_is_not_listening_yet_gets_no_connections():
+    from agents.api.workers import worker_socket
+
+    starting = worker_socket("127.0.0.1", 0)  # a worker still loading: bound, not listening
+    port = starting.getsockname()[1]
+    try:
+        with pytest.raises(ConnectionRefusedError):
+            socket.create_connection(("127.0.0.1", port), timeout=5)
+        ready = worker_socket("127.0.0.1", port)
+        ready.listen()
+        for _ in range(20):  # every connection goes to the listening one
+            with socket.create_connection(("127.0.0.1", port), timeout=5):
+                accepted, _ = ready.accept()
+                accepted.close()
+        ready.close()
+    finally:
+        starting.close()
+
+
 def test_a_port_taken_without_reuseport_is_refused():
-    from agents.api.workers import listen_socket
+    from agents.api.workers import worker_socket
 
     with socket.socket() as plain:
         plain.bind(("127.0.0.1", 0))
         plain.listen()
-        with pytest.raises(OSError):
-            listen_socket("127.0.0.1", plain.getsockname()[1])
+        with pytest.raises(OSError):  # EADDRINUSE: the port belongs to another program
+            worker_socket("127.0.0.1", plain.getsockname()[1])

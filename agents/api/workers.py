@@ -7,13 +7,14 @@ embedder and caches; everything a request must agree on is already shared throug
 limits, served-request records and the inference log in Redis, the index and registry in LanceDB),
 as for replicas.
 
-Each worker gets its **own** listening socket, all bound to the port with ``SO_REUSEPORT``, so the
-kernel spreads new connections evenly over the workers. (With one shared socket, whichever worker
-wakes first accepts: 32 keep-alive clients connecting at once went ~28 to one worker and ~4 to the
-other.) The sockets are created with ``IPPROTO_TCP`` so that asyncio turns on ``TCP_NODELAY`` for the
-connections they accept; uvicorn's own ``bind_socket`` leaves the protocol 0, which costs every
-keep-alive request ~40 ms of Nagle + delayed ACK (uvicorn issue #3149). The parent holds every socket:
-while a worker that died is replaced, connections hashed to its socket wait in that socket's backlog.
+Each worker gets its **own** socket, all bound to the port with ``SO_REUSEPORT``, so the kernel spreads
+new connections evenly over the listening workers. (With one shared socket, whichever worker wakes first
+accepts: 32 keep-alive clients connecting at once went ~28 to one worker and ~4 to the other.) A worker's
+socket starts listening only when its app has started (asyncio's ``create_server`` calls ``listen()``), so
+no connection waits for a worker that is still loading; a worker that died gets a fresh socket and its old
+one is closed. The sockets are created with ``IPPROTO_TCP`` so that asyncio turns on ``TCP_NODELAY`` for
+the connections they accept; uvicorn's own ``bind_socket`` leaves the protocol 0, which costs every
+keep-alive request ~40 ms of Nagle + delayed ACK (uvicorn issue #3149).
 
 Prometheus metrics go to one multiprocess directory (``PROMETHEUS_MULTIPROC_DIR``) so ``/metrics``
 reports all workers whichever answers (agents/api/metrics.py).
@@ -44,15 +45,16 @@ def worker_count(configured: int) -> int:
     return max(1, min(cores, MAX_DEFAULT_WORKERS))
 
 
-def listen_socket(host: str, port: int) -> socket.socket:
-    """A listening TCP socket on ``host:port`` that other sockets may share (``SO_REUSEPORT``)."""
+def worker_socket(host: str, port: int) -> socket.socket:
+    """A TCP socket bound to ``host:port`` that other sockets may share (``SO_REUSEPORT``), **not** listening
+    yet: the worker's event loop calls ``listen()`` once its app has started, so the kernel never queues a
+    connection for a worker that is still loading (or one that died and is being replaced)."""
     family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM,
                                                          flags=socket.AI_PASSIVE)[0]
     sock = socket.socket(family, kind, proto or socket.IPPROTO_TCP)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
     sock.bind(address)
-    sock.listen(2048)
     sock.set_inheritable(True)
     return sock
 
@@ -61,10 +63,21 @@ class Workers(Multiprocess):
     """uvicorn's supervisor (a worker that dies is replaced; SIGTERM/SIGINT stop all of them, each running
     its lifespan shutdown), with one socket per worker instead of one shared by all."""
 
-    def __init__(self, config: Config, worker_sockets: list[socket.socket]):
+    def __init__(self, config: Config, workers: int):
         super().__init__(config, sockets=[])
-        self.worker_sockets = worker_sockets
-        self.processes_num = len(worker_sockets)
+        self.processes_num = workers
+        self.worker_sockets = [worker_socket(config.host, config.port) for _ in range(workers)]
+
+    def fresh_socket(self, idx: int) -> socket.socket:
+        """Worker ``idx``'s socket replaced: the old one (listening, with connections queued for a worker that
+        is gone) is closed, so new connections go to the live workers until the replacement listens."""
+        self.worker_sockets[idx].close()
+        self.worker_sockets[idx] = worker_socket(self.config.host, self.config.port)
+        return self.worker_sockets[idx]
+
+    def close(self) -> None:
+        for sock in self.worker_sockets:
+            sock.close()
 
     def init_processes(self) -> None:
         for sock in self.worker_sockets:
@@ -76,16 +89,19 @@ class Workers(Multiprocess):
         for idx, old in enumerate(self.processes):
             if self.should_exit.is_set():
                 return
-            new = Process(self.config, [self.worker_sockets[idx]])
+            old_socket, sock = self.worker_sockets[idx], worker_socket(self.config.host, self.config.port)
+            new = Process(self.config, [sock])
             new.start()
             if not new.wait_until_ready(self.config.timeout_worker_healthcheck, self.should_exit):
                 new.kill()
                 new.join()
+                sock.close()
                 logger.error("worker [%s] was not ready in time; keeping worker [%s]", new.pid, old.pid)
                 return
             old.terminate()
             old.join()
-            self.processes[idx] = new
+            old_socket.close()
+            self.processes[idx], self.worker_sockets[idx] = new, sock
 
     def keep_subprocess_alive(self) -> None:
         if self.should_exit.is_set():
@@ -99,7 +115,7 @@ class Workers(Multiprocess):
                 return
             logger.warning("worker [%s] died (exit code %s); starting another", process.pid, process.exitcode)
             forget_worker_metrics(process.pid)
-            replacement = Process(self.config, [self.worker_sockets[idx]])
+            replacement = Process(self.config, [self.fresh_socket(idx)])
             replacement.start()
             self.processes[idx] = replacement
 
@@ -147,10 +163,9 @@ def serve_workers(data_dir: Path, host: str, port: int, workers: int, log_level:
     config = Config("agents.api.workers:worker_app", factory=True, host=host, port=port, workers=workers,
                     log_level=log_level, access_log=log_level == "debug",
                     timeout_worker_healthcheck=60)  # a worker importing torch on a busy machine is not hung
-    sockets = [listen_socket(host, port) for _ in range(workers)]
+    supervisor = Workers(config, workers)
     try:
-        Workers(config, sockets).run()
+        supervisor.run()
     finally:
-        for sock in sockets:
-            sock.close()
+        supervisor.close()
         shutil.rmtree(metrics_dir, ignore_errors=True)
