@@ -204,3 +204,26 @@ def test_an_eval_run_fits_the_ranker_out_of_fold_and_records_it_for_the_agent(se
     index = VectorIndex.open(suite_settings(settings, hand_suite))
     model, source_of = ranking_rule(settings, "eval_split", embedder_fingerprint(index.info))
     assert isinstance(model, SentenceRanker) and model.questions == 96 and ranked.run_id in source_of
+
+
+def test_a_learned_ranker_joins_further_sentences_within_its_own_margin() -> None:
+    from llmfti.llm.backends.base import GenerationRequest
+    from llmfti.llm.backends.extractive import ExtractiveGenerator
+
+    question = "How many museums does Newcastle have?"
+    text = ("The city counts 12 museums in all. It also counts 30 galleries of art. "
+            "The river Tyne runs past the quay.")
+    passages = [Passage(1, "c1", "d1", text, 1.0)]
+    weights = tuple(1.0 if f == "type_number" else 0.0 for f in FEATURES)
+
+    def answer(join_within: float) -> str:
+        ranker = SentenceRanker(FEATURES, (0.0,) * len(FEATURES), (1.0,) * len(FEATURES), weights, 50,
+                                join_within=join_within)
+        request = GenerationRequest(messages=[{"role": "user", "content": question}], question=question,
+                                    passages=passages, ranker=ranker)
+        return ExtractiveGenerator().answer(request, similarities=[0.5, 0.5, 0.5]).text
+
+    # both number sentences score 1, the river 0: a margin under 1 joins the second number sentence only
+    assert answer(0.5) == "The city counts 12 museums in all. [1] It also counts 30 galleries of art. [1]"
+    assert answer(1.0).count("[1]") == 3
+    assert answer(0.0) == answer(0.5)  # equal scores always join
