@@ -36,3 +36,28 @@ def test_start_up_objects_are_frozen_and_collections_are_timed_on_metrics(tmp_pa
     finally:
         gc.unfreeze()
         shutdown_embedded(settings, save=False)
+
+
+def test_a_collection_while_a_metric_lock_is_held_does_not_deadlock():
+    """The collector can run inside any allocation, e.g. one prometheus_client makes while holding a metric's
+    lock (a worker deadlocked so when the pause was observed from the gc callback itself)."""
+    import threading
+
+    from agents.api.metrics import AgentMetrics
+
+    metrics = AgentMetrics()
+    metrics.watch_gc()
+    done = threading.Event()
+
+    def collect_under_the_lock() -> None:
+        with metrics.gc_pause._lock:  # what labels() holds while it creates a child
+            gc.collect()
+        done.set()
+
+    try:
+        threading.Thread(target=collect_under_the_lock, daemon=True).start()
+        assert done.wait(30), "gc.collect() under the histogram's lock never returned: the callback deadlocked"
+        metrics.publish_gc_pauses()
+        assert sum(b.get() for b in metrics.gc_pause.labels("2")._buckets) >= 1
+    finally:
+        metrics.close()

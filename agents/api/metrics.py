@@ -12,6 +12,7 @@ import logging
 import os
 import threading
 import time
+from collections import deque
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
@@ -51,10 +52,16 @@ class AgentMetrics:
                                   "worker stops), by generation", ["generation"], buckets=_STAGE_BUCKETS,
                                   registry=self.registry)
         self._gc_started: dict[int, float] = {}
+        self._gc_pauses: deque[tuple[int, float]] = deque(maxlen=100_000)
         self.monitoring = MonitoringGauges(self.registry)
 
     def watch_gc(self) -> None:
-        """Time every collection of this process into ``llmfti_gc_pause_seconds`` until :meth:`close`."""
+        """Time every collection of this process into ``llmfti_gc_pause_seconds`` until :meth:`close`.
+
+        The collector may run inside any allocation, including one made while prometheus_client holds a
+        metric's (non-reentrant) lock: the callback therefore only appends to a deque, and the pauses reach
+        the histogram later, from ordinary code (:meth:`publish_gc_pauses`, on every ``/metrics`` read and
+        every second under ``--workers``). Observing from the callback deadlocked a worker."""
         import gc
 
         if self._on_gc not in gc.callbacks:
@@ -65,7 +72,12 @@ class AgentMetrics:
         if phase == "start":
             self._gc_started[generation] = time.perf_counter()
         elif generation in self._gc_started:
-            self.gc_pause.labels(str(generation)).observe(time.perf_counter() - self._gc_started.pop(generation))
+            self._gc_pauses.append((generation, time.perf_counter() - self._gc_started.pop(generation)))
+
+    def publish_gc_pauses(self) -> None:
+        while self._gc_pauses:
+            generation, seconds = self._gc_pauses.popleft()
+            self.gc_pause.labels(str(generation)).observe(seconds)
 
     @property
     def multiprocess(self) -> bool:
@@ -75,6 +87,7 @@ class AgentMetrics:
 
     def observe_pipeline(self, pipeline: Any) -> None:
         """The gauges read from the agent pipeline: log queue and embedding caches."""
+        self.publish_gc_pauses()
         self.log_pending.set(pipeline.log_writer.pending)
         self.observe_embedding_caches({"query": pipeline.query_embeddings, "sentence": pipeline.sentence_embeddings})
 
