@@ -16,7 +16,9 @@ in its own process. The agent's CPU time is that of the serve process and all it
     exactly once from the inference log into LanceDB). Goal: >= 3x 29.3 requests/s (issue 13) with p99
     <= 500 ms. CPU-time split of the load: the agent process, its redis-server and the load client
     (from /proc), per request; requests/s is set next to the capacity the raw parts allow,
-    cores / (CPU time of encode + search + HGETALL + hello-world HTTP per request, from (a)).
+    cores / (CPU time of encode + search + HGETALL + hello-world HTTP per request, from (a)). Also the
+    garbage-collector pauses during the load (``llmfti_gc_pause_seconds`` of all workers: a full collection
+    of the unfrozen start-up heap took up to 655 ms, the p99 tail before ``gc.freeze()``).
 (c) The same load on a workload of repeated questions (a pool of --repeat-pool questions): latency and
     the query-embedding cache's hit rate as /metrics reports it.
 (e) With --compare-code DIR (another version's source tree, e.g. ``git archive <commit> | tar -x -C DIR``):
