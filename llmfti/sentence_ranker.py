@@ -206,13 +206,21 @@ def latest(settings: Settings, index: str, embedder: str) -> RankerRecord | None
 def ranking_rule(settings: Settings, index: str, embedder: str | None) -> tuple[SentenceRanker | None, str]:
     """(ranker, where it came from) for the index served: the latest recorded for this index and embedder whose
     features this version measures, else None (the hand-weighted score)."""
+    from llmfti import answer_calibration
     from llmfti.llm.backends.sentence_features import FEATURES
 
     found = latest(settings, index, embedder) if embedder else None
-    if found is not None and tuple(found.model.features) == FEATURES:
-        return found.model, f"sentence ranker {found.source} ({found.model.questions} questions)"
-    why = "none recorded for this index" if found is None else "the recorded one uses other features"
-    return None, f"hand-weighted selection ({why})"
+    if found is None:
+        return None, "hand-weighted selection (none recorded for this index)"
+    if tuple(found.model.features) != FEATURES:
+        return None, "hand-weighted selection (the recorded ranker uses other features)"
+    # The abstention model weighs the evidence of the sentences it was fit on: one recorded by a later run that
+    # did not fit a ranker was fit on hand-picked sentences, so the ranker would not match it.
+    calibration = answer_calibration.latest(settings, index, embedder)
+    if calibration is not None and calibration.source != found.source and calibration.created_at > found.created_at:
+        return None, (f"hand-weighted selection (abstention calibration {calibration.source} is newer than ranker "
+                      f"{found.source} and was fit without it)")
+    return found.model, f"sentence ranker {found.source} ({found.model.questions} questions)"
 
 
 def softmax_confidence(scores: Sequence[float]) -> float:

@@ -134,6 +134,30 @@ def test_the_agent_reads_the_latest_ranker_of_its_index_and_embedder(settings) -
         "created_at": found.created_at}).model == second
 
 
+def test_a_ranker_older_than_the_abstention_model_of_its_index_is_not_used(settings) -> None:
+    """Abstention is fit on the evidence of the sentences picked when it was fit: a later run without a ranker
+    (hand-picked sentences) makes the older ranker a mismatch, a ranker from the same run matches."""
+    from llmfti.answer_calibration import Calibration
+    from llmfti.answer_calibration import fit as fit_abstention
+    from llmfti.answer_calibration import record as record_calibration
+    from tests.test_abstention import FEATURES as EVIDENCE
+    from tests.test_abstention import synthetic
+
+    def calibration(source: str, day: int) -> Calibration:
+        model = fit_abstention(synthetic(40, True, day), synthetic(40, False, day + 1), EVIDENCE)
+        return Calibration("squad", "e@1", model, 0.96, 40, 40, source, datetime(2026, 2, day, tzinfo=UTC))
+
+    ranker = fit(synthetic_questions(60, seed=9), FEATURES)
+    record(settings, RankerRecord("squad", "e@1", ranker, "run-a", datetime(2026, 2, 1, tzinfo=UTC)))
+    record_calibration(settings, calibration("run-a", 1))
+    assert ranking_rule(settings, "squad", "e@1")[0] == ranker  # same run
+    record_calibration(settings, calibration("run-b", 2))
+    model, source = ranking_rule(settings, "squad", "e@1")
+    assert model is None and "run-b is newer" in source
+    record(settings, RankerRecord("squad", "e@1", ranker, "run-c", datetime(2026, 2, 3, tzinfo=UTC)))
+    assert ranking_rule(settings, "squad", "e@1")[0] == ranker
+
+
 def test_select_picks_by_the_ranker_and_reports_every_candidates_features() -> None:
     question = "How many museums does Newcastle have?"
     text = ("Museums in Newcastle: how many museums does Newcastle have is asked often. "
