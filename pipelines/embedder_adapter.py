@@ -73,10 +73,12 @@ def fit_adapter(model: Any, pairs: Sequence[Pair], *, steps: int, batch_size: in
     vectors = torch.from_numpy(encode_texts(model, texts))
     n = len(pairs)
     anchors, positives = vectors[:n], vectors[n:2 * n]
-    distinct = {t: i for i, t in enumerate(dict.fromkeys(p.positive for p in pairs))}
+    first: dict[str, int] = {}  # each distinct positive (a passage) -> its first pair's row
+    for i, p in enumerate(pairs):
+        first.setdefault(p.positive, i)
+    distinct = {t: k for k, t in enumerate(first)}
     target = torch.tensor([distinct[p.positive] for p in pairs])
-    corpus = positives[torch.tensor([next(i for i, p in enumerate(pairs) if p.positive == t) for t in distinct])] \
-        if corpus_negatives > 0 else None
+    corpus = positives[torch.tensor(list(first.values()))] if corpus_negatives > 0 else None
     sampler = torch.Generator().manual_seed(seed)
     negative_row, next_row = {}, 2 * n
     for i, p in enumerate(pairs):
