@@ -99,6 +99,9 @@ def main() -> None:
         live = [h.chunk_id for h in idx.search(questions[i].text, k=ft.K, mode="hybrid", vector=vectors[i]).hits]
         offline = [h.chunk_id for h in fuse(*rankings[i], report.chosen, ft.K, questions[i].text, vectors[i])]
         mismatches += live != offline
+    search_ms = _search_ms(idx, [questions[i].text for i in checked], vectors[checked],
+                           {"tuned": report.chosen, "tuned, no sentence evidence": plain_a.chosen,
+                            "plain RRF": default})
     fuse_ms = _fuse_cost_ms(rankings, report.chosen, fuse, ft.K, questions, vectors)
     fuse_default_ms = _fuse_cost_ms(rankings, default, fuse, ft.K, questions, vectors)
 
@@ -128,7 +131,9 @@ def main() -> None:
          f"{report.candidates} fusions searched per fold (fold A {tune_s:.0f}s); dense+fts rankings of every question "
          f"{collect_s:.0f}s; question embedding {'cached' if encode_s is None else f'{encode_s:.0f}s'}",
          f"stored in index version {version}; {len(checked)} live hybrid searches vs offline fusion: "
-         f"{mismatches} mismatches; fusion step {fuse_ms:.3f} ms/query tuned, {fuse_default_ms:.3f} plain"],
+         f"{mismatches} mismatches; fusion step {fuse_ms:.3f} ms/query tuned, {fuse_default_ms:.3f} plain",
+         "hybrid search p50 / p90 ms (same queries, alternating): " + "; ".join(
+             f"{name} {m['p50']:.1f} / {m['p90']:.1f}" for name, m in search_ms.items())],
     )
     name = "fusion_tuning" if len(questions) == len(squad.questions()) else f"fusion_tuning_{len(questions)}q"
     save(name, started=started,
@@ -145,7 +150,8 @@ def main() -> None:
                   {"fusion": untuned.to_dict(), **_rounded(untuned_metrics)},
                   "sentence_vectors": idx.has_sentence_vectors(),
                   "stored_version": version, "live_checks": len(checked), "live_mismatches": mismatches,
-                  "fuse_ms_per_query": {"tuned": round(fuse_ms, 4), "plain_rrf": round(fuse_default_ms, 4)}})
+                  "fuse_ms_per_query": {"tuned": round(fuse_ms, 4), "plain_rrf": round(fuse_default_ms, 4)},
+                  "hybrid_search_ms": search_ms})
 
 
 def _pooled(a: dict[str, float], b: dict[str, float]) -> dict[str, float]:
@@ -163,6 +169,25 @@ def _fuse_cost_ms(rankings: list[Any], fusion: Any, fuse: Any, k: int, questions
     for (dense, fts), question, vector in zip(sample, questions, vectors, strict=False):
         fuse(dense, fts, fusion, k, question.text, vector)
     return (time.perf_counter() - start) * 1000 / max(len(sample), 1)
+
+
+def _search_ms(idx: Any, texts: list[str], vectors: Any, fusions: dict[str, Any]) -> dict[str, dict[str, float]]:
+    """Wall time of one whole hybrid search (both rankings, their columns, the fusion) per fusion, the fusions
+    taking turns on each query so machine load hits them alike; ms percentiles."""
+    import numpy as np
+
+    from llmfti.index.vector_index import search_where
+
+    _, dataset = idx._dataset_at(None)
+    where = search_where(idx.settings, None)
+    times: dict[str, list[float]] = {name: [] for name in fusions}
+    for text, vector in zip(texts, vectors, strict=True):
+        for name, fusion in fusions.items():
+            start = time.perf_counter()
+            idx.ranked(dataset, "hybrid", text, vector, where, 10, fusion)
+            times[name].append((time.perf_counter() - start) * 1000)
+    return {name: {"p50": round(float(np.percentile(t, 50)), 2), "p90": round(float(np.percentile(t, 90)), 2)}
+            for name, t in times.items()}
 
 
 def _rounded(value: Any) -> Any:

@@ -95,6 +95,8 @@ def _assert_same_index(a: dict[str, dict], b: dict[str, dict]) -> None:
             assert row[column] == other[column], (chunk_id, column)
         u, v = np.asarray(row["embedding"]), np.asarray(other["embedding"])
         assert float(u @ v / np.linalg.norm(u) / np.linalg.norm(v)) >= 0.9999, chunk_id
+        s, t = np.asarray(row["sentence_embeddings"]), np.asarray(other["sentence_embeddings"])  # driver-embedded
+        assert s.shape == t.shape and s.shape[0] >= 1 and np.allclose(s, t, atol=1e-5), chunk_id
 
 
 def _summary(s: dict) -> dict:
