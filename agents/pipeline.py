@@ -94,6 +94,7 @@ class AgentPipeline:
         self.sentence_embeddings: EmbeddingCache | None = None
         self._chunk_vectors_usable = False
         self.query_embeddings: EmbeddingCache | None = None
+        self.sentence_tokens: EmbeddingCache | None = None  # TokenEncodings of candidate sentences (token matching)
         self.abstain_below: float | None = None
         self.abstention: Any = None  # a calibrated AbstentionModel (wins over abstain_below)
         self.ranker: Any = None  # a learned SentenceRanker for the index's extractive answers (None: hand weights)
@@ -188,13 +189,21 @@ class AgentPipeline:
             threads = self.config.embedder_threads
             limit_threads(threads)
             embedder.encode(["warm up the query embedder"])
-            self._batcher = QueryBatcher(embedder.encode, setup=lambda: limit_threads(threads))
+            # token matching (extractive answers): the query's token vectors come with its retrieval encode
+            tokens = self.config.generator.token_match_candidates > 0 and hasattr(embedder, "encode_tokens")
+            self._batcher = QueryBatcher(embedder.encode, setup=lambda: limit_threads(threads),
+                                         encode_tokens=embedder.encode_tokens if tokens else None)
+            batcher = self._batcher
             fingerprint = embedder_fingerprint(embedder.info)
             self.sentence_embeddings = EmbeddingCache(self._batcher.embed, fingerprint=fingerprint)
             # the chunks' stored vectors stand in for sentence vectors only when the same embedder made them
             self._chunk_vectors_usable = fingerprint == embedder_fingerprint(index.info)
-            self.query_embeddings = EmbeddingCache(self._batcher.embed, fingerprint=fingerprint,
-                                                   max_entries=self.config.query_embedding_cache)
+            self.query_embeddings = EmbeddingCache(
+                (lambda text: batcher.embed(text, tokens=True)) if tokens else batcher.embed,
+                fingerprint=fingerprint, max_entries=self.config.query_embedding_cache)
+            self.sentence_tokens = None if not tokens else EmbeddingCache(
+                lambda text: batcher.embed(text, tokens=True), fingerprint=fingerprint,
+                max_entries=self.config.generator.token_match_cache)
             self.abstention, self.abstain_below, source = abstention_rule(self.settings, index.name,
                                                                           embedder_fingerprint(index.info))
             log.info("extractive answers abstain by %s (%s)", "model" if self.abstention else self.abstain_below,
@@ -335,6 +344,7 @@ class AgentPipeline:
             messages=messages, question=question, passages=passages, max_tokens=max_tokens,
             temperature=request.temperature, top_p=request.top_p, seed=request.seed, stop=request.stop,
             embed=self._answer_embed(query, query_vector, hits),
+            embed_tokens=self._answer_tokens(query, query_vector),
             abstain_below=self.abstain_below, abstention=self.abstention, ranker=self.ranker,
         )
         request.timings_ms["prompt"] = elapsed_ms(start)
@@ -382,7 +392,8 @@ class AgentPipeline:
 
     async def _retrieve(self, request: AgentRequest, question: str,
                         served: ServedModel) -> tuple[list[Any], int | None, Any]:
-        """Hits, the index version searched and the query's vector (None when nothing was retrieved)."""
+        """Hits, the index version searched and the query's vector (None when nothing was retrieved; a
+        TokenEncoding when token matching is on)."""
         if self.config.retrieval_k == 0:
             return [], None, None
         index = self.index or await asyncio.to_thread(self._open_index)
@@ -393,14 +404,15 @@ class AgentPipeline:
             )
         start = time.perf_counter()
         with span("agent.embedding"):
-            vector = await self.query_embeddings.embed_one(question)  # type: ignore[union-attr]
+            encoded = await self.query_embeddings.embed_one(question)  # type: ignore[union-attr]
+        vector = getattr(encoded, "vector", encoded)
         request.timings_ms["query_embedding"] = elapsed_ms(start)
         with span("agent.retrieval", index=self.settings.index.name, mode=self.config.retrieval_mode,
                   k=self.config.retrieval_k, tenant=request.tenant) as traced:
             hits, version = await asyncio.to_thread(self._search, index, request, question, vector,
                                                     served.index_version)
             traced.set(hits=len(hits), index_version=version)
-        return hits, version, vector
+        return hits, version, encoded
 
     def _answer_embed(self, query: str, vector: Any, hits: list[Any]) -> Any:
         """The embed function of the request's generator (sentence vectors for extractive answers): the
@@ -412,10 +424,20 @@ class AgentPipeline:
             return None
         known = {h.text: h.vector for h in hits if getattr(h, "vector", None) is not None}
         if vector is not None:
-            known[query] = vector
+            known[query] = getattr(vector, "vector", vector)
         if not known:
             return cache.embed
         return lambda texts: cache.embed(texts, known=known)
+
+    def _answer_tokens(self, query: str, encoded: Any) -> Any:
+        """The token-vector function of the request's generator (None: token matching off): the sentence
+        token cache, told the query's TokenEncoding from its retrieval encode (no second forward pass)."""
+        cache = self.sentence_tokens
+        if cache is None:
+            return None
+        if not hasattr(encoded, "tokens"):
+            return cache.embed
+        return lambda texts: cache.embed(texts, known={query: encoded})
 
     def _search(self, index: Any, request: AgentRequest, question: str, vector: Any,
                 version: int | None) -> tuple[list[Any], int]:

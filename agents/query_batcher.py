@@ -6,6 +6,10 @@ the next one, so throughput grows with concurrency instead of threads fighting o
 
 Failures are isolated per query: when a batch fails, each of its queries is encoded again on its
 own, so only the query that cannot be encoded gets the error; every other one gets its vector.
+
+With ``encode_tokens`` (an embedder's :meth:`encode_tokens`), ``embed(text, tokens=True)`` answers a
+:class:`~llmfti.embedders.base.TokenEncoding` (pooled vector + token vectors) from the same forward pass:
+a batch holding any such query is encoded that way, and the others of the batch get the pooled vectors.
 """
 
 from __future__ import annotations
@@ -22,12 +26,15 @@ log = logging.getLogger("llmfti.agent")
 
 class QueryBatcher:
     def __init__(self, encode: Callable[[list[str]], Sequence[Any]], *, max_batch: int = 64,
-                 setup: Callable[[], None] | None = None):
+                 setup: Callable[[], None] | None = None,
+                 encode_tokens: Callable[[list[str]], Sequence[Any]] | None = None):
         """``setup``: run first on the worker thread (e.g. set the model's thread count there)."""
         self._encode = encode
+        self._encode_tokens = encode_tokens
         self._setup = setup
         self.max_batch = max_batch
         self._pending: list[tuple[str, Future]] = []
+        self._with_tokens: set[int] = set()  # ids of the futures that asked for token vectors
         self._cv = threading.Condition()
         self._closed = False
         self._thread = threading.Thread(target=self._run, name="llmfti-query-embedder", daemon=True)
@@ -38,11 +45,16 @@ class QueryBatcher:
         self.isolated_failures = 0
         """Queries that failed on their own after their batch failed (the others were answered)."""
 
-    async def embed(self, text: str) -> Any:
+    async def embed(self, text: str, *, tokens: bool = False) -> Any:
+        """``text``'s vector; ``tokens=True``: its TokenEncoding (needs ``encode_tokens``)."""
+        if tokens and self._encode_tokens is None:
+            raise RuntimeError("token vectors were asked of a query batcher built without encode_tokens")
         future: Future = Future()
         with self._cv:
             if self._closed:
                 raise RuntimeError("the query batcher is closed")
+            if tokens:
+                self._with_tokens.add(id(future))
             self._pending.append((text, future))
             self._cv.notify()
         return await asyncio.wrap_future(future)
@@ -61,7 +73,7 @@ class QueryBatcher:
                     return
                 batch, self._pending = self._pending[: self.max_batch], self._pending[self.max_batch :]
             try:
-                vectors = self._encode([text for text, _ in batch])
+                vectors = self._encode_batch(batch)
                 if len(vectors) != len(batch):
                     raise RuntimeError(f"the embedder returned {len(vectors)} vectors for {len(batch)} queries")
             except Exception as exc:  # noqa: BLE001 - find the failing queries, answer the others
@@ -74,21 +86,36 @@ class QueryBatcher:
             self.batches += 1
             self.texts += len(batch)
             for (_, future), vector in zip(batch, vectors, strict=True):
-                future.set_result(vector)
+                self._answer(future, vector)
+
+    def _encode_batch(self, batch: list[tuple[str, Future]]) -> Sequence[Any]:
+        """One forward pass: with token vectors when any of the batch asked for them."""
+        texts = [text for text, _ in batch]
+        with self._cv:
+            tokens = any(id(future) in self._with_tokens for _, future in batch)
+        return self._encode_tokens(texts) if tokens and self._encode_tokens else self._encode(texts)
+
+    def _answer(self, future: Future, encoded: Any) -> None:
+        with self._cv:
+            wanted = id(future) in self._with_tokens
+            self._with_tokens.discard(id(future))
+        future.set_result(encoded if wanted or not hasattr(encoded, "tokens") else encoded.vector)
 
     def _one_by_one(self, batch: list[tuple[str, Future]]) -> None:
         for text, future in batch:
             try:
-                vector = self._encode([text])[0]
+                vector = self._encode_batch([(text, future)])[0]
             except Exception as exc:  # noqa: BLE001 - this query alone fails
                 self._fail(future, exc)
             else:
                 self.batches += 1
                 self.texts += 1
-                future.set_result(vector)
+                self._answer(future, vector)
 
     def _fail(self, future: Future, exc: Exception) -> None:
         self.isolated_failures += 1
+        with self._cv:
+            self._with_tokens.discard(id(future))
         future.set_exception(exc)
 
     def close(self) -> None:

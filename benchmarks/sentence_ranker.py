@@ -56,6 +56,7 @@ def main() -> None:
     started = datetime.now(UTC)
 
     import numpy as np
+    import torch
 
     from evals.datasets import EvalRow
     from evals.metrics import normalize_answer
@@ -70,6 +71,7 @@ def main() -> None:
     from llmfti.sentence_ranker import fit, hand_prior
     from pipelines.index_build import build_index
 
+    torch.set_num_threads(1)  # two threads on a shared 2-core machine are many times slower (STACK-NOTES)
     settings = load_settings(data_dir=args.data_dir)
     try:
         index = VectorIndex.open(settings, args.index)
@@ -141,9 +143,9 @@ def main() -> None:
         return float(np.mean(right)), model
 
     ranked, model = out_of_fold(None, 0)
-    small = [out_of_fold(args.suite_size, draw)[0] for draw in range(args.repeats)]
+    small = [out_of_fold(args.suite_size, draw)[0] for draw in range(args.repeats)] or [float("nan")]
     hand = float(np.mean([r["labels"][r["hand"]] for r in rows]))
-    token = token_match(rows[:args.token_match], prior) if args.token_match else {}
+    token = token_match(rows[:args.token_match], prior, embedder, folds[:args.token_match]) if args.token_match else {}
     results = {
         "questions": n, "articles": len({r["title"] for r in rows}),
         "ceiling_any_candidate": float(np.mean([r["labels"].any() for r in rows])),
@@ -160,55 +162,76 @@ def main() -> None:
         "seconds_retrieve_embed": round(retrieved_s, 1),
     }
     print_table("which sentence answers (SQuAD dev, hybrid top 10)", ["measure", "value"],
-                [(k, v) for k, v in results.items() if k != "weights_fold_b"],
+                [(k, v) for k, v in results.items() if k not in ("weights_fold_b", "presence_by_grid_point")],
                 notes=["presence: the chosen sentence holds a gold answer (SQuAD normalisation); ranker figures are "
                        "out of fold (two folds by article)"])
     save("sentence_ranker", parameters=vars(args) | {"data_dir": str(args.data_dir)}, results=results,
          started=started)
 
 
-def token_match(rows: list[dict], prior: list[float]) -> dict[str, float]:
-    """First-sentence presence on ``rows`` by the sentence cosine alone, by token max-sim alone, by the hand
-    weights, and by the hand weights with max-sim in place of the cosine (weight 1, untuned)."""
+def token_match(rows: list[dict], prior: list[float], embedder: object, folds: list[int],
+                candidates_grid: tuple[int, ...] = (2, 3, 4, 6, 8, 12)) -> dict[str, object]:
+    """First-sentence presence on ``rows`` by the sentence cosine alone, by token max-sim alone (over the
+    embedded candidates), by the hand weights, and by the hand weights with max-sim measured for the top M
+    candidates by the hand score (as the generator does: :mod:`llmfti.llm.backends.token_match`), for M in
+    ``candidates_grid`` and a grid of (max-sim weight, cosine weight): chosen on one fold of articles, reported
+    on the other (both ways)."""
     import numpy as np
-    import torch
-    from sentence_transformers import SentenceTransformer
 
-    from llmfti.embedders.sentence_transformer import PACKAGED_MINILM, resolve_model_path
-    from llmfti.llm.backends.answer_selection import _STOPWORDS
     from llmfti.llm.backends.sentence_features import FEATURES
+    from llmfti.llm.backends.token_match import max_sim
 
-    torch.set_num_threads(1)
-    model = SentenceTransformer(resolve_model_path(PACKAGED_MINILM), device="cpu")
-
-    def vectors(texts: list[str], content_only: bool) -> list:
-        out = []
-        tokens = model.tokenizer(texts, truncation=True, max_length=256)["input_ids"]
-        for states, ids in zip(model.encode(texts, output_value="token_embeddings", batch_size=32), tokens,
-                               strict=True):
-            states = np.asarray(states)[1:-1]
-            pieces = model.tokenizer.convert_ids_to_tokens(ids)[1:-1]
-            keep = [i for i, t in enumerate(pieces) if t.isalnum() and t not in _STOPWORDS] if content_only else []
-            states = states[keep] if keep else states
-            out.append(states / np.linalg.norm(states, axis=1, keepdims=True))
-        return out
-
-    sentences = sorted({s for r in rows for s, e in zip(r["sentences"], r["embedded"], strict=True) if e})
-    of_sentence = dict(zip(sentences, vectors(sentences, False), strict=True))
-    questions = vectors([r["question"] for r in rows], True)
     hand = np.array(prior)
     cosine = FEATURES.index("cosine")
-    picks: dict[str, list[bool]] = {"cosine": [], "token_maxsim": [], "hand": [], "hand_with_token_maxsim": []}
-    for r, q in zip(rows, questions, strict=True):
-        maxsim = np.array([float((q @ of_sentence[s].T).max(axis=1).mean()) if e else np.nan
-                           for s, e in zip(r["sentences"], r["embedded"], strict=True)])
-        maxsim[np.isnan(maxsim)] = np.nanmin(maxsim)
+    deepest = max(candidates_grid)
+    tops, texts = [], set()
+    for r in rows:
         by_hand = r["x"] @ hand
-        for name, scores in (("cosine", r["cosines"]), ("token_maxsim", maxsim), ("hand", by_hand),
-                             ("hand_with_token_maxsim", by_hand - hand[cosine] * r["x"][:, cosine] + maxsim)):
-            picks[name].append(bool(r["labels"][int(np.argmax(scores))]))
-    return {"token_match_questions": len(rows),
-            **{f"first_sentence_presence_by_{k}": float(np.mean(v)) for k, v in picks.items()}}
+        top = [int(i) for i in np.argsort(-by_hand, kind="stable")[:deepest]]
+        tops.append(top)
+        texts.update(r["sentences"][i] for i in top)
+    texts = sorted(texts)
+    questions = embedder.encode_tokens([r["question"] for r in rows])  # type: ignore[attr-defined]
+    of_sentence = dict(zip(texts, embedder.encode_tokens(texts), strict=True))  # type: ignore[attr-defined]
+    sims = []
+    for r, q, top in zip(rows, questions, tops, strict=True):
+        found = max_sim(q, [of_sentence[r["sentences"][i]] for i in top])
+        sims.append(dict(zip(top, found, strict=True)))
+
+    def picks(m: int, w_tok: float, w_cos: float) -> np.ndarray:
+        out = []
+        for r, top, measured in zip(rows, tops, sims, strict=True):
+            kept = top[:m]
+            lowest = min(measured[i] for i in kept)
+            tok = np.array([measured[i] if i in kept else lowest for i in range(len(r["sentences"]))])
+            base = r["x"] @ hand - hand[cosine] * r["x"][:, cosine]
+            out.append(bool(r["labels"][int(np.argmax(base + w_cos * r["x"][:, cosine] + w_tok * tok))]))
+        return np.array(out)
+
+    folds_a = np.array(folds)
+    by_alone = [bool(r["labels"][max(s, key=s.get)]) for r, s in zip(rows, sims, strict=True)]
+    grid = [(m, wt, wc) for m in candidates_grid for wt in (1.0, 2.0, 3.0, 4.0, 6.0, 8.0, 12.0)
+            for wc in (0.0, 0.5, 1.0, 1.5)]
+    table = {g: picks(*g) for g in grid}
+    out: dict[str, object] = {
+        "token_match_questions": len(rows),
+        "first_sentence_presence_by_cosine": float(np.mean([r["labels"][int(np.argmax(r["cosines"]))] for r in rows])),
+        f"first_sentence_presence_by_token_maxsim_top{deepest}": float(np.mean(by_alone)),
+        "first_sentence_presence_hand": float(np.mean([r["labels"][int(np.argmax(r["x"] @ hand))] for r in rows])),
+    }
+    for m in candidates_grid:  # per M: weights chosen on one fold, reported on the other
+        report = []
+        for fold in (0, 1):
+            best = max((g for g in grid if g[0] == m), key=lambda g: (table[g][folds_a != fold].mean(), -g[1]))
+            report.extend(table[best][folds_a == fold])
+            out[f"token_match_M{m}_weights_chosen_on_fold_{1 - fold}"] = {"token_match": best[1],
+                                                                          "meaning_beside_tokens": best[2]}
+        out[f"first_sentence_presence_token_match_M{m}_out_of_fold"] = float(np.mean(report))
+    best_all = max(grid, key=lambda g: table[g].mean())
+    out["best_in_sample"] = {"M": best_all[0], "token_match": best_all[1], "meaning_beside_tokens": best_all[2],
+                             "presence": float(table[best_all].mean())}
+    out["presence_by_grid_point"] = {f"M{g[0]}_tok{g[1]}_cos{g[2]}": float(table[g].mean()) for g in grid}
+    return out
 
 
 if __name__ == "__main__":

@@ -109,10 +109,13 @@ def first_sentence(answer: str) -> str:
     return _FIRST_SENTENCE.split(head, maxsplit=1)[0]
 
 
-def first_sentence_presence(r: RowResult) -> float:
-    """1 when the answer's first sentence contains a gold answer (SQuAD-normalised); abstaining scores 0."""
+def first_sentence_presence(r: RowResult) -> float | None:
+    """1 when the answer's first sentence contains a gold answer (SQuAD-normalised), else 0; None (not scored)
+    when the row was not answered: issue 12 defines it as "the share of *answers* whose first sentence contains
+    a gold answer", so its mean runs over the answered answerable rows (NaN when none was answered), and how
+    many answerable rows get an answer is ``answered``'s to say. (Until 2026-11-30 an abstention scored 0.)"""
     if not answered(r):
-        return 0.0
+        return None
     sentence = normalize_answer(first_sentence(r.answer))
     return float(any(normalize_answer(a) and normalize_answer(a) in sentence for a in r.row.answers))
 
@@ -325,8 +328,8 @@ def score_rows(results: list[RowResult], names: list[str], scorers: RagasScorers
             r.scores["abstained"] = abstained(r)
             continue
         for name in names:
-            if name in LOCAL:
-                r.scores[name] = LOCAL[name](r)
+            if name in LOCAL and (value := LOCAL[name](r)) is not None:  # None: the metric does not apply
+                r.scores[name] = value
 
     async def ragas_all() -> None:
         for r in results:

@@ -174,6 +174,13 @@ class GeneratorSettings(BaseModel):
     embed_candidates: int = Field(
         12, ge=1, le=1000, description="extractive: candidate sentences embedded per answer (the lexically best); "
         "the rest are ranked below them. Bounds the embedding work per request (SQuAD: ~24 candidates at k=5).")
+    token_match_candidates: int = Field(
+        0, ge=0, le=100, description="extractive: candidate sentences (the best by the other evidence) whose token "
+        "vectors are matched with the question's word by word (token max-sim, llmfti/llm/backends/token_match.py) "
+        "and reranked with it; 0 turns it off. The question's token vectors come from its retrieval encode.")
+    token_match_cache: int = Field(
+        4096, ge=0, description="extractive: sentences whose token vectors the agent keeps (least recently used go "
+        "first; ~20 KB each for MiniLM); 0: none kept.")
     abstain: bool = Field(True, description="extractive: answer \"I don't know\" when no sentence is close "
                           "enough to the question (see abstain_below).")
     abstain_below: float = Field(

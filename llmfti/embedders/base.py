@@ -36,6 +36,22 @@ class EmbedderInfo:
         return asdict(self)
 
 
+@dataclass(frozen=True, eq=False)
+class TokenEncoding:
+    """One text's pooled vector and its per-token vectors, from one forward pass (late interaction).
+
+    ``tokens``: one L2-normalised row per word piece the model read (special tokens excluded), float16 to
+    halve what caches of them hold; ``pieces``: those word pieces (``"##ing"`` continues a word)."""
+
+    vector: np.ndarray
+    tokens: np.ndarray
+    pieces: tuple[str, ...]
+
+    @property
+    def nbytes(self) -> int:
+        return int(self.vector.nbytes + self.tokens.nbytes)
+
+
 class Embedder(Protocol):
     info: EmbedderInfo
 
@@ -46,6 +62,10 @@ class Embedder(Protocol):
     def token_spans(self, texts: Sequence[str]) -> list[list[tuple[int, int]]]:
         """Character spans of each text's tokens (no special tokens), in this model's tokenizer."""
         ...
+
+    # Optional (late interaction, :mod:`llmfti.token_match`): ``encode_tokens(texts) -> list[TokenEncoding]``,
+    # the pooled vector equal to ``encode``'s plus the token vectors of the same forward pass. Callers check
+    # ``hasattr(embedder, "encode_tokens")``: an embedder without it serves everything else.
 
 
 _cache: dict[tuple[str, str, str], Embedder] = {}

@@ -7,7 +7,7 @@ import os
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-from llmfti.embedders.base import EmbedderInfo
+from llmfti.embedders.base import EmbedderInfo, TokenEncoding
 from llmfti.errors import ConfigError, MissingDependencyError
 
 if TYPE_CHECKING:
@@ -77,6 +77,29 @@ class SentenceTransformerEmbedder:
             show_progress_bar=False,
         )
         return np.asarray(vectors, dtype=np.float32)
+
+    def encode_tokens(self, texts: Sequence[str], *, batch_size: int | None = None) -> list[TokenEncoding]:
+        """Each text's pooled vector (as :meth:`encode`) and its token vectors, from one forward pass."""
+        import numpy as np
+
+        if not texts:
+            return []
+        outputs = self._model.encode(list(texts), batch_size=batch_size or self._batch_size, output_value=None,
+                                     convert_to_numpy=False, show_progress_bar=False)
+        tokenizer = self._model.tokenizer
+        specials = set(tokenizer.all_special_ids)
+        out = []
+        for item in outputs:
+            ids = item["input_ids"].tolist()
+            mask = item["attention_mask"].tolist()
+            keep = [i for i, (t, m) in enumerate(zip(ids, mask, strict=True)) if m and t not in specials]
+            states = item["token_embeddings"].float().cpu().numpy()[keep]
+            states /= np.maximum(np.linalg.norm(states, axis=1, keepdims=True), 1e-12)
+            vector = item["sentence_embedding"].float().cpu().numpy()
+            vector /= max(float(np.linalg.norm(vector)), 1e-12)
+            out.append(TokenEncoding(vector.astype(np.float32), states.astype(np.float16),
+                                     tuple(tokenizer.convert_ids_to_tokens([ids[i] for i in keep]))))
+        return out
 
     def token_spans(self, texts: Sequence[str]) -> list[list[tuple[int, int]]]:
         if not texts:

@@ -78,6 +78,10 @@ class Weights:
     answer_type: float = 0.3
     coverage: float = 0.6
     word_pairs: float = 0.4
+    token_match: float = 1.0
+    """Token max-sim (:mod:`llmfti.llm.backends.token_match`), for the candidates that have it."""
+    meaning_beside_tokens: float = 0.0
+    """The sentence cosine's weight when token max-sim is measured (``meaning`` otherwise)."""
 
 
 @dataclass(frozen=True)
@@ -161,8 +165,12 @@ def bm25_scores(question_terms: set[str], docs: list[Counter]) -> list[float]:
 
 def select(question: str, passages: Sequence[Passage], limit: int, *,
            similarities: Sequence[float] | None = None, weights: Weights = Weights(),
-           ranker: Any = None) -> Selection:
+           ranker: Any = None, token_match: Sequence[float | None] | None = None) -> Selection:
     """The ``limit`` best sentences (best first). ``similarities``: question cosine per :func:`candidates` entry.
+
+    ``token_match`` (with ``similarities`` only): token max-sim per candidate, None where it was not measured
+    (those get the lowest measured one); the meaning term is then ``weights.token_match`` times it plus
+    ``weights.meaning_beside_tokens`` times the cosine. A learned ranker ignores it.
 
     ``ranker`` (with ``similarities`` only): a :class:`llmfti.sentence_ranker.SentenceRanker` scores the
     candidates instead of ``weights`` (:data:`llmfti.sentence_ranker.HAND_RANKING` keeps the weights), and the
@@ -175,6 +183,7 @@ def select(question: str, passages: Sequence[Passage], limit: int, *,
     docs = [Counter(content_words(c.sentence)) for c in cands]
     bm25 = bm25_scores(question_terms, docs)
     best_bm25 = max(bm25) or 1.0
+    tokens = _filled(token_match) if similarities is not None and token_match is not None else None
     scored = []
     for i, (cand, terms) in enumerate(zip(cands, docs, strict=True)):
         coverage = len(question_terms & terms.keys()) / (len(set(content_words(question))) or 1)
@@ -182,7 +191,9 @@ def select(question: str, passages: Sequence[Passage], limit: int, *,
         score = (weights.words * bm25[i] / best_bm25 + weights.rank / (cand.rank + 1)
                  + weights.answer_type * answer_type_match(question, cand.sentence) + weights.coverage * coverage
                  + weights.word_pairs * pairs)
-        if similarities is not None:
+        if similarities is not None and tokens is not None:
+            score += weights.meaning_beside_tokens * float(similarities[i]) + weights.token_match * tokens[i]
+        elif similarities is not None:
             score += weights.meaning * float(similarities[i])
         elif bm25[i] == 0:
             continue  # lexical only: a sentence sharing no word with the question is no evidence
@@ -207,6 +218,15 @@ def select(question: str, passages: Sequence[Passage], limit: int, *,
     margin = scored[0][0] - scored[1][0] if len(scored) > 1 else scored[0][0]
     features = evidence_features(question, passages, chosen[0].sentence, evidence, scores[0], margin)
     return Selection(chosen, scores, evidence, features, rows)
+
+
+def _filled(token_match: Sequence[float | None]) -> list[float] | None:
+    """Max-sim per candidate with the unmeasured ones at the lowest measured (None: none measured)."""
+    measured = [float(t) for t in token_match if t is not None]
+    if not measured:
+        return None
+    lowest = min(measured)
+    return [lowest if t is None else float(t) for t in token_match]
 
 
 def names(text: str) -> set[str]:

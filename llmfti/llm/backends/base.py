@@ -34,6 +34,8 @@ class GenerationRequest:
     stop: Sequence[str] = ()
     embed: Callable[[Sequence[str]], Awaitable[Sequence[Any]]] | None = field(default=None, compare=False)
     """The agent's embedder (texts -> vectors, off the event loop), for generators that compare meaning."""
+    embed_tokens: Callable[[Sequence[str]], Awaitable[Sequence[Any]]] | None = field(default=None, compare=False)
+    """texts -> :class:`~llmfti.embedders.base.TokenEncoding` (pooled + token vectors), for token matching."""
     abstain_below: float | None = None
     """Calibrated evidence under which a generator that can tell should answer "I don't know"."""
     abstention: Any = field(default=None, compare=False)

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING
 
 from llmfti.llm.backends.answer_selection import Selection, candidates, select
 from llmfti.llm.backends.base import GenerationRequest, GenerationResult
+from llmfti.llm.backends.token_match import max_sim
 
 if TYPE_CHECKING:
     from llmfti.config import GeneratorSettings
@@ -36,6 +37,8 @@ EMBED_CANDIDATES = 12
 """Candidate sentences embedded per answer, the lexically best (words, coverage, answer type, rank); the others
 score with the lowest similarity of those. On 1,200 SQuAD dev questions (top-5 hybrid passages, ~24 candidates
 each) 12 kept first-sentence presence at 0.7592 (10: 0.7583) while embedding half the sentences."""
+TOKEN_MATCH_CANDIDATES = 0
+"""Candidates reranked by token max-sim (the best by the other evidence); ``agent.generator.token_match_candidates``."""
 _TOKEN = re.compile(r"\w{1,12}|[^\w\s]")  # bounded: a long word is many tokens
 
 
@@ -67,16 +70,18 @@ class ExtractiveGenerator:
     backend = "extractive"
 
     def __init__(self, *, max_sentences: int = 3, model_id: str = "llmfti-extractive",
-                 embed_candidates: int = EMBED_CANDIDATES):
+                 embed_candidates: int = EMBED_CANDIDATES, token_match_candidates: int = TOKEN_MATCH_CANDIDATES):
         self.max_sentences = max_sentences
         self.embed_candidates = embed_candidates
+        self.token_match_candidates = token_match_candidates
         self.model_id = model_id
         self.model_version = VERSION
 
     @classmethod
     def from_settings(cls, settings: GeneratorSettings) -> ExtractiveGenerator:
         return cls(max_sentences=settings.max_sentences, model_id=settings.served_name or "llmfti-extractive",
-                   embed_candidates=settings.embed_candidates)
+                   embed_candidates=settings.embed_candidates,
+                   token_match_candidates=settings.token_match_candidates)
 
     async def start(self) -> None:
         return None
@@ -93,10 +98,12 @@ class ExtractiveGenerator:
     def count_tokens(self, text: str) -> int:
         return count_tokens(text)
 
-    def answer(self, request: GenerationRequest, similarities: Sequence[float] | None = None) -> GenerationResult:
-        """The answer from ``similarities`` (question cosine per candidate sentence; None: lexical only)."""
+    def answer(self, request: GenerationRequest, similarities: Sequence[float] | None = None,
+               token_match: Sequence[float | None] | None = None) -> GenerationResult:
+        """The answer from ``similarities`` (question cosine per candidate sentence; None: lexical only) and
+        ``token_match`` (token max-sim per candidate, None where not measured; see :meth:`token_match`)."""
         selection = select(request.question, request.passages, self.max_sentences, similarities=similarities,
-                           ranker=request.ranker)
+                           ranker=request.ranker, token_match=token_match)
         abstained = abstains(selection, request)
         if abstained:
             closest = [p.n for p in request.passages[:3]]
@@ -150,8 +157,30 @@ class ExtractiveGenerator:
             out[i] = cosine
         return out
 
+    async def token_match(self, request: GenerationRequest,
+                          similarities: Sequence[float] | None) -> list[float | None] | None:
+        """Token max-sim of the ``token_match_candidates`` best candidates by the other evidence (None for the
+        others; None without ``embed_tokens``, similarities or a use for it). The question's token vectors and
+        the candidates' come through ``request.embed_tokens`` (the agent: the question's from its retrieval
+        encode, the sentences' from a bounded cache, encoded in the query batcher's batches)."""
+        if (request.embed_tokens is None or similarities is None or self.token_match_candidates <= 0
+                or (request.ranker is not None and request.ranker.learned)):
+            return None
+        cands = candidates(request.passages)
+        if len(cands) < 2:
+            return None
+        by_score = select(request.question, request.passages, self.token_match_candidates, similarities=similarities)
+        position = {c: i for i, c in enumerate(cands)}
+        keep = [position[c] for c in by_score.chosen]
+        encoded = await request.embed_tokens([request.question, *(cands[i].sentence for i in keep)])
+        out: list[float | None] = [None] * len(cands)
+        for i, found in zip(keep, max_sim(encoded[0], encoded[1:]), strict=True):
+            out[i] = found
+        return out
+
     async def generate(self, request: GenerationRequest) -> GenerationResult:
-        return self.answer(request, await self.similarities(request))
+        similarities = await self.similarities(request)
+        return self.answer(request, similarities, await self.token_match(request, similarities))
 
     async def stream(self, request: GenerationRequest) -> AsyncIterator[str | GenerationResult]:
         result = await self.generate(request)
