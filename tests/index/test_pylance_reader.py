@@ -115,6 +115,22 @@ def test_stored_fusion(built) -> None:
     idx.clear_fusion("test over")
 
 
+def test_stored_sentence_fusion(built) -> None:
+    """A fusion with sentence evidence reads the stored sentence vectors on the CLI's pylance path too."""
+    from llmfti.index.fusion import Fusion
+
+    settings, _, _ = built
+    idx = VectorIndex.open(settings)
+    query = "Who was the MVP of Super Bowl 50?"
+    plain = _same(settings, query, mode="hybrid", k=8)
+    idx.store_fusion(Fusion(method="score", normalise="zscore", sentence_weight=1.5, coverage_weight=1.0),
+                     {"by": "test"})
+    with_sentences = _same(settings, query, mode="hybrid", k=8)
+    assert [h.score for h in with_sentences] != [h.score for h in plain]
+    assert with_sentences[0].sentence_vectors is not None
+    idx.clear_fusion("test over")
+
+
 def test_declines_what_vector_index_answers_itself(built) -> None:
     settings, first, _ = built
     assert search_published(settings, "bees", index="missing") is None
