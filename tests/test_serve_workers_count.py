@@ -13,10 +13,24 @@ def test_workers_default_to_one_per_usable_core_at_most_eight(monkeypatch):
     from agents.api.workers import MAX_DEFAULT_WORKERS, worker_count
 
     assert worker_count(3) == 3  # as configured
-    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(2)))
+    monkeypatch.setattr("agents.api.workers.usable_cores", lambda: 2)
     assert worker_count(0) == 2
-    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(64)))
+    monkeypatch.setattr("agents.api.workers.usable_cores", lambda: 64)
     assert worker_count(0) == MAX_DEFAULT_WORKERS == 8
+
+
+def test_a_cgroup_cpu_quota_lowers_the_default(monkeypatch, tmp_path):
+    from agents.api.workers import usable_cores
+
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(64)))
+    cpu_max = tmp_path / "cpu.max"
+    cpu_max.write_text("200000 100000\n")  # 2 CPUs
+    assert usable_cores(cpu_max) == 2
+    cpu_max.write_text("150000 100000\n")  # 1.5 CPUs: the second worker still has half a core
+    assert usable_cores(cpu_max) == 2
+    cpu_max.write_text("max 100000\n")  # no quota
+    assert usable_cores(cpu_max) == 64
+    assert usable_cores(tmp_path / "missing") == 64
 
 
 def test_worker_sockets_share_the_port_and_keep_tcp_nodelay_on_accepted_connections():

@@ -23,6 +23,7 @@ reports all workers whichever answers (agents/api/metrics.py).
 from __future__ import annotations
 
 import logging
+import math
 import os
 import shutil
 import socket
@@ -38,11 +39,23 @@ MAX_DEFAULT_WORKERS = 8
 
 
 def worker_count(configured: int) -> int:
-    """``configured`` workers, or for 0 one per core this process may run on (at most 8)."""
+    """``configured`` workers, or for 0 one per core this process may use (at most 8)."""
     if configured > 0:
         return configured
+    return max(1, min(usable_cores(), MAX_DEFAULT_WORKERS))
+
+
+def usable_cores(cpu_max: Path = Path("/sys/fs/cgroup/cpu.max")) -> int:
+    """Cores this process may run on, lowered to its cgroup v2 CPU quota when it has one (a container limited
+    to 2 CPUs on a 64-core node gets 2 workers, not 8)."""
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    return max(1, min(cores, MAX_DEFAULT_WORKERS))
+    try:
+        quota, period = cpu_max.read_text().split()[:2]
+        if quota != "max":
+            cores = min(cores, max(1, math.ceil(int(quota) / int(period))))
+    except (OSError, ValueError):
+        pass
+    return cores
 
 
 def worker_socket(host: str, port: int) -> socket.socket:
