@@ -92,11 +92,16 @@ def best_sentence_cosines(vector: np.ndarray | None, sentence_vectors: Sequence[
     """Per chunk: the highest cosine of ``vector`` with its sentences (NaN where a chunk has none stored)."""
     import numpy as np
 
-    if vector is None:
-        return [math.nan] * len(sentence_vectors)
-    query = np.asarray(vector, dtype=np.float32)
-    return [float((np.asarray(m, dtype=np.float32) @ query).max()) if m is not None and len(m) else math.nan
-            for m in sentence_vectors]
+    present = [i for i, m in enumerate(sentence_vectors) if m is not None and len(m)]
+    out = [math.nan] * len(sentence_vectors)
+    if vector is None or not present:
+        return out
+    stacked = np.concatenate([np.asarray(sentence_vectors[i], dtype=np.float32) for i in present])
+    starts = np.cumsum([0] + [len(sentence_vectors[i]) for i in present[:-1]])
+    best = np.maximum.reduceat(stacked @ np.asarray(vector, dtype=np.float32), starts)  # one matmul for all
+    for i, value in zip(present, best.tolist(), strict=True):
+        out[i] = value
+    return out
 
 
 def coverages(question: str, texts: Sequence[str]) -> list[float]:
