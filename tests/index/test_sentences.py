@@ -119,6 +119,9 @@ def test_hybrid_search_with_a_stored_sentence_fusion_ranks_as_the_offline_fusion
         assert [h.chunk_id for h in live] == [h.chunk_id for h in offline]
         assert [h.score for h in live] == pytest.approx([h.score for h in offline])
         assert live[0].sentence_vectors is not None  # read from the index, not recomputed
+        both = idx.search(text, k=5, mode="hybrid", vector=vector, with_vectors=True).hits  # the agent's call
+        assert [h.chunk_id for h in both] == [h.chunk_id for h in live]
+        assert all(h.vector.shape == (384,) and h.sentence_vectors.shape[1] == 384 for h in both)
     assert idx.search("Which insect is ruled by a queen?", k=1, mode="hybrid").hits[0].doc_id == "corpus/bees.md"
 
 
