@@ -175,7 +175,7 @@ class GeneratorSettings(BaseModel):
         12, ge=1, le=1000, description="extractive: candidate sentences embedded per answer (the lexically best); "
         "the rest are ranked below them. Bounds the embedding work per request (SQuAD: ~24 candidates at k=5).")
     token_match_candidates: int = Field(
-        0, ge=0, le=100, description="extractive: candidate sentences (the best by the other evidence) whose token "
+        3, ge=0, le=100, description="extractive: candidate sentences (the best by the other evidence) whose token "
         "vectors are matched with the question's word by word (token max-sim, llmfti/llm/backends/token_match.py) "
         "and reranked with it; 0 turns it off. The question's token vectors come from its retrieval encode.")
     token_match_cache: int = Field(

@@ -65,6 +65,11 @@ def test_max_sim_picks_the_answering_sentence_that_the_sentence_cosine_misses(mi
         by_cosine = select(question, passages, 1, similarities=cosines, weights=meaning_only)
         by_tokens = select(question, passages, 1, similarities=cosines, weights=meaning_only, token_match=token_scores)
         assert by_cosine.chosen[0].sentence == decoy and by_tokens.chosen[0].sentence == answer
+        # abstention's evidence stays in the units its models were fit in: the score without max-sim, and a
+        # negative lead where max-sim overruled it
+        assert by_tokens.features["chosen_score"] == pytest.approx(cosines[1])
+        assert by_tokens.features["chosen_margin"] == pytest.approx(cosines[1] - cosines[0])
+        assert by_cosine.features["chosen_margin"] == pytest.approx(cosines[0] - cosines[1])
 
 
 def test_the_generator_matches_tokens_of_its_top_candidates_only(minilm) -> None:
