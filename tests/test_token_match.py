@@ -157,6 +157,8 @@ def test_the_agent_reuses_the_query_encode_and_bounds_the_sentence_token_cache(s
         # the question was encoded once (tokens and pooled vector together); the rest are sentences
         encoded = pipeline._batcher.texts - texts
         assert encoded == 1 + (tokens.misses - misses[0]) + (sentences.misses - misses[1])
+    metrics = client.get("/metrics").text
+    assert f'llmfti_embedding_cache_entries{{cache="sentence_tokens"}} {float(len(tokens))}' in metrics
 
 
 def test_first_sentence_presence_is_over_answers_and_nan_when_none_was_answered() -> None:

@@ -89,7 +89,8 @@ class AgentMetrics:
         """The gauges read from the agent pipeline: log queue and embedding caches."""
         self.publish_gc_pauses()
         self.log_pending.set(pipeline.log_writer.pending)
-        self.observe_embedding_caches({"query": pipeline.query_embeddings, "sentence": pipeline.sentence_embeddings})
+        self.observe_embedding_caches({"query": pipeline.query_embeddings, "sentence": pipeline.sentence_embeddings,
+                                       "sentence_tokens": pipeline.sentence_tokens})
 
     async def publish_every(self, pipeline: Any, seconds: float = 1.0) -> None:
         import asyncio
