@@ -62,8 +62,8 @@ def main() -> None:
     parser.add_argument("--data-dir", type=Path, default=RESULTS_DIR / "data" / "retrieval_quality",
                         help="where the SQuAD index lives (shared with retrieval_quality; built or synced first)")
     parser.add_argument("--index", default=INDEX, help="its name (an index of all of SQuAD dev)")
-    parser.add_argument("--token-match-candidates", type=int, default=None,
-                        help="M for the 'after' run (default: agent.generator.token_match_candidates)")
+    parser.add_argument("--token-match-candidates", type=int, default=3,
+                        help="M for the 'after' run (the eval suites' token_match_candidates)")
     parser.add_argument("--no-build", action="store_true", help="use the index as it is (do not sync it first)")
     args = parser.parse_args()
     started = datetime.now(UTC)
@@ -92,8 +92,7 @@ def main() -> None:
     answers_of = {q["id"]: [a["text"] for a in q["answers"]] for a in squad._raw()["data"]
                   for p in a["paragraphs"] for q in p["qas"]}
     questions = random.Random(args.seed).sample(squad.questions(), args.questions)
-    m = settings.agent.generator.token_match_candidates if args.token_match_candidates is None \
-        else args.token_match_candidates
+    m = args.token_match_candidates
     generators = {"before": ExtractiveGenerator(token_match_candidates=0),
                   "after": ExtractiveGenerator(token_match_candidates=m)}
     encoded = {when: {"sentences": 0, "token_sentences": 0, "answers": 0} for when in generators}

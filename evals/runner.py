@@ -61,10 +61,13 @@ class EvalRun:
 
 
 def suite_settings(settings: Settings, suite: Suite, mode: str | None = None) -> Settings:
-    """The settings the suite runs with: its index, retrieval depth and mode, and prompt."""
+    """The settings the suite runs with: its index, retrieval depth and mode, prompt and token matching."""
+    generator = settings.agent.generator
+    if suite.token_match_candidates is not None:
+        generator = generator.model_copy(update={"token_match_candidates": suite.token_match_candidates})
     agent = settings.agent.model_copy(update={"retrieval_k": suite.retrieval_k,
                                               "retrieval_mode": mode or suite.retrieval_mode,
-                                              "prompt": suite.prompt})
+                                              "prompt": suite.prompt, "generator": generator})
     return settings.model_copy(update={"index": settings.index.model_copy(update={"name": suite.index.name}),
                                        "agent": agent})
 

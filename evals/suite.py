@@ -52,6 +52,9 @@ class Suite(BaseModel):
     calibrate_abstention: bool = Field(
         False, description="Record the extractive abstention model of this suite's index, fit on its answerable and "
         "unanswerable questions (llmfti/answer_calibration.py); the agent serving that index uses it.")
+    token_match_candidates: int | None = Field(
+        None, ge=0, le=100, description="agent.generator.token_match_candidates for this suite's runs (token max-sim "
+        "reranking of the extractive answer's best candidates); None: the setting in effect.")
     fit_sentence_ranker: bool = Field(
         False, description="Fit the extractive sentence ranker of this suite's index on its answerable questions' "
         "candidate sentences (llmfti/sentence_ranker.py), judge it out of fold by article, and record the one fit "

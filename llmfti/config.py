@@ -175,9 +175,12 @@ class GeneratorSettings(BaseModel):
         12, ge=1, le=1000, description="extractive: candidate sentences embedded per answer (the lexically best); "
         "the rest are ranked below them. Bounds the embedding work per request (SQuAD: ~24 candidates at k=5).")
     token_match_candidates: int = Field(
-        3, ge=0, le=100, description="extractive: candidate sentences (the best by the other evidence) whose token "
+        0, ge=0, le=100, description="extractive: candidate sentences (the best by the other evidence) whose token "
         "vectors are matched with the question's word by word (token max-sim, llmfti/llm/backends/token_match.py) "
-        "and reranked with it; 0 turns it off. The question's token vectors come from its retrieval encode.")
+        "and reranked with it; 0: off. The question's token vectors come from its retrieval encode. Off by default "
+        "for its cost: 3 costs ~2.4x the agent's CPU per request (benchmarks/serve.py A/B, one-sentence chunks: "
+        "22.7 -> 54.5 ms, 41.9 -> 12.8 requests/s) for +0.7 to +1.4 points of first-sentence presence on SQuAD; "
+        "the eval suites turn it on (their token_match_candidates).")
     token_match_cache: int = Field(
         4096, ge=0, description="extractive: sentences whose token vectors the agent keeps (least recently used go "
         "first; ~20 KB each for MiniLM); 0: none kept.")

@@ -177,3 +177,19 @@ def test_first_sentence_presence_is_over_answers_and_nan_when_none_was_answered(
     score_rows(nothing, names, None)
     means, unmeasured = aggregate(nothing, names)
     assert means["answered"] == 0 and math.isnan(means["first_sentence_presence"]) and not any(unmeasured.values())
+
+
+def test_token_matching_is_off_when_serving_and_on_in_the_eval_suites() -> None:
+    from evals.runner import suite_settings
+    from evals.suite import load_suite
+    from llmfti.config import load_settings
+    from llmfti.llm.backends.extractive import ExtractiveGenerator
+
+    settings = load_settings()
+    assert settings.agent.generator.token_match_candidates == 0
+    assert ExtractiveGenerator.from_settings(settings.agent.generator).token_match_candidates == 0
+    for name in ("squad", "docs", "followups"):
+        suite = load_suite(name)
+        run = suite_settings(settings, suite)
+        assert run.agent.generator.token_match_candidates == suite.token_match_candidates == 3
+        assert ExtractiveGenerator.from_settings(run.agent.generator).token_match_candidates == 3

@@ -37,7 +37,7 @@ EMBED_CANDIDATES = 12
 """Candidate sentences embedded per answer, the lexically best (words, coverage, answer type, rank); the others
 score with the lowest similarity of those. On 1,200 SQuAD dev questions (top-5 hybrid passages, ~24 candidates
 each) 12 kept first-sentence presence at 0.7592 (10: 0.7583) while embedding half the sentences."""
-TOKEN_MATCH_CANDIDATES = 3
+TOKEN_MATCH_CANDIDATES = 0
 """Candidates reranked by token max-sim (the best by the other evidence); ``agent.generator.token_match_candidates``."""
 _TOKEN = re.compile(r"\w{1,12}|[^\w\s]")  # bounded: a long word is many tokens
 
