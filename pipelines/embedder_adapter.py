@@ -13,7 +13,7 @@ model, applied to queries and passages alike. The pairs are pseudo-queries made 
 chunk -> the whole chunk (:mod:`pipelines.embedder_pairs`).
 
 Measured (``python -m benchmarks.embedder_adaptation``, SQuAD dev, dense, no question used for training):
-4 articles hit@5 +2.0 points, MRR@10 +4.6, hit@1 +5.8; 4 other articles +2.2, +4.2, +5.3; 12 articles +2.7,
+4 articles hit@5 +2.0 points, MRR@10 +4.6, hit@1 +5.7; 4 other articles +2.2, +4.2, +5.3; 12 articles +2.7,
 +3.7, +4.4 (the recipe before this one, inverse cloze + in-batch negatives + plain pooling: +1.7, +2.8, +3.4;
 +1.4, +2.0, +2.4 and +1.3, +1.8, +2.1); the
 whole dev set (2,067 paragraphs) +1.0, +1.1, +1.2 with the default 4,000 pairs, +1.5, +1.7, +1.8 with 16,000
