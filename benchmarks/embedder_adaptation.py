@@ -20,7 +20,7 @@ Default recipe (IDF pooling + pseudo-queries + corpus negatives), 400 steps of 6
 
     python -m benchmarks.embedder_adaptation --threads 1                 # 4 articles (seed 2016)
     # 237 paragraphs, 1,275 questions: hit@5 0.8722 -> 0.8918 (+2.0), MRR@10 0.7169 -> 0.7630 (+4.6),
-    # hit@1 0.6047 -> 0.6620 (+5.7); 3,197 pairs; 5 min at load ~4 (training 43 s; 8 min / 190 s at load ~10)
+    # hit@1 0.6047 -> 0.6620 (+5.7); 3,197 pairs; 2 min at load ~3-6 (training 43 s; 8 min / 190 s at load ~10)
     python -m benchmarks.embedder_adaptation --threads 1 --articles 12   # 12 articles (seed 2016)
     # 504 paragraphs, 2,614 questions: hit@5 0.8692 -> 0.8963 (+2.7), MRR@10 0.7295 -> 0.7661 (+3.7),
     # hit@1 0.6251 -> 0.6691 (+4.4); 3,624 pairs; 12 min (training 305 s)
