@@ -234,6 +234,20 @@ def token_match(rows: list[dict], prior: list[float], embedder: object, folds: l
             out[f"token_match_M{m}_weights_chosen_on_fold_{1 - fold}"] = {"token_match": best[1],
                                                                           "meaning_beside_tokens": best[2]}
         out[f"first_sentence_presence_token_match_M{m}_out_of_fold"] = float(np.mean(report))
+    # only when the hand score's lead is small: the share of answers that would pay for token vectors
+    default = (3, 4.0, 1.0)  # the eval suites' M and answer_selection.Weights
+    if default in table:
+        lead = []
+        for r in rows:
+            by_hand = np.sort(r["x"] @ hand)[::-1]
+            lead.append(by_hand[0] - by_hand[1] if len(by_hand) > 1 else np.inf)
+        lead_a = np.array(lead)
+        plain = np.array([bool(r["labels"][int(np.argmax(r["x"] @ hand))]) for r in rows])
+        for below in (0.05, 0.1, 0.2, 0.3, 0.5):
+            matched = lead_a < below
+            out[f"token_match_M3_only_when_lead_below_{below}"] = {
+                "presence": float(np.where(matched, table[default], plain).mean()),
+                "share_token_matched": float(matched.mean())}
     best_all = max(grid, key=lambda g: table[g].mean())
     out["best_in_sample"] = {"M": best_all[0], "token_match": best_all[1], "meaning_beside_tokens": best_all[2],
                              "presence": float(table[best_all].mean())}

@@ -90,7 +90,7 @@ def test_the_generator_matches_tokens_of_its_top_candidates_only(minilm) -> None
                 for i, t in enumerate([decoy, answer, "Unrelated words about cooking pasta in salted water."])]
     request = GenerationRequest(messages=[{"role": "user", "content": question}], question=question,
                                 passages=passages, embed=embed, embed_tokens=embed_tokens)
-    generator = ExtractiveGenerator(token_match_candidates=2)
+    generator = ExtractiveGenerator(token_match_candidates=2, token_match_lead=10.0)
     similarities = asyncio.run(generator.similarities(request))
     found = asyncio.run(generator.token_match(request, similarities))
     assert asked == [[question, answer, decoy]]  # the question, then the 2 best by the other evidence
@@ -98,6 +98,13 @@ def test_the_generator_matches_tokens_of_its_top_candidates_only(minilm) -> None
     result = asyncio.run(generator.generate(request))
     assert result.text.startswith(answer)
     assert asyncio.run(ExtractiveGenerator(token_match_candidates=0).token_match(request, similarities)) is None
+    # a best candidate that leads by token_match_lead or more is kept as it is: no token vectors encoded
+    lead = generator.answer(request, similarities).evidence_features["chosen_margin"]
+    asked.clear()
+    clear = ExtractiveGenerator(token_match_candidates=2, token_match_lead=lead)
+    assert asyncio.run(clear.token_match(request, similarities)) is None and asked == []
+    close = ExtractiveGenerator(token_match_candidates=2, token_match_lead=lead + 1e-6)
+    assert asyncio.run(close.token_match(request, similarities)) is not None and len(asked) == 1
 
 
 def test_the_batcher_returns_token_vectors_that_match_a_direct_encode(minilm) -> None:
@@ -133,7 +140,8 @@ def served(tmp_path_factory):
     from agents.api.app import create_app
 
     data_dir = data_dir_with_index(tmp_path_factory.mktemp("token-match") / "data")
-    app = create_app(agent_settings(data_dir, generator={"token_match_candidates": 3, "token_match_cache": 2}))
+    app = create_app(agent_settings(data_dir, generator={"token_match_candidates": 3, "token_match_cache": 2,
+                                                         "token_match_lead": 100.0}))
     with TestClient(app) as client:
         yield app, client
 

@@ -39,6 +39,8 @@ score with the lowest similarity of those. On 1,200 SQuAD dev questions (top-5 h
 each) 12 kept first-sentence presence at 0.7592 (10: 0.7583) while embedding half the sentences."""
 TOKEN_MATCH_CANDIDATES = 0
 """Candidates reranked by token max-sim (the best by the other evidence); ``agent.generator.token_match_candidates``."""
+TOKEN_MATCH_LEAD = 0.2
+"""Token matching runs only when the best candidate leads by less than this: ``agent.generator.token_match_lead``."""
 _TOKEN = re.compile(r"\w{1,12}|[^\w\s]")  # bounded: a long word is many tokens
 
 
@@ -70,10 +72,12 @@ class ExtractiveGenerator:
     backend = "extractive"
 
     def __init__(self, *, max_sentences: int = 3, model_id: str = "llmfti-extractive",
-                 embed_candidates: int = EMBED_CANDIDATES, token_match_candidates: int = TOKEN_MATCH_CANDIDATES):
+                 embed_candidates: int = EMBED_CANDIDATES, token_match_candidates: int = TOKEN_MATCH_CANDIDATES,
+                 token_match_lead: float = TOKEN_MATCH_LEAD):
         self.max_sentences = max_sentences
         self.embed_candidates = embed_candidates
         self.token_match_candidates = token_match_candidates
+        self.token_match_lead = token_match_lead
         self.model_id = model_id
         self.model_version = VERSION
 
@@ -81,7 +85,8 @@ class ExtractiveGenerator:
     def from_settings(cls, settings: GeneratorSettings) -> ExtractiveGenerator:
         return cls(max_sentences=settings.max_sentences, model_id=settings.served_name or "llmfti-extractive",
                    embed_candidates=settings.embed_candidates,
-                   token_match_candidates=settings.token_match_candidates)
+                   token_match_candidates=settings.token_match_candidates,
+                   token_match_lead=settings.token_match_lead)
 
     async def start(self) -> None:
         return None
@@ -160,7 +165,8 @@ class ExtractiveGenerator:
     async def token_match(self, request: GenerationRequest,
                           similarities: Sequence[float] | None) -> list[float | None] | None:
         """Token max-sim of the ``token_match_candidates`` best candidates by the other evidence (None for the
-        others; None without ``embed_tokens``, similarities or a use for it). The question's token vectors and
+        others; None without ``embed_tokens``, similarities or a use for it, or when the best candidate leads the
+        next by ``token_match_lead`` or more). The question's token vectors and
         the candidates' come through ``request.embed_tokens`` (the agent: the question's from its retrieval
         encode, the sentences' from a bounded cache, encoded in the query batcher's batches)."""
         if (request.embed_tokens is None or similarities is None or self.token_match_candidates <= 0
@@ -169,9 +175,12 @@ class ExtractiveGenerator:
         cands = candidates(request.passages)
         if len(cands) < 2:
             return None
-        by_score = select(request.question, request.passages, self.token_match_candidates, similarities=similarities)
+        by_score = select(request.question, request.passages, max(self.token_match_candidates, 2),
+                          similarities=similarities)
+        if len(by_score.scores) > 1 and by_score.scores[0] - by_score.scores[1] >= self.token_match_lead:
+            return None  # a clear winner: no sentence's tokens are worth encoding
         position = {c: i for i, c in enumerate(cands)}
-        keep = [position[c] for c in by_score.chosen]
+        keep = [position[c] for c in by_score.chosen[:self.token_match_candidates]]
         encoded = await request.embed_tokens([request.question, *(cands[i].sentence for i in keep)])
         out: list[float | None] = [None] * len(cands)
         for i, found in zip(keep, max_sim(encoded[0], encoded[1:]), strict=True):
