@@ -19,7 +19,11 @@ counted for both (sentences with and without token vectors).
 
     python -m benchmarks.extractive_answers --questions 400
 
-Prints a table and writes ``benchmarks/results/extractive_answers.json``.
+Prints a table and writes ``benchmarks/results/extractive_answers.json``. Measured 2026-11-30 (``--questions 400
+--no-build --data-dir /work/scratch/evalsquad --index eval_squad``, M=3 token-matched on every question, before
+the ``token_match_lead`` gate; report fold 200 questions, 24 articles, load ~8): first-sentence presence over
+answers 0.760 -> 0.807, over all answerable 0.745 -> 0.795; answered 0.980 -> 0.985; abstention F1 0.903 ->
+0.909; 2.41 sentences' token vectors encoded per answer (with a process cache).
 """
 
 from __future__ import annotations
