@@ -35,9 +35,10 @@ def wait_gone(pid: int, timeout_s: float = 30) -> bool:
     return False
 
 
-@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
-def test_stopping_llmfti_serve_stops_its_embedded_redis(tmp_path, sig):
-    agent = ServedAgent(tmp_path / "data", args=["--no-samples"])
+@pytest.mark.parametrize(("sig", "workers"), [(signal.SIGTERM, 1), (signal.SIGINT, 1), (signal.SIGTERM, 2)])
+def test_stopping_llmfti_serve_stops_its_embedded_redis(tmp_path, sig, workers):
+    # with 2 workers the supervisor stops it: a worker exits with os._exit, which skips exit handlers
+    agent = ServedAgent(tmp_path / "data", args=["--no-samples", "--workers", str(workers)])
     try:
         agent.start(timeout_s=180)
         redis_pid = agent.redis_pid()

@@ -166,9 +166,10 @@ def die_with_parent() -> None:
         os._exit(1)
 
 
-def serve_workers(data_dir: Path, host: str, port: int, workers: int, log_level: str) -> None:
+def serve_workers(data_dir: Path, host: str, port: int, workers: int, log_level: str, *,
+                  embedded_redis: bool = True) -> None:
     """Run ``workers`` processes of :func:`worker_app` (settings from the environment and YAML, as the
-    parent's) until SIGTERM/SIGINT."""
+    parent's) until SIGTERM/SIGINT; then stop the embedded redis-server if nothing else uses it."""
     metrics_dir = Path(data_dir).resolve() / "run" / f"metrics-{os.getpid()}"
     shutil.rmtree(metrics_dir, ignore_errors=True)
     metrics_dir.mkdir(parents=True)
@@ -182,3 +183,14 @@ def serve_workers(data_dir: Path, host: str, port: int, workers: int, log_level:
     finally:
         supervisor.close()
         shutil.rmtree(metrics_dir, ignore_errors=True)
+        if embedded_redis:
+            stop_embedded_redis_if_unused(data_dir)
+
+
+def stop_embedded_redis_if_unused(data_dir: Path) -> None:
+    """Once the workers are gone: stop the data dir's embedded redis-server unless another process still uses
+    it. A worker cannot do this itself: multiprocessing children leave with ``os._exit``, which skips the
+    exit handler that stops the server in a one-process ``llmfti serve``."""
+    from llmfti.features.embedded_redis import EmbeddedRedis
+
+    EmbeddedRedis(Path(data_dir).resolve()).stop_if_unused()

@@ -61,7 +61,8 @@ def serve(
         else:
             if dev:  # each worker loads the settings itself
                 os.environ["LLMFTI_AGENT__AUTH_MODE"] = "dev"
-            serve_workers(settings.data_dir, host, port, processes, log_level)
+            serve_workers(settings.data_dir, host, port, processes, log_level,
+                          embedded_redis=not settings.redis.url)
 
 
 def _index_samples_if_empty(settings) -> dict | None:  # noqa: ANN001
