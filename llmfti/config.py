@@ -178,9 +178,9 @@ class GeneratorSettings(BaseModel):
         0, ge=0, le=100, description="extractive: candidate sentences (the best by the other evidence) whose token "
         "vectors are matched with the question's word by word (token max-sim, llmfti/llm/backends/token_match.py) "
         "and reranked with it; 0: off. The question's token vectors come from its retrieval encode. Off by default "
-        "for its cost: 3 costs ~2.4x the agent's CPU per request (benchmarks/serve.py A/B, one-sentence chunks: "
-        "22.7 -> 54.5 ms, 41.9 -> 12.8 requests/s) for +0.7 to +1.4 points of first-sentence presence on SQuAD; "
-        "the eval suites turn it on (their token_match_candidates).")
+        "for its cost: 3 (with token_match_lead 0.2) cost +64% of the agent's CPU per request (benchmarks/serve.py "
+        "A/B, 32 clients, one-sentence chunks: 20.6 -> 33.7 ms, 83.1 -> 51.4 requests/s; 2.4x without the lead "
+        "gate) for +0.7 to +4.7 points of first-sentence presence on SQuAD; the eval suites turn it on.")
     token_match_lead: float = Field(
         0.2, ge=0, description="extractive: token matching runs only when the best candidate leads the next by less "
         "than this (hand-weight units); a clear winner is kept without encoding any sentence's tokens. 1,200 SQuAD "
