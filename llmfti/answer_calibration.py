@@ -24,7 +24,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from llmfti.errors import InvalidInputError
-from llmfti.lance import connect, escape_literal, open_or_create_table, table_names
+from llmfti.lance import connect, newest_row, open_or_create_table
 
 if TYPE_CHECKING:
     from llmfti.config import Settings
@@ -154,14 +154,9 @@ def record(settings: Settings, calibration: Calibration) -> None:
 
 def latest(settings: Settings, index: str, embedder: str) -> Calibration | None:
     """The most recent calibration recorded for ``index`` filled by ``embedder``, if any."""
-    db = connect(settings)
-    if TABLE not in table_names(db):
+    row = newest_row(settings, TABLE, index=index, embedder=embedder)
+    if row is None:
         return None
-    where = f"index = {escape_literal(index)} AND embedder = {escape_literal(embedder)}"
-    rows = db.open_table(TABLE).search().where(where).limit(None).to_list()
-    if not rows:
-        return None
-    row = max(rows, key=lambda r: r["created_at"])
     fields = {k: row[k] for k in Calibration.__dataclass_fields__}
     return Calibration(**{**fields, "model": AbstentionModel.from_json(row["model"])})
 

@@ -135,6 +135,17 @@ def insert_if_absent(table: Any, keys: list[str], row: dict[str, Any], schema: A
 OVERWRITE_RETRIES = 3
 
 
+def newest_row(settings: Settings, name: str, **equal: str) -> dict[str, Any] | None:
+    """The most recent row (by ``created_at``) of table ``name`` whose columns equal ``equal``; None when there
+    is none or no such table (per-index models: abstention, sentence ranking)."""
+    db = connect(settings)
+    if name not in table_names(db):
+        return None
+    where = " AND ".join(f"{column} = {escape_literal(value)}" for column, value in equal.items())
+    rows = db.open_table(name).search().where(where).limit(None).to_list()
+    return max(rows, key=lambda r: r["created_at"]) if rows else None
+
+
 def table_names(db: lancedb.DBConnection) -> list[str]:
     """Names of all tables (handles the paginated listing of newer LanceDB releases)."""
     names: list[str] = []
