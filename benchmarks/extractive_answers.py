@@ -67,7 +67,7 @@ def main() -> None:
                         help="where the SQuAD index lives (shared with retrieval_quality; built or synced first)")
     parser.add_argument("--index", default=INDEX, help="its name (an index of all of SQuAD dev)")
     parser.add_argument("--token-match-candidates", type=int, default=3,
-                        help="M for the 'after' run (the eval suites' token_match_candidates)")
+                        help="M for the 'after' run (agent.generator.token_match_candidates; 0 when serving)")
     parser.add_argument("--no-build", action="store_true", help="use the index as it is (do not sync it first)")
     args = parser.parse_args()
     started = datetime.now(UTC)
