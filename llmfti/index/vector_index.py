@@ -25,14 +25,14 @@ import logging
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from llmfti.errors import ConfigError, EmbedderMismatchError, InvalidInputError, NotFoundError
 from llmfti.filters import Filter, where_clause
 from llmfti.index import history
-from llmfti.index.fusion import Fusion, decode, encode, fuse
+from llmfti.index.fusion import Fusion, decode, encode, fused_scores
 from llmfti.lance import connect, escape_literal, open_or_create_table, table_names
 from llmfti.naming import check_name
 
@@ -530,12 +530,26 @@ class VectorIndex:
             return cls._fts(dataset, query, where, k, with_vectors)
         if mode == "dense":
             return cls._dense(dataset, vector, where, k, with_vectors)
+        return cls._hybrid(dataset, query, vector, where, k, fusion or Fusion(), with_vectors)
+
+    @classmethod
+    def _hybrid(cls, dataset: Any, query: str, vector: np.ndarray | None, where: str, k: int, fusion: Fusion,
+                with_vectors: bool) -> list[SearchHit]:
+        """Hybrid search in two steps. (1) Each ranking's ~50 candidates with only what ``fusion`` scores with
+        (:func:`_candidate_columns`; for rank or score fusion, just row ids: reading any column of 50 scattered
+        rows costs more CPU than the search itself); (2) the rows of the fused best, and only those, read by row
+        id. The result is what fusing whole rows gives (:func:`~llmfti.index.fusion.fuse`): every candidate
+        scoring at least the ``k``-th best is read, so ties are broken by chunk id as there."""
         depth = max(k * 4, 50)
-        extra = [*_VECTOR_COLUMNS[with_vectors]]
-        if fusion is not None and fusion.sentence_weight > 0 and SENTENCES in dataset.schema.names:
-            extra.append(SENTENCES)
-        fts = _fts_pool().submit(cls._fts, dataset, query, where, depth, extra)  # both at once
-        return fuse(cls._dense(dataset, vector, where, depth, extra), fts.result(), fusion, k, query, vector)
+        needed = _candidate_columns(fusion, SENTENCES in dataset.schema.names)
+        fts = _fts_pool().submit(cls._fts, dataset, query, where, depth, needed, row_ids=True)  # both at once
+        dense = cls._dense(dataset, vector, where, depth, needed, row_ids=True)
+        row_of: dict[str, int] = {}
+        rankings = [_keyed(pairs, row_of) for pairs in (dense, fts.result())]
+        scores, hits = fused_scores(*rankings, fusion, query, vector)
+        shortlist = [replace(hits[key], score=scores[key]) for key in _at_least_kth(scores, k)]
+        complete = _completed(dataset, shortlist, [row_of[h.chunk_id] for h in shortlist], with_vectors)
+        return sorted(complete, key=lambda h: (-h.score, h.chunk_id))[:k]
 
     def _check_k(self, k: int | None) -> int:
         k = k or self.settings.index.default_k
@@ -546,27 +560,27 @@ class VectorIndex:
         return k
 
     @staticmethod
-    def _dense(dataset: Any, vector: np.ndarray, where: str, k: int, extra: bool | list[str] = False,
-               ) -> list[SearchHit]:
+    def _dense(dataset: Any, vector: np.ndarray, where: str, k: int, extra: bool | list[str] = False, *,
+               row_ids: bool = False) -> Any:
         """Nearest ``k`` by cosine within ``where`` (prefiltered), on the ANN index when there is one.
-        ``extra``: stored columns to read too (True: the chunk vectors)."""
-        extra = _extra(extra)
-        table = dataset.to_table(
-            columns=[*_RESULT_COLUMNS, *extra, "_distance"], filter=where, prefilter=True,
+        ``extra``: stored columns to read too (True: the chunk vectors). ``row_ids``: candidates for hybrid
+        search, ``(hit, row id)`` pairs of only the columns listed in ``extra`` (see :func:`_candidate_columns`)."""
+        return _scored(dataset.to_table(
+            columns=_read_columns(extra, row_ids, "_distance"), filter=where, prefilter=True, with_row_id=row_ids,
             disable_scoring_autoprojection=True,
             nearest={"column": "embedding", "q": vector, "k": k, "metric": "cosine"},
-        )
-        return [_hit(row, 1.0 - float(row["_distance"]), *stored) for row, *stored in _rows(table, extra)]
+        ), extra, row_ids, lambda row: 1.0 - float(row["_distance"]))
 
     @staticmethod
-    def _fts(dataset: Any, text: str, where: str, k: int, extra: bool | list[str] = False) -> list[SearchHit]:
-        """Top ``k`` by BM25 on the full-text index within ``where`` (prefiltered); ``extra`` as in :meth:`_dense`."""
-        extra = _extra(extra)
-        table = dataset.to_table(
-            columns=[*_RESULT_COLUMNS, *extra, "_score"], filter=where, prefilter=True, limit=k,
-            full_text_query={"query": text, "columns": ["text"]}, disable_scoring_autoprojection=True,
-        )
-        return [_hit(row, float(row["_score"]), *stored) for row, *stored in _rows(table, extra)]
+    def _fts(dataset: Any, text: str, where: str, k: int, extra: bool | list[str] = False, *,
+             row_ids: bool = False) -> Any:
+        """Top ``k`` by BM25 on the full-text index within ``where`` (prefiltered); ``extra`` and ``row_ids`` as in
+        :meth:`_dense`."""
+        return _scored(dataset.to_table(
+            columns=_read_columns(extra, row_ids, "_score"), filter=where, prefilter=True, limit=k,
+            with_row_id=row_ids, full_text_query={"query": text, "columns": ["text"]},
+            disable_scoring_autoprojection=True,
+        ), extra, row_ids, lambda row: float(row["_score"]))
 
 
 _pool: list[Any] = []
@@ -599,8 +613,74 @@ def _listing(versions: list[int]) -> str:
 
 
 def _hit(row: dict[str, Any], score: float, vector: Any = None, sentence_vectors: Any = None) -> SearchHit:
-    return SearchHit(row["chunk_id"], row["doc_id"], score, row["text"], json.loads(row["metadata"] or "{}"), vector,
-                     sentence_vectors)
+    """A hit from a row; a hybrid candidate's row holds only what its fusion needs (:func:`_candidate_columns`)."""
+    return SearchHit(row.get("chunk_id", ""), row.get("doc_id", ""), score, row.get("text", ""),
+                     json.loads(row.get("metadata") or "{}"), vector, sentence_vectors)
+
+
+def _candidate_columns(fusion: Fusion, has_sentences: bool) -> list[str]:
+    """What a hybrid search reads of its ~50 candidates per ranking besides row ids and scores: only what
+    ``fusion`` scores with (doc id or title for document-level fusion, text and sentence vectors for sentence
+    evidence); nothing for plain rank or score fusion. The best are completed afterwards (:func:`_completed`)."""
+    needed = []
+    if fusion.doc_weight > 0:
+        needed += ["doc_id", "metadata"] if fusion.doc_key == "title" else ["doc_id"]
+    if fusion.coverage_weight > 0:
+        needed.append("text")
+    if fusion.sentence_weight > 0 and has_sentences:
+        needed.append(SENTENCES)
+    return needed
+
+
+def _read_columns(extra: bool | list[str], row_ids: bool, score: str) -> list[str]:
+    return [*(extra if row_ids else [*_RESULT_COLUMNS, *_extra(extra)]), score]  # type: ignore[misc]
+
+
+def _scored(table: Any, extra: bool | list[str], row_ids: bool, score: Callable[[dict[str, Any]], float]) -> Any:
+    """The hits of one ranking's result table; with ``row_ids``, ``(hit, row id)`` pairs."""
+    extra = _extra(extra)
+    hits = [_hit(row, score(row), *stored) for row, *stored in _rows(table, extra)]
+    if not row_ids:
+        return hits
+    return list(zip(hits, table.column("_rowid").to_pylist(), strict=True))
+
+
+def _keyed(pairs: list[tuple[SearchHit, int]], row_of: dict[str, int]) -> list[SearchHit]:
+    """A ranking's candidates keyed for fusion by row id (their chunk ids are not read yet)."""
+    out = []
+    for hit, row_id in pairs:
+        key = f"row:{row_id}"
+        row_of[key] = row_id
+        out.append(replace(hit, chunk_id=key))
+    return out
+
+
+def _at_least_kth(scores: dict[str, float], k: int) -> list[str]:
+    """The keys scoring at least the ``k``-th best score (``k`` of them, more when tied at the boundary)."""
+    if len(scores) <= k:
+        return list(scores)
+    kth = sorted(scores.values(), reverse=True)[k - 1]
+    return [key for key, score in scores.items() if score >= kth]
+
+
+def _completed(dataset: Any, hits: list[SearchHit], row_ids: list[int], with_vectors: bool) -> list[SearchHit]:
+    """``hits`` (fused candidates) with their whole rows (chunk and doc id, text, metadata, and the stored vector
+    when asked) read by row id from the same dataset version; scores and sentence vectors are kept."""
+    if not hits:
+        return []
+    extra = _VECTOR_COLUMNS[with_vectors]
+    table = _take(dataset, row_ids, [*_RESULT_COLUMNS, *extra])
+    rows = {row["_rowid"]: (row, vector) for row, vector, _ in _rows(table, extra)}
+    return [_hit(rows[r][0], h.score, rows[r][1], h.sentence_vectors) for h, r in zip(hits, row_ids, strict=True)]
+
+
+def _take(dataset: Any, row_ids: list[int], columns: list[str]) -> Any:
+    """Rows by row id (pylance's ``_take_rows``: half the CPU of a ``_rowid IN`` scan; the scan where a
+    pylance lacks it)."""
+    take_rows = getattr(dataset, "_take_rows", None)
+    if take_rows is not None:
+        return take_rows(row_ids, columns=[*columns, "_rowid"])
+    return dataset.to_table(columns=columns, with_row_id=True, filter=f"_rowid IN ({', '.join(map(str, row_ids))})")
 
 
 def _extra(extra: bool | list[str]) -> list[str]:

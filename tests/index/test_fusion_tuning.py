@@ -217,3 +217,30 @@ def test_the_grid_scorer_measures_what_search_fusion_does(index: VectorIndex, bu
     for fusion in fusions:
         assert batch.metrics(fusion, half) == pytest.approx(ft.evaluate(fusion, rankings, questions, half)), fusion
     assert len({round(batch.metrics(f)["mrr@10"], 6) for f in fusions}) > 3  # the fusions differ on this index
+
+
+def test_hybrid_search_reads_whole_rows_only_for_the_best_and_ranks_as_fusing_whole_rows(index: VectorIndex,
+                                                                                         built) -> None:
+    """Hybrid search scores its candidates on row ids (plus only what the fusion needs) and reads the rows of
+    the best alone: the hits, their order (ties by chunk id), scores and texts equal fusing whole rows."""
+    from llmfti.index.vector_index import SENTENCES, search_where
+
+    _, questions = built
+    number, dataset = index._dataset_at(None)
+    where = search_where(index.settings, None)
+    vectors = index.embedder().encode([q.text for q in questions[:40]])
+    fusions = [Fusion(), Fusion(rrf_k=1, fts_weight=0.5), Fusion("score", normalise="zscore"),
+               Fusion(doc_weight=0.5, doc_key="title", doc_aggregate="sum", doc_top=2),
+               Fusion(doc_weight=2.0), Fusion(sentence_weight=1.0, coverage_weight=1.0)]
+    assert SENTENCES in dataset.schema.names
+    for fusion in fusions:
+        for question, vector in zip(questions[:40], vectors, strict=True):
+            searched = VectorIndex.ranked(dataset, "hybrid", question.text, vector, where, 10, fusion,
+                                          with_vectors=True)
+            extra = ["embedding", SENTENCES]
+            whole = fuse(VectorIndex._dense(dataset, vector, where, 50, extra),
+                         VectorIndex._fts(dataset, question.text, where, 50, extra), fusion, 10, question.text, vector)
+            assert [(h.chunk_id, h.doc_id, h.text, h.metadata) for h in searched] == \
+                [(h.chunk_id, h.doc_id, h.text, h.metadata) for h in whole], (fusion, question.text)
+            assert [h.score for h in searched] == pytest.approx([h.score for h in whole])
+            assert all(h.vector is not None and len(h.vector) == vector.shape[0] for h in searched)
