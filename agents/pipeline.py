@@ -191,7 +191,11 @@ class AgentPipeline:
             embedder.encode(["warm up the query embedder"])
             # token matching (extractive answers): the query's token vectors come with its retrieval encode
             tokens = self.config.generator.token_match_candidates > 0 and hasattr(embedder, "encode_tokens")
-            self._batcher = QueryBatcher(embedder.encode, setup=lambda: limit_threads(threads),
+            encode = embedder.encode
+            if self.config.traced_query_encoder and hasattr(embedder, "query_encoder"):
+                encode = embedder.query_encoder()
+            log.info("queries are encoded %s", "by a traced graph" if encode != embedder.encode else "eagerly")
+            self._batcher = QueryBatcher(encode, setup=lambda: limit_threads(threads),
                                          encode_tokens=embedder.encode_tokens if tokens else None)
             batcher = self._batcher
             fingerprint = embedder_fingerprint(embedder.info)

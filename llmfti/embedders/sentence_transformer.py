@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
 from llmfti.embedders.base import EmbedderInfo, TokenEncoding
@@ -77,6 +77,13 @@ class SentenceTransformerEmbedder:
             show_progress_bar=False,
         )
         return np.asarray(vectors, dtype=np.float32)
+
+    def query_encoder(self) -> Callable[[Sequence[str]], np.ndarray]:
+        """:meth:`encode` for short texts in small batches (the agent's queries): the model traced into one
+        graph when the trace agrees with it (llmfti/embedders/traced.py), else :meth:`encode` itself."""
+        from llmfti.embedders.traced import traced_encoder
+
+        return traced_encoder(self._model) or self.encode
 
     def encode_tokens(self, texts: Sequence[str], *, batch_size: int | None = None) -> list[TokenEncoding]:
         """Each text's pooled vector (as :meth:`encode`) and its token vectors, from one forward pass."""
