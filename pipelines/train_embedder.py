@@ -129,17 +129,23 @@ class EmbedderRun:
 
 def read_passages(settings: Settings, index: str, version: int | str | None = None,
                   ) -> tuple[list[Passage], int, str, Any]:
-    """(chunks of ``index`` at ``version`` (default: newest published), that version, its embedder name, embeddings)."""
+    """(chunks of ``index`` at ``version`` (default: newest published), that version, the name of the embedder
+    that built it, its vectors).
+
+    Each version is read as it was built, with the embedder its own record names: a version from before a
+    re-embedding (``index build --embedder registry:...``) is read with the embedder that filled it, whatever the
+    newest version or the settings use."""
     import numpy as np
 
-    from llmfti.embedders.index_pairing import settings_for_index
+    from llmfti.embedders.index_pairing import open_as_built
     from llmfti.index import VectorIndex
 
     if not VectorIndex.exists(settings, index):
         raise NotFoundError(f"index {index!r} does not exist under {settings.data_dir}",
                             fix=f"build it first: llmfti index build PATH --index {index}")
-    idx = VectorIndex.open(settings_for_index(settings, index), index)
-    number = idx.version if version is None else idx.resolve_version(version)
+    newest = open_as_built(settings, index)
+    number = newest.version if version is None else newest.resolve_version(version)  # unknown: names the versions
+    idx = newest if number == newest.version else open_as_built(settings, index, number)
     table = idx._at(number).search().select(["chunk_id", "doc_id", "title", "text", "metadata", "tenant",
                                              "embedding"]).limit(None).to_arrow()
     passages = []
@@ -322,7 +328,8 @@ def fit(model: Any, pairs: list[Pair], config: EmbedderTrainConfig,
 def train_embedder(settings: Settings, *, index: str | None = None, index_version: int | str | None = None,
                    base: str | None = None, config: EmbedderTrainConfig | None = None,
                    labelled: LabelledSources | None = None, run_dir: Path | None = None) -> EmbedderRun:
-    """Make pairs from ``index``, fine-tune ``base`` (default: the index's embedder), save to ``run_dir``."""
+    """Make pairs from ``index`` at ``index_version`` (default: newest), fine-tune ``base`` (default: the embedder
+    that built that version, as its record names it), save to ``run_dir``."""
     import torch
 
     config = config or EmbedderTrainConfig()
@@ -340,8 +347,9 @@ def train_embedder(settings: Settings, *, index: str | None = None, index_versio
         model, base_path = load_base(settings, base, config.device)
     if config.hard_negatives:
         if base != recorded:
-            raise InvalidInputError(f"hard negatives are mined with the index's vectors ({recorded}), not {base}",
-                                    expected="--base left at the index's embedder",
+            raise InvalidInputError(f"hard negatives are mined with the vectors of {name}@v{number}, made by "
+                                    f"{recorded}, not by {base}",
+                                    expected="--base left at the embedder that built the version read",
                                     fix="drop --hard-negatives or --base")
         train = mine_hard_negatives(model, train, passages, vectors)
     counts = dict(Counter(p.source for p in train))

@@ -21,8 +21,13 @@ EmbedderModelOption = typer.Option("embedder", "--model", help="Registry name of
 def train(
     index: str | None = typer.Option(None, "--index", help="Index whose chunks are the training text (default: "
                                                            "index.name)."),
-    index_version: str | None = typer.Option(None, "--index-version", help="Its version or tag (default: newest)."),
-    base: str | None = typer.Option(None, "--base", help="Embedder to fine-tune (default: the index's embedder)."),
+    index_version: str | None = typer.Option(
+        None, "--index-version", help="Its version or tag whose chunks to read (default: the newest); an older "
+                                      "version is read as built, also after the index was re-embedded."),
+    base: str | None = typer.Option(
+        None, "--base", help="Embedder to fine-tune (default: the one that built the version read, so its vectors "
+                             "and the new version agree; e.g. --base registry:embedder@production to go on from "
+                             "the current one)."),
     model: str = EmbedderModelOption,
     method: str = typer.Option("adapter", "--method",
                                help="adapter: frozen encoder + a residual linear map fitted to the corpus (CPU: "
