@@ -25,9 +25,9 @@ def train(
         None, "--index-version", help="Its version or tag whose chunks to read (default: the newest); an older "
                                       "version is read as built, also after the index was re-embedded."),
     base: str | None = typer.Option(
-        None, "--base", help="Embedder to fine-tune (default: the one that built the version read, so its vectors "
-                             "and the new version agree; e.g. --base registry:embedder@production to go on from "
-                             "the current one)."),
+        None, "--base", help="Embedder to fine-tune (default: the one that built the version read, as that "
+                             "version records it; --base registry:embedder@production goes on from the current "
+                             "one instead)."),
     model: str = EmbedderModelOption,
     method: str = typer.Option("adapter", "--method",
                                help="adapter: frozen encoder + a residual linear map fitted to the corpus (CPU: "
