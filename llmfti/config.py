@@ -306,8 +306,9 @@ class AgentSettings(BaseModel):
     workers: int = Field(
         0, ge=0, le=64, description="Processes `llmfti serve` runs (uvicorn workers on one listening socket, each "
         "with its own event loop, GIL, embedder and caches; rate limits, logs, index and registry are shared through "
-        "Redis and LanceDB; /metrics sums all workers). 0: one per core this process may use, at most 8. One process "
-        "keeps ~0.8 of 2 cores busy (its embedding thread waits on the GIL); see benchmarks/serve.py --workers.")
+        "Redis and LanceDB; /metrics sums all workers). 0: one per two cores this process may use, at least 1, at "
+        "most 8: one process keeps ~2 cores busy (its traced query encoder and Lance's searches run without the GIL); "
+        "see agents/api/workers.py worker_count and benchmarks/serve.py --compare-workers.")
     generator: GeneratorSettings = GeneratorSettings()
 
 

@@ -9,11 +9,15 @@ import socket
 import pytest
 
 
-def test_workers_default_to_one_per_usable_core_at_most_eight(monkeypatch):
+def test_workers_default_to_one_per_two_usable_cores_at_least_one_at_most_eight(monkeypatch):
     from agents.api.workers import MAX_DEFAULT_WORKERS, worker_count
 
     assert worker_count(3) == 3  # as configured
+    monkeypatch.setattr("agents.api.workers.usable_cores", lambda: 1)
+    assert worker_count(0) == 1
     monkeypatch.setattr("agents.api.workers.usable_cores", lambda: 2)
+    assert worker_count(0) == 1
+    monkeypatch.setattr("agents.api.workers.usable_cores", lambda: 5)
     assert worker_count(0) == 2
     monkeypatch.setattr("agents.api.workers.usable_cores", lambda: 64)
     assert worker_count(0) == MAX_DEFAULT_WORKERS == 8

@@ -1,15 +1,16 @@
 """``llmfti serve --workers N``: N uvicorn worker processes on one port.
 
-One process keeps only ~0.8 of 2 cores busy: its query-embedding thread, the event loop and the Redis
-and search threads share one GIL, and the embedding thread (which releases and re-takes the GIL around
-every torch op) spends most of its time waiting for it. Several processes each have their own GIL,
-embedder and caches; everything a request must agree on is already shared through the stores (rate
-limits, served-request records and the inference log in Redis, the index and registry in LanceDB),
-as for replicas.
+One process keeps about two cores busy: the query encoder (a traced graph, llmfti/embedders/traced.py) and
+Lance's searches run with the GIL released beside the event loop; the Python parts of a request share one
+GIL. Several processes each have their own GIL, embedder and caches; everything a request must agree on is
+already shared through the stores (rate limits, served-request records and the inference log in Redis, the
+index and registry in LanceDB), as for replicas. The default is one worker per two cores (:func:`worker_count`).
 
 Each worker gets its **own** socket, all bound to the port with ``SO_REUSEPORT``, so the kernel spreads
-new connections evenly over the listening workers. (With one shared socket, whichever worker wakes first
-accepts: 32 keep-alive clients connecting at once went ~28 to one worker and ~4 to the other.) A worker's
+new connections over the listening workers, by a hash of each connection: evenly on average, not exactly
+(32 keep-alive clients went 20/12 over 2 workers in one run, and the busier worker's clients waited longer).
+With one shared socket it is worse: whichever worker wakes first accepts, and 32 keep-alive clients connecting
+at once went ~28 to one worker and ~4 to the other. A worker's
 socket starts listening only when its app has started (asyncio's ``create_server`` calls ``listen()``), so
 no connection waits for a worker that is still loading; a worker that died gets a fresh socket and its old
 one is closed. The sockets are created with ``IPPROTO_TCP`` so that asyncio turns on ``TCP_NODELAY`` for
@@ -39,10 +40,16 @@ MAX_DEFAULT_WORKERS = 8
 
 
 def worker_count(configured: int) -> int:
-    """``configured`` workers, or for 0 one per core this process may use (at most 8)."""
+    """``configured`` workers, or for 0 one per two cores this process may use (at least 1, at most 8).
+
+    One worker keeps about two cores busy: its query encoder (a traced graph) and Lance's searches run with the
+    GIL released, beside the event loop. On 2 cores, 32 clients, in alternating windows of one run, 1 worker
+    served as many requests/s as 2 (83.1 vs 83.0) with less CPU per request (17.9 vs 21.3 ms: bigger encode
+    batches) and a lower p99 (621 vs 652 ms): 32 keep-alive connections hashed over 2 workers' sockets split
+    unevenly (20/12 in one run: 730 vs 480 ms mean latency per client), which one worker never does."""
     if configured > 0:
         return configured
-    return max(1, min(usable_cores(), MAX_DEFAULT_WORKERS))
+    return max(1, min(usable_cores() // 2, MAX_DEFAULT_WORKERS))
 
 
 def usable_cores(cpu_max: Path = Path("/sys/fs/cgroup/cpu.max")) -> int:
