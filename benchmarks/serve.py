@@ -221,9 +221,9 @@ async def overhead(settings: Any, agent_port: int, hello_port: int, questions: l
     torch.set_num_threads(1)  # the raw encode's CPU time per request, without idle threads spinning
     index = VectorIndex.open(settings)
     embedder = load_embedder(settings.embedder)
-    encode = embedder.encode  # the raw encode is the one the agent runs (traced when agent.traced_query_encoder)
+    encode_query = embedder.encode  # the raw encode is the one the agent runs (traced: agent.traced_query_encoder)
     if settings.agent.traced_query_encoder and hasattr(embedder, "query_encoder"):
-        encode = embedder.query_encoder()
+        encode_query = embedder.query_encoder()
     redis = redis_client(settings)
     store = OnlineStore(settings, redis)
     agent, hello = RawClient(agent_port), RawClient(hello_port)
@@ -245,7 +245,7 @@ async def overhead(settings: Any, agent_port: int, hello_port: int, questions: l
         http = time.perf_counter() - t
         cpu_http = time.process_time() - c + cpu_seconds(hello_pid) - h  # client + server side
         t, c = time.perf_counter(), time.process_time()
-        vector = encode([question])[0]
+        vector = encode_query([question])[0]
         encode, cpu_encode = time.perf_counter() - t, time.process_time() - c
         t, c = time.perf_counter(), time.process_time()
         index.search(question, k=k, mode=mode, vector=vector)
