@@ -19,4 +19,4 @@ lint:
 	$(BIN)/ruff check llmfti pipelines agents evals tests benchmarks
 
 bench: ## every CPU benchmark (tens of minutes on 2 cores); each prints a table and writes benchmarks/results/*.json
-	for b in index_throughput retrieval_quality search_latency online_store serve; do $(BIN)/python -m benchmarks.$$b || exit 1; done
+	for b in index_throughput retrieval_quality search_latency query_encoder online_store serve; do $(BIN)/python -m benchmarks.$$b || exit 1; done
