@@ -46,7 +46,8 @@ def test_threads_racing_to_create_a_table_keep_every_row(tmp_path: Path, rounds:
         barrier = threading.Barrier(4)
         errors: list[BaseException] = []
 
-        def run(i: int) -> None:
+        def run(i: int, folder: str = folder, name: str = name, r: int = r, barrier: threading.Barrier = barrier,
+                errors: list[BaseException] = errors) -> None:  # this round's values, bound (ruff B023)
             try:
                 _create_then_write(folder, name, f"thread-{r}-{i}", barrier)
             except BaseException as exc:  # noqa: BLE001 - collected and asserted below
