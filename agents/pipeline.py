@@ -39,7 +39,7 @@ from agents.served_requests import ServedRequests
 from agents.turn import AgentAnswer, AgentRequest, Turn, citations, elapsed_ms
 from llmfti.answer_calibration import abstention_rule
 from llmfti.config import Settings
-from llmfti.embedders.base import embedder_fingerprint
+from llmfti.embedders.base import embedder_fingerprint, query_encoder
 from llmfti.errors import (
     GenerationError,
     InvalidInputError,
@@ -191,9 +191,7 @@ class AgentPipeline:
             embedder.encode(["warm up the query embedder"])
             # token matching (extractive answers): the query's token vectors come with its retrieval encode
             tokens = self.config.generator.token_match_candidates > 0 and hasattr(embedder, "encode_tokens")
-            encode = embedder.encode
-            if self.config.traced_query_encoder and hasattr(embedder, "query_encoder"):
-                encode = embedder.query_encoder()
+            encode = query_encoder(embedder, self.config.traced_query_encoder)
             log.info("queries are encoded %s", "by a traced graph" if encode != embedder.encode else "eagerly")
             self._batcher = QueryBatcher(encode, setup=lambda: limit_threads(threads),
                                          encode_tokens=embedder.encode_tokens if tokens else None)

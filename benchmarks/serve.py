@@ -214,6 +214,7 @@ async def overhead(settings: Any, agent_port: int, hello_port: int, questions: l
     import torch
 
     from llmfti.embedders import load_embedder
+    from llmfti.embedders.base import query_encoder
     from llmfti.features.embedded_redis import redis_client
     from llmfti.features.online_store import OnlineStore
     from llmfti.index import VectorIndex
@@ -221,9 +222,7 @@ async def overhead(settings: Any, agent_port: int, hello_port: int, questions: l
     torch.set_num_threads(1)  # the raw encode's CPU time per request, without idle threads spinning
     index = VectorIndex.open(settings)
     embedder = load_embedder(settings.embedder)
-    encode_query = embedder.encode  # the raw encode is the one the agent runs (traced: agent.traced_query_encoder)
-    if settings.agent.traced_query_encoder and hasattr(embedder, "query_encoder"):
-        encode_query = embedder.query_encoder()
+    encode_query = query_encoder(embedder, settings.agent.traced_query_encoder)  # the one the agent runs
     redis = redis_client(settings)
     store = OnlineStore(settings, redis)
     agent, hello = RawClient(agent_port), RawClient(hello_port)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -66,6 +66,14 @@ class Embedder(Protocol):
     # Optional (late interaction, :mod:`llmfti.token_match`): ``encode_tokens(texts) -> list[TokenEncoding]``,
     # the pooled vector equal to ``encode``'s plus the token vectors of the same forward pass. Callers check
     # ``hasattr(embedder, "encode_tokens")``: an embedder without it serves everything else.
+
+
+def query_encoder(embedder: Embedder, traced: bool = True) -> Callable[[Sequence[str]], np.ndarray]:
+    """The encode the agent runs on queries: the embedder's traced graph when ``traced`` and it offers one
+    (``agent.traced_query_encoder``; llmfti/embedders/traced.py), else its ``encode``."""
+    if traced and hasattr(embedder, "query_encoder"):
+        return embedder.query_encoder()
+    return embedder.encode
 
 
 _cache: dict[tuple[str, str, str], Embedder] = {}

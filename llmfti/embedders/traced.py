@@ -60,7 +60,7 @@ def traced_encoder(model: Any) -> Callable[[Sequence[str]], np.ndarray] | None:
         features = prepare(list(texts))
         with torch.inference_mode():
             vectors = graph(*(features[key] for key in keys))
-        return vectors.float().numpy().astype(np.float32, copy=False)
+        return vectors.float().numpy()
 
     for probe in PROBES:
         eager = model.encode(probe, normalize_embeddings=True, convert_to_numpy=True, show_progress_bar=False)

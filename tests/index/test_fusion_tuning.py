@@ -244,3 +244,20 @@ def test_hybrid_search_reads_whole_rows_only_for_the_best_and_ranks_as_fusing_wh
                 [(h.chunk_id, h.doc_id, h.text, h.metadata) for h in whole], (fusion, question.text)
             assert [h.score for h in searched] == pytest.approx([h.score for h in whole])
             assert all(h.vector is not None and len(h.vector) == vector.shape[0] for h in searched)
+
+
+def test_rows_by_row_id_without_take_rows_come_from_a_row_id_scan(index: VectorIndex) -> None:
+    """``_take``'s fallback (a pylance without ``_take_rows``) reads the same rows as ``_take_rows``."""
+    from llmfti.index.vector_index import _take
+
+    _, dataset = index._dataset_at(None)
+    row_ids = dataset.to_table(columns=[], with_row_id=True, limit=7).column("_rowid").to_pylist()[::-1]
+
+    class WithoutTakeRows:  # the real dataset, minus the private method
+        def to_table(self, **kwargs):  # noqa: ANN003, ANN202
+            return dataset.to_table(**kwargs)
+
+    columns = ["chunk_id", "text"]
+    taken = {r["_rowid"]: r for r in _take(dataset, row_ids, columns).to_pylist()}
+    scanned = {r["_rowid"]: r for r in _take(WithoutTakeRows(), row_ids, columns).to_pylist()}
+    assert taken == scanned and sorted(taken) == sorted(row_ids)
