@@ -74,7 +74,7 @@ def reembed_index(settings: Settings, index: str, *, documents: Sequence[Documen
     report("commit", 0, 1)
     db.create_table(table_name(index), data=data.select(schema.names).cast(schema), schema=schema,
                     mode="overwrite")  # a new Lance version of the same table: history and tags stay
-    new = VectorIndex.open(settings, index)
+    new = VectorIndex(settings, index, db.open_table(table_name(index)))  # the new head, not yet published
     new.refresh_search_indices()
     summary = {"index": index, "from_version": old.version, "reembedded": len(texts), "embedder": info.name,
                "previous_embedder": old.info["name"], "seconds": round(time.perf_counter() - started, 3)}

@@ -15,24 +15,26 @@ if TYPE_CHECKING:
 
 
 def recorded_embedder(settings: Settings, index: str, version: int | None = None) -> dict[str, Any]:
-    """The embedder record of ``index`` at ``version`` (default: its newest commit)."""
-    from llmfti.index.vector_index import _recorded_embedder, table_name
+    """The embedder record of ``index`` at ``version`` (default: its newest published version, so a re-embed
+    whose commit was never published, e.g. killed before, changes nothing for readers)."""
+    from llmfti.index.vector_index import _recorded_embedder, published_embedder, table_name
     from llmfti.lance import connect
 
     db = connect(settings)
-    table = db.open_table(table_name(index)) if version is None else db.open_table(table_name(index), version=version)
-    return _recorded_embedder(table)
+    if version is None:
+        return published_embedder(db, index)
+    return _recorded_embedder(db.open_table(table_name(index), version=version))
 
 
 def settings_for_index(settings: Settings, index: str) -> Settings:
-    """``settings`` with the embedder the index's newest version was built with (to read it as it is)."""
+    """``settings`` with the embedder the index's newest published version was built with (to read it as it is)."""
     from llmfti.embedders.registry_embedder import with_embedder
 
     return with_embedder(settings, recorded_embedder(settings, index)["name"])
 
 
 def open_as_built(settings: Settings, index: str, version: int | None = None) -> VectorIndex:
-    """``index`` opened with the embedder of ``version`` (default: the newest), whatever is configured."""
+    """``index`` opened with the embedder of ``version`` (default: the newest published), whatever is configured."""
     from llmfti.embedders.registry_embedder import with_embedder
     from llmfti.index import VectorIndex
     from llmfti.index.vector_index import table_name

@@ -129,12 +129,13 @@ def search_where(settings: Settings, tenant: str | None, filters: Iterable[Filte
 class VectorIndex:
     """One index's chunks table. Build with :meth:`open` or :meth:`create`."""
 
-    def __init__(self, settings: Settings, name: str, table: Any):
+    def __init__(self, settings: Settings, name: str, table: Any, info: dict[str, Any] | None = None):
         self.settings = settings
         self.name = name
         self._db = connect(settings)
         self._table = table
-        self.info = _recorded_embedder(table)
+        self.info = _recorded_embedder(table) if info is None else info
+        """The embedder record of what this object reads: the newest published version's (see :meth:`open`)."""
         self._embedder: Embedder | None = None
         self._versions: OrderedDict[int, Any] = OrderedDict()
         self._datasets: OrderedDict[int, Any] = OrderedDict()
@@ -168,7 +169,8 @@ class VectorIndex:
                 f"index {name!r} does not exist under {settings.data_dir}",
                 fix=f"build it first: llmfti index build PATH --index {name}",
             )
-        return cls(settings, name, connect(settings).open_table(table_name(name)))
+        db = connect(settings)
+        return cls(settings, name, db.open_table(table_name(name)), published_embedder(db, name))
 
     @classmethod
     def create(cls, settings: Settings, name: str, info: EmbedderInfo) -> VectorIndex:
@@ -304,11 +306,27 @@ class VectorIndex:
         rows = schema.empty_table() if rows is None else rows.select(schema.names).cast(schema)
         if rows.num_rows == 0 and not replace:
             return self.head_version
+        self._check_head_embedder()
         merge = self._table.merge_insert("chunk_id").when_matched_update_all().when_not_matched_insert_all()
         if replace:
             merge = merge.when_not_matched_by_source_delete(_identity_clause(sorted(set(replace))))
         merge.execute(rows)
         return self.head_version
+
+    def _check_head_embedder(self) -> None:
+        """Refuse to write onto a newest commit whose vectors another embedder made: a re-embed that stopped
+        before it was published (killed, or still running). Readers keep the published version meanwhile."""
+        self._table.checkout_latest()
+        head = _recorded_embedder(self._table)
+        if head != self.info:
+            raise EmbedderMismatchError(
+                f"index {self.name!r}: its newest commit (version {self.head_version}) holds vectors of embedder "
+                f"{head.get('name')!r}, which was never published (a re-embed that stopped, or one still running); "
+                f"this build embeds with {self.info.get('name')!r}",
+                expected=f"the newest commit embedded by {self.info.get('name')!r}, as its published version is",
+                fix=f"finish the re-embed: llmfti index build PATH --index {self.name} --embedder {head.get('name')}, "
+                    f"or go back to the published vectors: llmfti index rollback {self.version}",
+            )
 
     def refresh_search_indices(self) -> None:
         """Create the full-text and tenant indices (and ANN above ``ann_min_rows``), or fold new rows in."""
@@ -712,6 +730,16 @@ def _sentence_matrices(column: Any) -> list[Any]:
     offsets = column.offsets.to_numpy()
     return [None if not column[i].is_valid else flat[offsets[i] - offsets[0]:offsets[i + 1] - offsets[0]]
             for i in range(len(column))]
+
+
+def published_embedder(db: Any, name: str) -> dict[str, Any]:
+    """The embedder record of ``name``'s newest published version (of its newest commit while none is
+    published): what readers must embed queries with, even while a re-embed's commit awaits publishing."""
+    table = db.open_table(table_name(name))
+    published = [int(e["version"]) for e in history.builds(db, table_name(name))]
+    if published and max(published) != int(table.version):
+        table = db.open_table(table_name(name), version=max(published))
+    return _recorded_embedder(table)
 
 
 def _recorded_embedder(table: Any) -> dict[str, Any]:
