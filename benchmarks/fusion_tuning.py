@@ -17,9 +17,10 @@ with no eval questions gets if that fusion is stored. The build time includes em
 Goal (issue 12): hybrid hit@5 >= 0.97 and MRR@10 >= 0.88.
 
 ``--adapt-embedder`` first runs issue 12's whole recipe as a user would: ``llmfti train-embedder`` on the index's
-paragraphs (self-supervised pairs, no question used; 16,000 pairs, 800 steps) and ``llmfti index build
---embedder registry:embedder:vN`` (chunk and sentence vectors re-embedded into a new index version), then tunes
-the fusion on that version. An index that was already re-embedded is read as built, with its own embedder.
+paragraphs (self-supervised pairs, no question used; its defaults for 2,250 chunks: 16,000 pairs, 800 steps)
+and ``llmfti index build --embedder registry:embedder:vN`` (chunk and sentence vectors re-embedded into a new
+index version), then tunes the fusion on that version. An index that was already re-embedded is read as built,
+with its own embedder.
 
     python -m benchmarks.fusion_tuning                    # all 10,570 questions (~3-5 min on 2 cores)
     python -m benchmarks.fusion_tuning --questions 2000   # seeded sample, quick
@@ -59,8 +60,10 @@ def main() -> None:
     parser.add_argument("--adapt-embedder", action="store_true",
                         help="first adapt the embedder to the index's paragraphs (llmfti train-embedder, no question "
                              "used) and re-embed the index with it, as a user would; reused when already done")
-    parser.add_argument("--adapt-pairs", type=int, default=16000, help="--adapt-embedder: self-supervised pairs")
-    parser.add_argument("--adapt-steps", type=int, default=800, help="--adapt-embedder: training steps")
+    parser.add_argument("--adapt-pairs", type=int, default=None,
+                        help="--adapt-embedder: self-supervised pairs (default: train-embedder's, 16,000 here)")
+    parser.add_argument("--adapt-steps", type=int, default=None,
+                        help="--adapt-embedder: training steps (default: train-embedder's, 800 here)")
     args = parser.parse_args()
     started = datetime.now(UTC)
 
@@ -177,7 +180,7 @@ def main() -> None:
                   "hybrid_search_ms": search_ms})
 
 
-def _adapted(settings: Any, pairs: int, steps: int) -> tuple[Any, dict[str, Any]]:
+def _adapted(settings: Any, pairs: int | None, steps: int | None) -> tuple[Any, dict[str, Any]]:
     """Settings reading the index re-embedded by an embedder adapted to its paragraphs (trained and re-embedded
     here unless the index already is), and what that cost: the ``llmfti train-embedder`` + ``llmfti index build
     --embedder`` path, with no question in the training data."""

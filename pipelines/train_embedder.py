@@ -52,14 +52,30 @@ METHODS = ("adapter", "full")
 METHOD_DEFAULTS = {"adapter": (400, 64, 3e-4), "full": (100, 32, 2e-5)}
 
 
+PAIRS_PER_CHUNK, MIN_PAIRS, MAX_PAIRS = 8, 4000, 16000
+
+
+def pairs_for(chunks: int) -> int:
+    """Default self-supervised pairs for an index of ``chunks``: 8 per chunk, 4,000 to 16,000. SQuAD dev (2,250
+    chunks), adapter, dense hit@5 gain: 4,000 pairs / 400 steps +1.0 point, 16,000 / 800 steps +1.5
+    (benchmarks/embedder_adaptation.py): a fixed budget spreads thinner as the corpus grows."""
+    return min(MAX_PAIRS, max(MIN_PAIRS, PAIRS_PER_CHUNK * chunks))
+
+
+def steps_for(method: str, pairs: int | None) -> int:
+    """Default optimizer steps: the adapter one per 20 pairs (at least 400); full fine-tuning 100."""
+    default = METHOD_DEFAULTS[method][0]
+    return max(default, (pairs or 0) // 20) if method == "adapter" else default
+
+
 @dataclass(frozen=True)
 class EmbedderTrainConfig:
     """Hyper-parameters of one embedder fine-tuning run (recorded in the registry)."""
 
     method: str = "adapter"  # adapter: frozen encoder + residual linear map; full: every weight
     objectives: tuple[str, ...] = DEFAULT_OBJECTIVES  # pseudo-queries -> whole passage, + title -> first chunk
-    max_pairs: int = 4000  # self-supervised pairs (labelled pairs come on top, all of them)
-    max_steps: int | None = None  # None: the method's default (METHOD_DEFAULTS)
+    max_pairs: int | None = None  # self-supervised pairs (labelled ones come on top); None: pairs_for(chunks)
+    max_steps: int | None = None  # None: adapter one per 20 pairs, at least 400 (steps_for); full 100
     batch_size: int | None = None
     learning_rate: float | None = None
     adapter_l2: float = 0.03  # adapter: L2 penalty on (W, b), i.e. on the distance from the identity map
@@ -82,20 +98,31 @@ class EmbedderTrainConfig:
                                     fix="use adapter (default) or full")
         for name, value in zip(("max_steps", "batch_size", "learning_rate"), METHOD_DEFAULTS[self.method],
                                strict=True):
+            if name == "max_steps" and self.method == "adapter" and self.max_pairs is None:
+                continue  # sized with the pairs, once the corpus is known (sized_for)
             if getattr(self, name) is None:
-                object.__setattr__(self, name, value)
+                object.__setattr__(self, name, steps_for(self.method, self.max_pairs)
+                                   if name == "max_steps" else value)
         for name in ("adapter_l2", "corpus_negatives", "idf_alpha"):
             if getattr(self, name) < 0:
                 raise InvalidInputError(f"{name}={getattr(self, name)} is negative", expected=">= 0 (0: off)",
                                         fix=f"use the default {getattr(EmbedderTrainConfig, name)}")
         for name, low in (("max_pairs", 2), ("max_steps", 1), ("batch_size", 2), ("threads", 1), ("heldout", 0),
                           ("max_seq_length", 8)):
-            if getattr(self, name) < low:
+            if getattr(self, name) is not None and getattr(self, name) < low:
                 raise InvalidInputError(f"{name}={getattr(self, name)} is too small", expected=f">= {low}",
                                         fix=f"raise {name}")
         if not 0 < self.learning_rate < 1:
             raise InvalidInputError(f"learning_rate={self.learning_rate}", expected="0 < learning_rate < 1",
                                     fix="use e.g. 2e-5")
+
+    def sized_for(self, chunks: int) -> EmbedderTrainConfig:
+        """This config with the pair budget (and the adapter's steps) left open filled in for ``chunks``."""
+        if self.max_pairs is not None:
+            return self
+        pairs = pairs_for(chunks)
+        steps = self.max_steps if self.max_steps is not None else steps_for(self.method, pairs)
+        return replace(self, max_pairs=pairs, max_steps=steps)
 
     def pair_config(self) -> PairConfig:
         return PairConfig(objectives=tuple(self.objectives), max_pairs=self.max_pairs + self.heldout,
@@ -338,6 +365,7 @@ def train_embedder(settings: Settings, *, index: str | None = None, index_versio
     torch.set_num_threads(config.threads)
     with span("train_embedder.prepare", index=name) as step:
         passages, number, recorded, vectors = read_passages(settings, name, index_version)
+        config = config.sized_for(len(passages))
         base = base or recorded
         train, heldout = gather_pairs(settings, passages, config, labelled)
         step.set(pairs=len(train), heldout=len(heldout))

@@ -104,7 +104,8 @@ def test_train_config_resolves_each_methods_defaults_and_refuses_unknown_ones() 
     from pipelines.train_embedder import EmbedderTrainConfig, objective
 
     adapter, full = EmbedderTrainConfig(), EmbedderTrainConfig(method="full")
-    assert (adapter.max_steps, adapter.batch_size, adapter.learning_rate) == (400, 64, 3e-4)
+    assert (adapter.max_steps, adapter.batch_size, adapter.learning_rate) == (None, 64, 3e-4)  # sized with the pairs
+    assert adapter.sized_for(100).max_steps == 400
     assert (full.max_steps, full.batch_size, full.learning_rate) == (100, 32, 2e-5)
     assert EmbedderTrainConfig(method="full", learning_rate=1e-5).learning_rate == 1e-5
     assert "adapter" in objective(adapter) and "full fine-tuning" in objective(full)

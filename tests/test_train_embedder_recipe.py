@@ -169,3 +169,21 @@ def test_train_embedder_refuses_a_negative_setting_with_the_fix() -> None:
 
     result = CliRunner().invoke(app, ["train-embedder", "--idf-alpha", "-1", "--no-register"])
     assert result.exit_code != 0 and "idf_alpha=-1.0 is negative" in result.output and ">= 0" in result.output
+
+
+def test_the_pair_budget_and_the_adapters_steps_grow_with_the_index() -> None:
+    """Unset, the pairs are sized for the index (8 per chunk, 4,000 to 16,000) and the adapter's steps follow them
+    (one per 20 pairs, at least 400); what the user sets is kept."""
+    from pipelines.train_embedder import EmbedderTrainConfig, pairs_for
+
+    default = EmbedderTrainConfig()
+    assert (default.max_pairs, default.max_steps) == (None, None)
+    assert [pairs_for(n) for n in (1, 500, 1000, 2250, 100_000)] == [4000, 4000, 8000, 16000, 16000]
+    sized = {n: default.sized_for(n) for n in (10, 1000, 2250)}
+    assert [(c.max_pairs, c.max_steps) for c in sized.values()] == [(4000, 400), (8000, 400), (16000, 800)]
+    assert default.sized_for(2250).pair_config().max_pairs == 16000 + default.heldout
+    assert EmbedderTrainConfig(max_pairs=16000).max_steps == 800  # set pairs: steps follow at once
+    assert EmbedderTrainConfig(max_pairs=100).sized_for(2250).max_pairs == 100  # what the user set is kept
+    assert EmbedderTrainConfig(max_steps=50).sized_for(2250).max_steps == 50
+    full = EmbedderTrainConfig(method="full").sized_for(2250)
+    assert (full.max_pairs, full.max_steps) == (16000, 100)

@@ -37,8 +37,11 @@ def train(
         help="Self-supervised pairs: pseudo-queries from a sentence -> its whole chunk (sentence, span: 5-12 words, "
              "salient: without the corpus' common words, cloze: a name/number removed), title -> first chunk, "
              "ict (inverse cloze), crop (Contriever)."),
-    max_pairs: int = typer.Option(4000, "--max-pairs", help="Self-supervised training pairs at most."),
-    max_steps: int | None = typer.Option(None, "--max-steps", help="Optimizer steps (adapter 400, full 100)."),
+    max_pairs: int | None = typer.Option(
+        None, "--max-pairs", help="Self-supervised training pairs at most (default: 8 per chunk of the index, "
+        "4,000 to 16,000)."),
+    max_steps: int | None = typer.Option(
+        None, "--max-steps", help="Optimizer steps (default: adapter one per 20 pairs, at least 400; full 100)."),
     batch_size: int | None = typer.Option(None, "--batch-size", help="Pairs per batch: in-batch negatives "
                                                                      "(adapter 64, full 32)."),
     learning_rate: float | None = typer.Option(None, "--lr", help="Learning rate (adapter 3e-4, full 2e-5)."),
