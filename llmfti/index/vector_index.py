@@ -135,7 +135,8 @@ class VectorIndex:
         self._db = connect(settings)
         self._table = table
         self.info = _recorded_embedder(table) if info is None else info
-        """The embedder record of what this object reads: the newest published version's (see :meth:`open`)."""
+        """The embedder record it reads and writes with: by :meth:`open`, the newest published version's (a re-embed
+        not yet published changes nothing); else the given table's."""
         self._embedder: Embedder | None = None
         self._versions: OrderedDict[int, Any] = OrderedDict()
         self._datasets: OrderedDict[int, Any] = OrderedDict()
