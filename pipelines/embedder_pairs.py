@@ -13,7 +13,8 @@ Self-supervised sources (no labels; they run on whatever text an index holds):
   its sentences, and on SQuAD dev the adapter trained with 50% did better than with 10% or 0%).
 - ``crop``: independent cropping (Izacard et al., 2021, "Unsupervised Dense Information Retrieval with
   Contrastive Learning", Contriever): two random spans of one passage are a positive pair.
-- ``title``: a document's title -> its first chunk (where the title is more than the text or the id).
+- ``title``: a document's title -> its first chunk (where the title is more than the text or the id, and names
+  only that document).
 
 Pseudo-queries (the default recipe): the positive is always the whole passage, as the index holds it, and
 the query is made from one of its sentences the way a person's question reuses a passage's words (measured
@@ -124,11 +125,22 @@ def crop_pair(p: Passage, rng: random.Random, low: float, high: float) -> Pair |
     return Pair(crop(), crop(), "crop", p.doc_id)
 
 
-def title_pair(p: Passage) -> Pair | None:
+def title_pair(p: Passage, shared: frozenset[str] = frozenset()) -> Pair | None:
+    """Title -> first chunk; none for a title in ``shared`` (it names several documents, e.g. every paragraph of
+    one article: pairs sending it to each of them contradict each other under corpus negatives)."""
     title = (p.title or "").strip()
-    if p.chunk_index != 0 or len(title) < 3 or title == p.text.strip() or p.doc_id.endswith(title):
+    if (p.chunk_index != 0 or len(title) < 3 or title == p.text.strip() or p.doc_id.endswith(title)
+            or title in shared):
         return None
     return Pair(title, p.text, "title", p.doc_id)
+
+
+def shared_titles(passages: Sequence[Passage]) -> frozenset[str]:
+    """Titles that more than one document carries."""
+    documents: dict[str, set[str]] = {}
+    for p in passages:
+        documents.setdefault((p.title or "").strip(), set()).add(p.doc_id)
+    return frozenset(t for t, docs in documents.items() if len(docs) > 1)
 
 
 QUERY_OBJECTIVES = ("sentence", "span", "salient", "cloze")
@@ -176,6 +188,7 @@ def corpus_pairs(passages: Sequence[Passage], config: PairConfig) -> list[Pair]:
     total = sum(wanted.values()) or 1.0
     budget = {o: int(round(config.max_pairs * w / total)) for o, w in wanted.items()}
     common = common_words(passages) if "salient" in wanted else frozenset()
+    shared = shared_titles(passages) if "title" in wanted else frozenset()
     out: list[Pair] = []
     for objective, limit in budget.items():
         made: list[Pair] = []
@@ -191,7 +204,7 @@ def corpus_pairs(passages: Sequence[Passage], config: PairConfig) -> list[Pair]:
             elif objective in QUERY_OBJECTIVES:
                 pair = query_pair(p, rng, objective, common)
             else:
-                pair = title_pair(p)
+                pair = title_pair(p, shared)
             if pair is not None and (pair.anchor, pair.positive) not in seen:
                 seen.add((pair.anchor, pair.positive))
                 made.append(pair)

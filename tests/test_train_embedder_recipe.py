@@ -187,3 +187,15 @@ def test_the_pair_budget_and_the_adapters_steps_grow_with_the_index() -> None:
     assert EmbedderTrainConfig(max_steps=50).sized_for(2250).max_steps == 50
     full = EmbedderTrainConfig(method="full").sized_for(2250)
     assert (full.max_pairs, full.max_steps) == (16000, 100)
+
+
+def test_a_title_that_names_several_documents_makes_no_pair() -> None:
+    """Every paragraph of one article carries the article's title (SQuAD): a pair title -> each paragraph would
+    contradict the others under corpus negatives, so only a title naming one document makes a pair."""
+    from pipelines.embedder_pairs import Passage as Chunk
+
+    passages = [Chunk(f"{n}-0", n, title, body) for n, (title, body) in TOPICS.items()]
+    passages += [Chunk(f"bees-{i}#0", f"bees-{i}", "Honey bees", f"Paragraph {i} about the hive and its workers.")
+                 for i in range(2)]
+    titles = [p.anchor for p in corpus_pairs(passages, PairConfig(objectives=("title",), max_pairs=50, seed=1))]
+    assert sorted(titles) == sorted(title for n, (title, _) in TOPICS.items() if n != "bees")
