@@ -188,11 +188,12 @@ def _adapted(settings: Any, pairs: int | None, steps: int | None) -> tuple[Any, 
     import os
 
     from llmfti.embedders.index_pairing import recorded_embedder, settings_for_index
+    from llmfti.embedders.registry_embedder import is_registry_ref
     from pipelines.reembed_index import switch_embedder
     from pipelines.train_embedder import EmbedderTrainConfig, LabelledSources, train_and_register
 
     recorded = recorded_embedder(settings, INDEX)["name"]
-    if recorded.startswith("registry:"):
+    if is_registry_ref(recorded):
         return settings, {"embedder": recorded, "reused": True}
     t0 = time.perf_counter()
     config = EmbedderTrainConfig(max_pairs=pairs, max_steps=steps, threads=min(2, os.cpu_count() or 1))

@@ -96,13 +96,12 @@ class EmbedderTrainConfig:
         if self.method not in METHODS:
             raise InvalidInputError(f"unknown method {self.method!r}", expected=f"one of {list(METHODS)}",
                                     fix="use adapter (default) or full")
-        for name, value in zip(("max_steps", "batch_size", "learning_rate"), METHOD_DEFAULTS[self.method],
-                               strict=True):
-            if name == "max_steps" and self.method == "adapter" and self.max_pairs is None:
-                continue  # sized with the pairs, once the corpus is known (sized_for)
+        _, batch_size, learning_rate = METHOD_DEFAULTS[self.method]
+        for name, value in (("batch_size", batch_size), ("learning_rate", learning_rate)):
             if getattr(self, name) is None:
-                object.__setattr__(self, name, steps_for(self.method, self.max_pairs)
-                                   if name == "max_steps" else value)
+                object.__setattr__(self, name, value)
+        if self.max_steps is None and (self.method != "adapter" or self.max_pairs is not None):
+            object.__setattr__(self, "max_steps", steps_for(self.method, self.max_pairs))  # adapter: see sized_for
         for name in ("adapter_l2", "corpus_negatives", "idf_alpha"):
             if getattr(self, name) < 0:
                 raise InvalidInputError(f"{name}={getattr(self, name)} is negative", expected=">= 0 (0: off)",
@@ -117,12 +116,8 @@ class EmbedderTrainConfig:
                                     fix="use e.g. 2e-5")
 
     def sized_for(self, chunks: int) -> EmbedderTrainConfig:
-        """This config with the pair budget (and the adapter's steps) left open filled in for ``chunks``."""
-        if self.max_pairs is not None:
-            return self
-        pairs = pairs_for(chunks)
-        steps = self.max_steps if self.max_steps is not None else steps_for(self.method, pairs)
-        return replace(self, max_pairs=pairs, max_steps=steps)
+        """This config with the pair budget left open filled in for ``chunks`` (the adapter's steps follow it)."""
+        return self if self.max_pairs is not None else replace(self, max_pairs=pairs_for(chunks))
 
     def pair_config(self) -> PairConfig:
         return PairConfig(objectives=tuple(self.objectives), max_pairs=self.max_pairs + self.heldout,

