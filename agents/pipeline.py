@@ -91,6 +91,7 @@ class AgentPipeline:
         self.served_requests = ServedRequests(settings, redis)
         self.index: Any = None
         self._batcher: QueryBatcher | None = None
+        self._sentence_batcher: QueryBatcher | None = None  # a query tower's passages take the document route
         self.sentence_embeddings: EmbeddingCache | None = None
         self._chunk_vectors_usable = False
         self.query_embeddings: EmbeddingCache | None = None
@@ -190,14 +191,19 @@ class AgentPipeline:
             limit_threads(threads)
             embedder.encode(["warm up the query embedder"])
             # token matching (extractive answers): the query's token vectors come with its retrieval encode
-            tokens = self.config.generator.token_match_candidates > 0 and hasattr(embedder, "encode_tokens")
+            # (not for a query tower: its query and sentence vectors come from two routes, encode_tokens runs one)
+            routed = getattr(embedder, "routed", False)
+            tokens = (self.config.generator.token_match_candidates > 0 and hasattr(embedder, "encode_tokens")
+                      and not routed)
             encode = query_encoder(embedder, self.config.traced_query_encoder)
             log.info("queries are encoded %s", "by a traced graph" if encode != embedder.encode else "eagerly")
             self._batcher = QueryBatcher(encode, setup=lambda: limit_threads(threads),
                                          encode_tokens=embedder.encode_tokens if tokens else None)
             batcher = self._batcher
+            self._sentence_batcher = (QueryBatcher(embedder.encode, setup=lambda: limit_threads(threads))
+                                      if routed else batcher)
             fingerprint = embedder_fingerprint(embedder.info)
-            self.sentence_embeddings = EmbeddingCache(self._batcher.embed, fingerprint=fingerprint)
+            self.sentence_embeddings = EmbeddingCache(self._sentence_batcher.embed, fingerprint=fingerprint)
             # the chunks' stored vectors stand in for sentence vectors only when the same embedder made them
             self._chunk_vectors_usable = fingerprint == embedder_fingerprint(index.info)
             self.query_embeddings = EmbeddingCache(
@@ -227,6 +233,8 @@ class AgentPipeline:
             task.cancel()
         await asyncio.to_thread(self.log_writer.close)
         await asyncio.to_thread(self.redis.close)
+        if self._sentence_batcher is not None and self._sentence_batcher is not self._batcher:
+            self._sentence_batcher.close()
         if self._batcher is not None:
             self._batcher.close()
         await self.generator.close()

@@ -81,7 +81,7 @@ def retrieval(model: Any, passages: list[str], questions: list[str], gold: list[
     encode = {"normalize_embeddings": True, "convert_to_numpy": True, "show_progress_bar": False, "batch_size": 32}
     started = time.perf_counter()
     p = np.asarray(model.encode(passages, **encode), dtype=np.float32)
-    q = np.asarray(model.encode(questions, **encode), dtype=np.float32)
+    q = np.asarray(model.encode_query(questions, **encode), dtype=np.float32)  # a query tower's query route
     scores = q @ p.T
     gold_scores = scores[np.arange(len(gold)), gold]
     ranks = (scores > gold_scores[:, None]).sum(axis=1) + 1
@@ -94,7 +94,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--articles", type=int, default=4, help="seeded sample of SQuAD dev articles (48 = all)")
     parser.add_argument("--sample-seed", type=int, default=2016, help="seed of the article sample")
-    parser.add_argument("--method", default="adapter", choices=["adapter", "full"])
+    parser.add_argument("--method", default="adapter", choices=["adapter", "query-tower", "full"])
     parser.add_argument("--steps", type=int, default=None, help="default: the method's (adapter 400, full 100)")
     parser.add_argument("--batch-size", type=int, default=None)
     parser.add_argument("--max-pairs", type=int, default=4000)
@@ -105,6 +105,7 @@ def main() -> None:
     parser.add_argument("--objectives", default="sentence,span,salient,cloze,title")
     parser.add_argument("--idf-alpha", type=float, default=1.0, help="0: plain mean pooling")
     parser.add_argument("--corpus-negatives", type=int, default=4096, help="adapter; 0: in-batch negatives only")
+    parser.add_argument("--tower-layers", type=int, default=3, help="query-tower only")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--seed", type=int, default=13)
@@ -138,7 +139,8 @@ def main() -> None:
                                  max_pairs=args.max_pairs, max_steps=args.steps, batch_size=args.batch_size,
                                  learning_rate=args.lr, adapter_l2=args.adapter_l2, ict_keep=args.ict_keep,
                                  idf_alpha=args.idf_alpha, corpus_negatives=args.corpus_negatives,
-                                 max_seq_length=args.max_seq_length, heldout=128, threads=args.threads,
+                                 max_seq_length=args.max_seq_length, tower_layers=args.tower_layers, heldout=128,
+                                 threads=args.threads,
                                  device=args.device, seed=args.seed)
     passages = [Passage(p.doc_id, p.doc_id, p.title, p.context, p.index) for p in corpus]  # text only
     made = corpus_pairs(passages, config.pair_config())
@@ -148,7 +150,7 @@ def main() -> None:
         counts[pair.source] = counts.get(pair.source, 0) + 1
     held_before = heldout_mrr(model, heldout)
     t0 = time.perf_counter()
-    metrics = adapt(model, train, config, corpus=texts, on_step=lambda step, loss: step % 100 == 0 and print(
+    model, metrics = adapt(model, train, config, corpus=passages, on_step=lambda step, loss: step % 100 == 0 and print(
         f"step {step}/{config.max_steps} loss {loss} ({time.perf_counter() - t0:.0f}s)", flush=True))
     with tempfile.TemporaryDirectory() as folder:  # measure the saved artifact, as an index build would load it
         model.save(folder)

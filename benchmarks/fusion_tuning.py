@@ -95,7 +95,8 @@ def main() -> None:
     questions = [ft.Question(r.text, frozenset([r.doc_id])) for r in rows]
     embedder = idx.embedder()
     embedder.encode(["warm up"])
-    vectors, encode_s = embed_cached(embedder, [q.text for q in questions], args.data_dir / "question_vectors")
+    vectors, encode_s = embed_cached(embedder, [q.text for q in questions], args.data_dir / "question_vectors",
+                                    queries=True)
 
     t0 = time.perf_counter()
     rankings = ft.collect(idx, questions, vectors,

@@ -89,7 +89,8 @@ def main() -> None:
         questions = random.Random(args.seed).sample(questions, args.questions)
     embedder = idx.embedder()
     embedder.encode(["warm up"])
-    vectors, encode_s = embed_cached(embedder, [q.text for q in questions], RESULTS_DIR / "data" / "question_vectors")
+    vectors, encode_s = embed_cached(embedder, [q.text for q in questions], RESULTS_DIR / "data" / "question_vectors",
+                                    queries=True)
 
     ranks: dict[str, list[int | None]] = {m: [] for m in MODES}
     latency: dict[str, list[float]] = {m: [] for m in MODES}

@@ -14,6 +14,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from llmfti.embedders.base import encode_queries
+
 if TYPE_CHECKING:
     from llmfti.config import Settings
 
@@ -54,7 +56,7 @@ class QueryScorer:
                     from llmfti.embedders import load_embedder
 
                     self._embedder = load_embedder(self.settings.embedder)
-            vectors = self._embedder.encode(missing)
+            vectors = encode_queries(self._embedder, missing)
             self._vectors.update(zip(missing, np.asarray(vectors, dtype=np.float32), strict=True))
             self.embedded += len(missing)
         if not texts:

@@ -8,10 +8,12 @@ negatives; optionally one mined hard negative per pair), and registers the resul
 version of the model registry with its lineage: base model, index + version, pair counts per source,
 objective, hyper-parameters, and a label-free held-out score (MRR@10 of held-out pairs, before and after).
 
-Two methods: ``adapter`` (the default) freezes the encoder and fits a residual linear map on its output
+Three methods: ``adapter`` (the default) freezes the encoder and fits a residual linear map on its output
 (:mod:`pipelines.embedder_adapter`: no forgetting of what the base learned, seconds of training on a
-CPU, measured better on SQuAD dev); ``full`` fine-tunes every weight (a GPU's job; measured worse
-on CPU-sized runs). Both weight the mean pooling by the index's token IDF (``idf_alpha``; 0: plain mean).
+CPU, measured better on SQuAD dev); ``query-tower`` fine-tunes the top layers of a copy of the encoder for
+queries only, against the frozen vectors of every passage (:mod:`pipelines.embedder_query_tower`: the larger
+gain, minutes to tens of minutes on a CPU); ``full`` fine-tunes every weight (a GPU's job; measured worse
+on CPU-sized runs). All weight the mean pooling by the index's token IDF (``idf_alpha``; 0: plain mean).
 A plain loop over the loss, not ``SentenceTransformerTrainer``: bounded by ``max_steps`` and
 ``max_pairs``, one torch thread by default (a loaded CPU machine), nothing written but the run folder.
 """
@@ -47,9 +49,9 @@ from pipelines.embedder_pairs import (
 
 DEFAULT_MODEL_NAME = "embedder"
 OBJECTIVE = "MultipleNegativesRankingLoss (in-batch negatives)"
-METHODS = ("adapter", "full")
+METHODS = ("adapter", "query-tower", "full")
 # per method: (max_steps, batch_size, learning_rate) when not given
-METHOD_DEFAULTS = {"adapter": (400, 64, 3e-4), "full": (100, 32, 2e-5)}
+METHOD_DEFAULTS = {"adapter": (400, 64, 3e-4), "query-tower": (800, 128, 1e-4), "full": (100, 32, 2e-5)}
 
 
 PAIRS_PER_CHUNK, MIN_PAIRS, MAX_PAIRS = 8, 4000, 16000
@@ -63,7 +65,7 @@ def pairs_for(chunks: int) -> int:
 
 
 def steps_for(method: str, pairs: int | None) -> int:
-    """Default optimizer steps: the adapter one per 20 pairs (at least 400); full fine-tuning 100."""
+    """Default optimizer steps: the adapter one per 20 pairs (at least 400); the query tower 800; full 100."""
     default = METHOD_DEFAULTS[method][0]
     return max(default, (pairs or 0) // 20) if method == "adapter" else default
 
@@ -72,7 +74,7 @@ def steps_for(method: str, pairs: int | None) -> int:
 class EmbedderTrainConfig:
     """Hyper-parameters of one embedder fine-tuning run (recorded in the registry)."""
 
-    method: str = "adapter"  # adapter: frozen encoder + residual linear map; full: every weight
+    method: str = "adapter"  # adapter: frozen encoder + residual linear map; query-tower; full: every weight
     objectives: tuple[str, ...] = DEFAULT_OBJECTIVES  # pseudo-queries -> whole passage, + title -> first chunk
     max_pairs: int | None = None  # self-supervised pairs (labelled ones come on top); None: pairs_for(chunks)
     max_steps: int | None = None  # None: adapter one per 20 pairs, at least 400 (steps_for); full 100
@@ -81,7 +83,9 @@ class EmbedderTrainConfig:
     adapter_l2: float = 0.03  # adapter: L2 penalty on (W, b), i.e. on the distance from the identity map
     corpus_negatives: int = 4096  # adapter: every query scored against up to this many of the pairs' passages
     idf_alpha: float = 1.0  # mean pooling weighted by the index's own token IDF ** alpha (0: plain mean)
-    warmup_ratio: float = 0.1  # full only
+    tower_layers: int = 3  # query-tower: the encoder's top layers tuned for queries
+    max_query_tokens: int = 40  # query-tower: training queries cut here (a question is short; batches stay small)
+    warmup_ratio: float = 0.1  # full and query-tower
     weight_decay: float = 0.01
     max_seq_length: int = 128  # full only (training inputs); the adapter encodes at the base's own limit
     scale: float = 20.0  # MNRL's inverse temperature
@@ -95,7 +99,7 @@ class EmbedderTrainConfig:
     def __post_init__(self) -> None:
         if self.method not in METHODS:
             raise InvalidInputError(f"unknown method {self.method!r}", expected=f"one of {list(METHODS)}",
-                                    fix="use adapter (default) or full")
+                                    fix="use adapter (default), query-tower or full")
         _, batch_size, learning_rate = METHOD_DEFAULTS[self.method]
         for name, value in (("batch_size", batch_size), ("learning_rate", learning_rate)):
             if getattr(self, name) is None:
@@ -107,7 +111,7 @@ class EmbedderTrainConfig:
                 raise InvalidInputError(f"{name}={getattr(self, name)} is negative", expected=">= 0 (0: off)",
                                         fix=f"use the default {getattr(EmbedderTrainConfig, name)}")
         for name, low in (("max_pairs", 2), ("max_steps", 1), ("batch_size", 2), ("threads", 1), ("heldout", 0),
-                          ("max_seq_length", 8)):
+                          ("max_seq_length", 8), ("tower_layers", 1), ("max_query_tokens", 4)):
             if getattr(self, name) is not None and getattr(self, name) < low:
                 raise InvalidInputError(f"{name}={getattr(self, name)} is too small", expected=f">= {low}",
                                         fix=f"raise {name}")
@@ -262,34 +266,48 @@ def heldout_mrr(model: Any, pairs: list[Pair], k: int = 10) -> float | None:
     if len(pairs) < 2:
         return None
     encode = {"normalize_embeddings": True, "convert_to_numpy": True, "show_progress_bar": False, "batch_size": 64}
-    a = np.asarray(model.encode([p.anchor for p in pairs], **encode))
+    a = np.asarray(model.encode_query([p.anchor for p in pairs], **encode))
     b = np.asarray(model.encode([p.positive for p in pairs], **encode))
     ranks = (a @ b.T > np.diag(a @ b.T)[:, None]).sum(axis=1) + 1
     return round(float(np.mean([1.0 / r if r <= k else 0.0 for r in ranks])), 4)
 
 
-def adapt(model: Any, pairs: list[Pair], config: EmbedderTrainConfig, corpus: list[str] | None = None,
-          on_step: Callable[[int, float], None] | None = None) -> dict[str, Any]:
-    """Adapt ``model`` in place on ``pairs`` by ``config.method``; returns the training metrics.
+def adapt(model: Any, pairs: list[Pair], config: EmbedderTrainConfig, corpus: list[Passage] | None = None,
+          on_step: Callable[[int, float], None] | None = None) -> tuple[Any, dict[str, Any]]:
+    """Adapt ``model`` on ``pairs`` by ``config.method``: (the adapted model, the training metrics). The adapter
+    and full fine-tuning change ``model`` in place; the query tower returns a new, routed model.
 
-    ``corpus``: the index's chunk texts, whose token IDF weights the pooling (``config.idf_alpha`` > 0;
-    default: the pairs' distinct positives)."""
+    ``corpus``: the index's chunks, whose token IDF weights the pooling (``config.idf_alpha`` > 0; default: the
+    pairs' distinct positives) and whose frozen vectors the query tower scores against."""
     from pipelines.embedder_adapter import attach_adapter, fit_adapter, idf_word_weights, insert_word_weights
 
+    if any(type(m).__name__ == "Router" for m in model):
+        raise InvalidInputError("the base is a query-tower embedder (a query and a document route)",
+                                expected="a single-route base model",
+                                fix="train from the embedder the query tower was trained from (--base)")
+    corpus = corpus or [Passage(f"pair-{i}", p.group, "", p.positive) for i, p in enumerate(pairs)]
     weighted = any(type(m).__name__ == "WordWeights" for m in model)  # a base adapted before keeps its weights
     if config.idf_alpha > 0 and not weighted:
-        weights = idf_word_weights(model, corpus or list(dict.fromkeys(p.positive for p in pairs)), config.idf_alpha)
+        weights = idf_word_weights(model, list(dict.fromkeys(p.text for p in corpus)), config.idf_alpha)
         insert_word_weights(model, weights)
     for module in model:
         if type(module).__name__ == "WordWeights":
             module.emb_layer.weight.requires_grad_(False)  # a corpus statistic, not trained
     if config.method == "full":
-        return fit(model, pairs, config, on_step)
+        return model, fit(model, pairs, config, on_step)
+    if config.method == "query-tower":
+        from pipelines.embedder_query_tower import fit_query_tower
+
+        return fit_query_tower(model, pairs, [(p.text, p.doc_id) for p in corpus], layers=config.tower_layers,
+                               steps=config.max_steps, batch_size=config.batch_size,
+                               learning_rate=config.learning_rate, scale=config.scale, seed=config.seed,
+                               max_query_tokens=config.max_query_tokens, weight_decay=config.weight_decay,
+                               warmup_ratio=config.warmup_ratio, on_step=on_step)
     fitted = fit_adapter(model, pairs, steps=config.max_steps, batch_size=config.batch_size,
                          learning_rate=config.learning_rate, l2=config.adapter_l2, scale=config.scale,
                          seed=config.seed, corpus_negatives=config.corpus_negatives, on_step=on_step)
     attach_adapter(model, fitted)
-    return fitted.metrics
+    return model, fitted.metrics
 
 
 def fit(model: Any, pairs: list[Pair], config: EmbedderTrainConfig,
@@ -385,7 +403,7 @@ def train_embedder(settings: Settings, *, index: str | None = None, index_versio
                                   "negative": p.negative}, ensure_ascii=False) + "\n")
     before = heldout_mrr(model, heldout)
     with span("train_embedder.fit", pairs=len(train), steps=config.max_steps):
-        metrics = adapt(model, train, config, corpus=[p.text for p in passages])
+        model, metrics = adapt(model, train, config, corpus=passages)
     metrics.update(heldout_mrr10_before=before, heldout_mrr10_after=heldout_mrr(model, heldout))
     model_dir = run_dir / "embedder"
     model.save(str(model_dir))
@@ -397,12 +415,22 @@ def train_embedder(settings: Settings, *, index: str | None = None, index_versio
 
 def _keep_base_tokenizer(base: Path, model_dir: Path) -> None:
     """The base's own tokenizer files: training changes no token, and saving a tokenizer also writes its transient
-    truncation state, which would change the fingerprint an index checks (and the chunking it implies)."""
+    truncation state, which would change the fingerprint an index checks (and the chunking it implies). A routed
+    model (query tower) keeps them in each route's transformer folder."""
     import shutil
 
-    for name in ("tokenizer.json", "vocab.txt", "special_tokens_map.json"):  # tokenizer_config holds max length
-        if (base / name).is_file():
-            shutil.copy2(base / name, model_dir / name)
+    for folder in transformer_dirs(model_dir):
+        for name in ("tokenizer.json", "vocab.txt", "special_tokens_map.json"):  # tokenizer_config: max length
+            if (base / name).is_file():
+                shutil.copy2(base / name, folder / name)
+
+
+def transformer_dirs(model_dir: Path) -> list[Path]:
+    """The folders of a saved model's transformer(s): the model folder itself, or, for a routed model (query
+    tower), each route's (``document_0_Transformer`` first: the route ``encode`` runs)."""
+    routed = sorted((p for p in model_dir.glob("*_Transformer") if p.is_dir()),
+                    key=lambda p: not p.name.startswith("document"))
+    return routed or [model_dir]
 
 
 def _lineage(run: EmbedderRun) -> dict[str, Any]:
@@ -422,6 +450,9 @@ def objective(config: EmbedderTrainConfig) -> str:
         text += f"; mean pooling weighted by the corpus' token IDF^{config.idf_alpha}"
     if config.method == "adapter":
         return f"{text}; a residual linear adapter over the frozen encoder (L2 {config.adapter_l2} to identity)"
+    if config.method == "query-tower":
+        return (f"{text.replace('in-batch negatives', 'every passage of the corpus as a negative')}; the top "
+                f"{config.tower_layers} layers of a query copy of the encoder tuned, passages by the frozen encoder")
     return f"{text}; full fine-tuning"
 
 
@@ -436,7 +467,7 @@ class EmbedderTokenizer:
 
         from llmfti.llm.tokenization import tokenizer_fingerprint
 
-        self.tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
+        self.tokenizer = AutoTokenizer.from_pretrained(str(transformer_dirs(model_dir)[0]))
         self.fingerprint = tokenizer_fingerprint(self.tokenizer)
 
     def save(self, path: Path) -> Path:

@@ -121,7 +121,7 @@ def test_full_fine_tuning_still_moves_the_encoder_weights() -> None:
     pairs = corpus_pairs(_passages(), PairConfig(objectives=("ict",), max_pairs=8, seed=3))
     model = _minilm()
     weight = next(model[0].parameters()).detach().clone()
-    metrics = adapt(model, pairs, EmbedderTrainConfig(method="full", max_steps=1, batch_size=4,
+    model, metrics = adapt(model, pairs, EmbedderTrainConfig(method="full", max_steps=1, batch_size=4,
                                                       max_seq_length=32, learning_rate=1e-3))
     assert metrics["steps"] == 1  # no adapter appended; the IDF token weights stay as computed
     assert [type(m).__name__ for m in model] == ["Transformer", "WordWeights", "Pooling", "Normalize"]

@@ -153,7 +153,7 @@ def test_the_default_recipe_does_not_lower_retrieval_on_a_small_real_corpus() ->
     pairs = corpus_pairs(_passages(), config.pair_config())
     model = _minilm()
     hit1_before, mrr_before = _retrieval(model, QUESTIONS)
-    metrics = adapt(model, pairs, config, corpus=[body for _, body in TOPICS.values()])
+    model, metrics = adapt(model, pairs, config, corpus=_passages())
     assert metrics["steps"] == 80 and metrics["final_loss"] < metrics["first_loss"]
     assert [type(m).__name__ for m in model] == ["Transformer", "WordWeights", "Pooling", "Normalize", "Dense",
                                                  "Normalize"]

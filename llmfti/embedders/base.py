@@ -63,6 +63,14 @@ class Embedder(Protocol):
         """Character spans of each text's tokens (no special tokens), in this model's tokenizer."""
         ...
 
+    # Optional (asymmetric models, a query tower): ``encode_queries(texts)``, the vectors of search queries where
+    # they differ from ``encode``'s (passages, sentences). Callers use :func:`encode_queries`.
+
+
+def encode_queries(embedder: Embedder, texts: Sequence[str]) -> np.ndarray:
+    """Vectors of search queries: the embedder's ``encode_queries`` where it has one, else its ``encode``."""
+    return getattr(embedder, "encode_queries", embedder.encode)(texts)
+
     # Optional (late interaction, :mod:`llmfti.token_match`): ``encode_tokens(texts) -> list[TokenEncoding]``,
     # the pooled vector equal to ``encode``'s plus the token vectors of the same forward pass. Callers check
     # ``hasattr(embedder, "encode_tokens")``: an embedder without it serves everything else.
@@ -70,10 +78,10 @@ class Embedder(Protocol):
 
 def query_encoder(embedder: Embedder, traced: bool = True) -> Callable[[Sequence[str]], np.ndarray]:
     """The encode the agent runs on queries: the embedder's traced graph when ``traced`` and it offers one
-    (``agent.traced_query_encoder``; llmfti/embedders/traced.py), else its ``encode``."""
+    (``agent.traced_query_encoder``; llmfti/embedders/traced.py), else its query encode (:func:`encode_queries`)."""
     if traced and hasattr(embedder, "query_encoder"):
         return embedder.query_encoder()
-    return embedder.encode
+    return getattr(embedder, "encode_queries", embedder.encode)
 
 
 _cache: dict[tuple[str, str, str], Embedder] = {}

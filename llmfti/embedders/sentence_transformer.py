@@ -51,6 +51,7 @@ class SentenceTransformerEmbedder:
                 expected="a sentence-transformers model folder or a hub id available offline",
                 fix="set embedder.model to a local model path",
             ) from exc
+        self.routed = any(type(m).__name__ == "Router" for m in self._model)  # a query tower: queries differ
         tokenizer = self._model.tokenizer
         if not getattr(tokenizer, "is_fast", False):
             raise ConfigError(
@@ -78,12 +79,24 @@ class SentenceTransformerEmbedder:
         )
         return np.asarray(vectors, dtype=np.float32)
 
+    def encode_queries(self, texts: Sequence[str], *, batch_size: int | None = None) -> np.ndarray:
+        """Vectors of search queries: :meth:`encode` itself, except for a query-tower model (a ``Router`` with
+        a query and a document route, pipelines/embedder_query_tower.py), whose queries take the query route."""
+        if not self.routed:
+            return self.encode(texts, batch_size=batch_size)
+        import numpy as np
+
+        vectors = self._model.encode_query(list(texts), batch_size=batch_size or self._batch_size,
+                                           normalize_embeddings=True, convert_to_numpy=True, show_progress_bar=False)
+        return np.asarray(vectors, dtype=np.float32)
+
     def query_encoder(self) -> Callable[[Sequence[str]], np.ndarray]:
-        """:meth:`encode` for short texts in small batches (the agent's queries): the model traced into one
-        graph when the trace agrees with it (llmfti/embedders/traced.py), else :meth:`encode` itself."""
+        """:meth:`encode_queries` for short texts in small batches (the agent's queries): the model traced into
+        one graph when the trace agrees with it (llmfti/embedders/traced.py; a routed model is not traced), else
+        :meth:`encode_queries` itself."""
         from llmfti.embedders.traced import traced_encoder
 
-        return traced_encoder(self._model) or self.encode
+        return (None if self.routed else traced_encoder(self._model)) or self.encode_queries
 
     def encode_tokens(self, texts: Sequence[str], *, batch_size: int | None = None) -> list[TokenEncoding]:
         """Each text's pooled vector (as :meth:`encode`) and its token vectors, from one forward pass."""

@@ -21,6 +21,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
+from llmfti.embedders.base import encode_queries
 from llmfti.errors import InvalidInputError
 from llmfti.index.fusion import Fusion, fused_scores, top
 
@@ -71,7 +72,7 @@ def collect(index: VectorIndex, questions: Sequence[Question], vectors: np.ndarr
     """The dense and full-text rankings (``DEPTH`` deep) of every question, hits with their sentence vectors
     when the index has them; ``vectors`` are the questions' embeddings (default: embedded here, in batches)."""
     if vectors is None:
-        vectors = index.embedder().encode([q.text for q in questions])
+        vectors = encode_queries(index.embedder(), [q.text for q in questions])
     out = []
     for n, (q, vector) in enumerate(zip(questions, vectors, strict=True), start=1):
         out.append(index.candidates(q.text, vector, DEPTH, tenant=tenant, version=version))
@@ -272,7 +273,7 @@ def tune_index(index: VectorIndex, questions: Sequence[Question], *, source: str
             expected="eval questions about this index's documents (their doc ids as the index has them)",
             fix="pass the questions of this index's own eval set, or the index the suite was built for",
         )
-    vectors = index.embedder().encode([q.text for q in answerable])
+    vectors = encode_queries(index.embedder(), [q.text for q in answerable])
     rankings = collect(index, answerable, vectors, tenant=tenant, version=version, on_progress=on_progress)
     sentences = index.has_sentence_vectors(version)
     default = Fusion(rrf_k=index.settings.index.rrf_k)

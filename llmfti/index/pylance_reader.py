@@ -23,6 +23,7 @@ import json
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
+from llmfti.embedders.base import encode_queries
 from llmfti.errors import ConfigError
 from llmfti.filters import Filter
 from llmfti.index.fusion import Fusion, decode
@@ -68,7 +69,7 @@ def search_published(settings: Settings, query: str, *, index: str | None = None
         assert embedder is not None
         if embedder.info.to_dict() != recorded:
             return None
-        vector = embedder.encode([query])[0]
+        vector = encode_queries(embedder, [query])[0]
     if mode == "hybrid":
         raw = (dataset.schema.metadata or {}).get(FUSION_KEY.encode())
         try:

@@ -29,6 +29,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, NamedTuple
 
+from llmfti.embedders.base import encode_queries
 from llmfti.errors import ConfigError, EmbedderMismatchError, InvalidInputError, NotFoundError
 from llmfti.filters import Filter, where_clause
 from llmfti.index import history
@@ -501,7 +502,7 @@ class VectorIndex:
 
     # ----------------------------------------------------------------- searching
     def embed_query(self, text: str) -> np.ndarray:
-        return self.embedder().encode([text])[0]
+        return encode_queries(self.embedder(), [text])[0]
 
     def search(
         self,
