@@ -196,7 +196,10 @@ class AgentPipeline:
             tokens = (self.config.generator.token_match_candidates > 0 and hasattr(embedder, "encode_tokens")
                       and not routed)
             encode = query_encoder(embedder, self.config.traced_query_encoder)
-            log.info("queries are encoded %s", "by a traced graph" if encode != embedder.encode else "eagerly")
+            if routed:
+                encode(["warm up the query route"])
+            log.info("queries are encoded %s", "by a traced graph" if encode not in (
+                embedder.encode, getattr(embedder, "encode_queries", None)) else "eagerly")
             self._batcher = QueryBatcher(encode, setup=lambda: limit_threads(threads),
                                          encode_tokens=embedder.encode_tokens if tokens else None)
             batcher = self._batcher

@@ -63,6 +63,8 @@ def main() -> None:
                              "used) and re-embed the index with it, as a user would; reused when already done")
     parser.add_argument("--adapt-pairs", type=int, default=None,
                         help="--adapt-embedder: self-supervised pairs (default: train-embedder's, 16,000 here)")
+    parser.add_argument("--adapt-method", default="adapter", choices=["adapter", "query-tower"],
+                        help="--adapt-embedder: train-embedder's --method")
     parser.add_argument("--adapt-steps", type=int, default=None,
                         help="--adapt-embedder: training steps (default: train-embedder's, 800 here)")
     args = parser.parse_args()
@@ -83,7 +85,7 @@ def main() -> None:
     build_s = time.perf_counter() - t0
     adaptation = None
     if args.adapt_embedder:
-        settings, adaptation = _adapted(settings, args.adapt_pairs, args.adapt_steps)
+        settings, adaptation = _adapted(settings, args.adapt_pairs, args.adapt_steps, args.adapt_method)
     idx = VectorIndex.open(settings, INDEX)
     if idx.fusion_record() is not None:  # a stored choice from an earlier run: measure from plain RRF again
         idx.clear_fusion(reason="benchmarks.fusion_tuning: start from plain RRF")
@@ -182,7 +184,7 @@ def main() -> None:
                   "hybrid_search_ms": search_ms})
 
 
-def _adapted(settings: Any, pairs: int | None, steps: int | None) -> tuple[Any, dict[str, Any]]:
+def _adapted(settings: Any, pairs: int | None, steps: int | None, method: str) -> tuple[Any, dict[str, Any]]:
     """Settings reading the index re-embedded by an embedder adapted to its paragraphs (trained and re-embedded
     here unless the index already is), and what that cost: the ``llmfti train-embedder`` + ``llmfti index build
     --embedder`` path, with no question in the training data."""
@@ -197,7 +199,7 @@ def _adapted(settings: Any, pairs: int | None, steps: int | None) -> tuple[Any, 
     if is_registry_ref(recorded):
         return settings, {"embedder": recorded, "reused": True}
     t0 = time.perf_counter()
-    config = EmbedderTrainConfig(max_pairs=pairs, max_steps=steps, threads=min(2, os.cpu_count() or 1))
+    config = EmbedderTrainConfig(method=method, max_pairs=pairs, max_steps=steps, threads=min(2, os.cpu_count() or 1))
     trained = train_and_register(settings, model_name="embedder", index=INDEX, index_version=None, base=None,
                                  config=config, run_dir=None, labelled=LabelledSources())
     train_s = time.perf_counter() - t0

@@ -187,6 +187,10 @@ def test_the_pair_budget_and_the_adapters_steps_grow_with_the_index() -> None:
     assert EmbedderTrainConfig(max_steps=50).sized_for(2250).max_steps == 50
     full = EmbedderTrainConfig(method="full").sized_for(2250)
     assert (full.max_pairs, full.max_steps) == (16000, 100)
+    tower = EmbedderTrainConfig(method="query-tower")  # 16 per chunk, up to 64,000; 800 steps whatever the pairs
+    assert [(c.max_pairs, c.max_steps) for c in (tower.sized_for(100), tower.sized_for(2250),
+                                                  tower.sized_for(10_000))] == [(4000, 800), (36000, 800),
+                                                                                (64000, 800)]
 
 
 def test_a_title_that_names_several_documents_makes_no_pair() -> None:
