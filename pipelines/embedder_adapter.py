@@ -39,7 +39,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from llmfti.errors import InvalidInputError
-from pipelines.embedder_pairs import Pair, batches
+from pipelines.embedder_pairs import Pair, StepBatches
 
 
 @dataclass(frozen=True)
@@ -101,36 +101,27 @@ def fit_adapter(model: Any, pairs: Sequence[Pair], *, steps: int, batch_size: in
 
     position = {id(p): i for i, p in enumerate(pairs)}
     curve: list[float] = []
-    step, epoch = 0, 0
-    while step < steps:
-        plan = batches(pairs, batch_size, seed + epoch)
-        if not plan:
-            raise InvalidInputError("no batch of two pairs from distinct documents could be formed",
-                                    expected="pairs from at least 2 documents", fix="index more documents")
-        for batch in plan:
-            if step >= steps:
-                break
-            rows = torch.tensor([position[id(p)] for p in batch])
-            if corpus is None:
-                candidates, labels = mapped(positives[rows]), torch.arange(len(batch))
-            else:
-                candidates, labels = _corpus_candidates(corpus, target[rows], corpus_negatives, sampler)
-                candidates = mapped(candidates)
-            negatives = [negative_row[int(r)] for r in rows if int(r) in negative_row]
-            if negatives:
-                candidates = torch.cat([candidates, mapped(vectors[torch.tensor(negatives)])])
-            logits = scale * mapped(anchors[rows]) @ candidates.T
-            loss = F.cross_entropy(logits, labels) + l2 * (delta.square().sum() + bias.square().sum())
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
-            step += 1
-            curve.append(round(float(loss.detach()), 4))
-            if on_step is not None:
-                on_step(step, curve[-1])
-        epoch += 1
+    plan = StepBatches(pairs, batch_size, seed, steps)
+    for step, batch in enumerate(plan, start=1):
+        rows = torch.tensor([position[id(p)] for p in batch])
+        if corpus is None:
+            candidates, labels = mapped(positives[rows]), torch.arange(len(batch))
+        else:
+            candidates, labels = _corpus_candidates(corpus, target[rows], corpus_negatives, sampler)
+            candidates = mapped(candidates)
+        negatives = [negative_row[int(r)] for r in rows if int(r) in negative_row]
+        if negatives:
+            candidates = torch.cat([candidates, mapped(vectors[torch.tensor(negatives)])])
+        logits = scale * mapped(anchors[rows]) @ candidates.T
+        loss = F.cross_entropy(logits, labels) + l2 * (delta.square().sum() + bias.square().sum())
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        curve.append(round(float(loss.detach()), 4))
+        if on_step is not None:
+            on_step(step, curve[-1])
     weight = (torch.eye(dim) + delta.detach()).T.contiguous()
-    metrics = {"steps": step, "epochs_started": epoch, "encode_seconds": round(encode_seconds, 2),
+    metrics = {"steps": len(curve), "epochs_started": plan.epochs, "encode_seconds": round(encode_seconds, 2),
                "train_seconds": round(time.perf_counter() - started, 2), "first_loss": curve[0],
                "final_loss": round(sum(curve[-5:]) / len(curve[-5:]), 4),
                "adapter_delta_norm": round(float(delta.detach().norm()), 4),

@@ -39,7 +39,7 @@ from __future__ import annotations
 import json
 import random
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -280,6 +280,27 @@ def feedback_pairs(rows: Iterable[dict[str, Any]], passages: Sequence[Passage]) 
         for chunk_id in cited[:2]:
             out.append(Pair(row["question"], by_id[chunk_id].text, "feedback", by_id[chunk_id].doc_id))
     return out
+
+
+class StepBatches:
+    """``steps`` training batches: :func:`batches` of the pairs epoch after epoch (seed + epoch), cut at ``steps``;
+    ``epochs`` counts the epochs started. Refuses pairs that make no batch of two."""
+
+    def __init__(self, pairs: Sequence[Pair], batch_size: int, seed: int, steps: int):
+        self.pairs, self.batch_size, self.seed, self.steps = pairs, batch_size, seed, steps
+        self.epochs = 0
+
+    def __iter__(self) -> Iterator[list[Pair]]:
+        done = 0
+        while done < self.steps:
+            plan = batches(self.pairs, self.batch_size, self.seed + self.epochs)
+            if not plan:
+                raise InvalidInputError("no batch of two pairs from distinct documents could be formed",
+                                        expected="pairs from at least 2 documents", fix="index more documents")
+            self.epochs += 1
+            for batch in plan[:self.steps - done]:
+                done += 1
+                yield batch
 
 
 def batches(pairs: Sequence[Pair], batch_size: int, seed: int) -> list[list[Pair]]:

@@ -36,7 +36,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from llmfti.errors import InvalidInputError
-from pipelines.embedder_pairs import Pair, batches
+from pipelines.embedder_pairs import Pair, StepBatches
 
 
 def fit_query_tower(model: Any, pairs: Sequence[Pair], corpus: Sequence[tuple[str, str]], *, layers: int,
@@ -93,37 +93,28 @@ def fit_query_tower(model: Any, pairs: Sequence[Pair], corpus: Sequence[tuple[st
         by_group.setdefault(g, []).append(i)
 
     curve: list[float] = []
-    step, epoch = 0, 0
+    plan = StepBatches(pairs, batch_size, seed, steps)
     query.train()
     try:
-        while step < steps:
-            plan = batches(pairs, batch_size, seed + epoch)
-            if not plan:
-                raise InvalidInputError("no batch of two pairs from distinct documents could be formed",
-                                        expected="pairs from at least 2 documents", fix="index more documents")
-            for batch in plan:
-                if step >= steps:
-                    break
-                features = {k: v.to(query.device) if hasattr(v, "to") else v
-                            for k, v in query.preprocess([p.anchor for p in batch]).items()}
-                vectors = F.normalize(query(features)["sentence_embedding"], dim=-1)
-                logits = scale * vectors @ passages.T
-                target = torch.tensor([row[p.positive] for p in batch])
-                mask = torch.zeros_like(logits, dtype=torch.bool)
-                for i, p in enumerate(batch):  # the query's own document's other passages are no negatives
-                    mask[i, by_group.get(p.group, [])] = True
-                mask[torch.arange(len(batch)), target] = False
-                loss = F.cross_entropy(logits.masked_fill(mask, float("-inf")), target)
-                loss.backward()
-                torch.nn.utils.clip_grad_norm_(params, 1.0)
-                optimizer.step()
-                schedule.step()
-                optimizer.zero_grad()
-                step += 1
-                curve.append(round(float(loss.detach()), 4))
-                if on_step is not None:
-                    on_step(step, curve[-1])
-            epoch += 1
+        for step, batch in enumerate(plan, start=1):
+            features = {k: v.to(query.device) if hasattr(v, "to") else v
+                        for k, v in query.preprocess([p.anchor for p in batch]).items()}
+            vectors = F.normalize(query(features)["sentence_embedding"], dim=-1)
+            logits = scale * vectors @ passages.T
+            target = torch.tensor([row[p.positive] for p in batch])
+            mask = torch.zeros_like(logits, dtype=torch.bool)
+            for i, p in enumerate(batch):  # the query's own document's other passages are no negatives
+                mask[i, by_group.get(p.group, [])] = True
+            mask[torch.arange(len(batch)), target] = False
+            loss = F.cross_entropy(logits.masked_fill(mask, float("-inf")), target)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(params, 1.0)
+            optimizer.step()
+            schedule.step()
+            optimizer.zero_grad()
+            curve.append(round(float(loss.detach()), 4))
+            if on_step is not None:
+                on_step(step, curve[-1])
     finally:
         query.eval()
     for p in query.parameters():
@@ -132,7 +123,7 @@ def fit_query_tower(model: Any, pairs: Sequence[Pair], corpus: Sequence[tuple[st
     routed = SentenceTransformer(
         modules=[Router.for_query_document(query_modules=list(query), document_modules=list(model))],
         device=str(model.device))
-    metrics = {"steps": step, "epochs_started": epoch, "encode_seconds": round(encode_seconds, 2),
+    metrics = {"steps": len(curve), "epochs_started": plan.epochs, "encode_seconds": round(encode_seconds, 2),
                "train_seconds": round(time.perf_counter() - started, 2), "candidates": len(texts),
                "first_loss": curve[0], "final_loss": round(sum(curve[-5:]) / len(curve[-5:]), 4),
                "loss_curve": curve if len(curve) <= 200 else curve[:: -(-len(curve) // 200)]}

@@ -40,7 +40,7 @@ from pipelines.embedder_pairs import (
     Pair,
     PairConfig,
     Passage,
-    batches,
+    StepBatches,
     corpus_pairs,
     feedback_pairs,
     file_pairs,
@@ -333,38 +333,30 @@ def fit(model: Any, pairs: list[Pair], config: EmbedderTrainConfig,
         lambda s: min((s + 1) / warmup, max(0.0, (config.max_steps - s) / max(1, config.max_steps - warmup))))
     saved_length = model.max_seq_length
     model.max_seq_length = min(saved_length, config.max_seq_length)
-    curve, step, epoch, started = [], 0, 0, time.perf_counter()
+    curve, started = [], time.perf_counter()
+    plan = StepBatches(pairs, config.batch_size, config.seed, config.max_steps)
     model.train()
     try:
-        while step < config.max_steps:
-            plan = batches(pairs, config.batch_size, config.seed + epoch)
-            if not plan:
-                raise InvalidInputError("no batch of two pairs from distinct documents could be formed",
-                                        expected="pairs from at least 2 documents", fix="index more documents")
-            for batch in plan:
-                if step >= config.max_steps:
-                    break
-                columns = [[p.anchor for p in batch], [p.positive for p in batch]]
-                if all(p.negative for p in batch):
-                    columns.append([p.negative for p in batch])
-                features = [{k: v.to(model.device) if hasattr(v, "to") else v
-                             for k, v in model.preprocess(c).items()} for c in columns]
-                loss = loss_fn(features, labels=None)
-                loss.backward()
-                torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], 1.0)
-                optimizer.step()
-                schedule.step()
-                optimizer.zero_grad()
-                step += 1
-                curve.append(round(float(loss.detach()), 4))
-                if on_step is not None:
-                    on_step(step, curve[-1])
-            epoch += 1
+        for step, batch in enumerate(plan, start=1):
+            columns = [[p.anchor for p in batch], [p.positive for p in batch]]
+            if all(p.negative for p in batch):
+                columns.append([p.negative for p in batch])
+            features = [{k: v.to(model.device) if hasattr(v, "to") else v
+                         for k, v in model.preprocess(c).items()} for c in columns]
+            loss = loss_fn(features, labels=None)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], 1.0)
+            optimizer.step()
+            schedule.step()
+            optimizer.zero_grad()
+            curve.append(round(float(loss.detach()), 4))
+            if on_step is not None:
+                on_step(step, curve[-1])
     finally:
         model.max_seq_length = saved_length  # the saved model keeps the base's limit (same chunking, same record)
         model.eval()
     seconds = time.perf_counter() - started
-    return {"steps": step, "epochs_started": epoch, "train_seconds": round(seconds, 2),
+    return {"steps": len(curve), "epochs_started": plan.epochs, "train_seconds": round(seconds, 2),
             "first_loss": curve[0], "final_loss": round(sum(curve[-5:]) / len(curve[-5:]), 4),
             "loss_curve": curve if len(curve) <= 200 else curve[:: math.ceil(len(curve) / 200)]}
 
