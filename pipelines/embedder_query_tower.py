@@ -24,8 +24,8 @@ steps: +1.9; 3 layers at lr 1e-4: 14,480 pairs +2.4, ~35,000 pairs +2.8 at 400 s
 sides with a bank of stale passage vectors lost 1.3 points: the model learned to tell fresh vectors from stale
 ones, the shortcut a frozen passage side rules out.
 
-Serving cost: queries run the tuned copy eagerly (a routed model is not traced, llmfti/embedders/traced.py), and
-the model folder holds two transformers (~2 x 90 MB for MiniLM).
+Serving cost: none per query (the agent traces the query route as it traces a plain model,
+llmfti/embedders/traced.py); the model folder holds two transformers (~2 x 90 MB for MiniLM).
 """
 
 from __future__ import annotations

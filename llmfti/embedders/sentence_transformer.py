@@ -91,12 +91,19 @@ class SentenceTransformerEmbedder:
         return np.asarray(vectors, dtype=np.float32)
 
     def query_encoder(self) -> Callable[[Sequence[str]], np.ndarray]:
-        """:meth:`encode_queries` for short texts in small batches (the agent's queries): the model traced into
-        one graph when the trace agrees with it (llmfti/embedders/traced.py; a routed model is not traced), else
-        :meth:`encode_queries` itself."""
+        """:meth:`encode_queries` for short texts in small batches (the agent's queries): the model (a query
+        tower: its query route) traced into one graph when the trace agrees with it
+        (llmfti/embedders/traced.py), else :meth:`encode_queries` itself."""
         from llmfti.embedders.traced import traced_encoder
 
-        return (None if self.routed else traced_encoder(self._model)) or self.encode_queries
+        return traced_encoder(self._query_route() if self.routed else self._model) or self.encode_queries
+
+    def _query_route(self) -> object:
+        """The query route of a routed model as a plain model of its own (same module objects, no copy)."""
+        from sentence_transformers import SentenceTransformer
+
+        router = next(m for m in self._model if type(m).__name__ == "Router")
+        return SentenceTransformer(modules=list(router.sub_modules["query"]), device=str(self._model.device))
 
     def encode_tokens(self, texts: Sequence[str], *, batch_size: int | None = None) -> list[TokenEncoding]:
         """Each text's pooled vector (as :meth:`encode`) and its token vectors, from one forward pass."""
