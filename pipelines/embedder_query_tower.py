@@ -44,13 +44,20 @@ def fit_query_tower(model: Any, pairs: Sequence[Pair], corpus: Sequence[tuple[st
                     max_query_tokens: int, weight_decay: float = 0.01, warmup_ratio: float = 0.1,
                     on_step: Callable[[int, float], None] | None = None) -> tuple[Any, dict[str, Any]]:
     """(the routed model, training metrics). ``model``: a sentence-transformers model ``[Transformer, ...]``
-    (frozen, becomes the document route); ``corpus``: ``(text, group)`` of the index's passages."""
+    (frozen, becomes the document route), or a query tower trained before (its document route stays, its query
+    route is where this one starts: an index it embedded needs no new passage vectors); ``corpus``: ``(text,
+    group)`` of the index's passages."""
     import torch
     import torch.nn.functional as F  # noqa: N812
     from sentence_transformers import SentenceTransformer
     from sentence_transformers.sentence_transformer.modules import Router
 
-    transformer = model[0]
+    document, start = list(model), list(model)
+    if is_routed(model):
+        routes = next(m for m in model if type(m).__name__ == "Router").sub_modules
+        document, start = list(routes["document"]), list(routes["query"])
+        model = SentenceTransformer(modules=document, device=str(model.device))
+    transformer = start[0]
     encoder_layers = _encoder_layers(transformer)
     if not 1 <= layers <= len(encoder_layers):
         raise InvalidInputError(f"tower_layers={layers} for an encoder of {len(encoder_layers)} layers",
@@ -76,12 +83,12 @@ def fit_query_tower(model: Any, pairs: Sequence[Pair], corpus: Sequence[tuple[st
     candidate_groups = [groups[t] for t in texts]
     encode_seconds = time.perf_counter() - started
 
-    tower = copy.deepcopy(transformer)
-    for layer in _encoder_layers(tower)[-layers:]:
+    query = SentenceTransformer(modules=[copy.deepcopy(m) for m in start], device=str(model.device))
+    for p in query.parameters():  # only the top layers learn (a loaded route comes with every weight trainable)
+        p.requires_grad_(False)
+    for layer in _encoder_layers(query[0])[-layers:]:
         for p in layer.parameters():
             p.requires_grad_(True)
-    query = SentenceTransformer(modules=[tower, *(copy.deepcopy(m) for m in list(model)[1:])],
-                                device=str(model.device))
     query.max_seq_length = min(model.max_seq_length, max_query_tokens)
     params = [p for p in query.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=learning_rate, weight_decay=weight_decay)
@@ -121,7 +128,7 @@ def fit_query_tower(model: Any, pairs: Sequence[Pair], corpus: Sequence[tuple[st
         p.requires_grad_(False)
     query.max_seq_length = model.max_seq_length  # served queries are read as far as passages are
     routed = SentenceTransformer(
-        modules=[Router.for_query_document(query_modules=list(query), document_modules=list(model))],
+        modules=[Router.for_query_document(query_modules=list(query), document_modules=document)],
         device=str(model.device))
     metrics = {"steps": len(curve), "epochs_started": plan.epochs, "encode_seconds": round(encode_seconds, 2),
                "train_seconds": round(time.perf_counter() - started, 2), "candidates": len(texts),

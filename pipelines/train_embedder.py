@@ -240,8 +240,10 @@ def mine_hard_negatives(model: Any, pairs: list[Pair], passages: list[Passage], 
     """Each pair gets the base model's best-ranked passage of another document as its negative."""
     import numpy as np
 
-    anchors = model.encode([p.anchor for p in pairs], batch_size=64, normalize_embeddings=True,
-                           convert_to_numpy=True, show_progress_bar=False)
+    from pipelines.embedder_query_tower import encode_queries
+
+    anchors = encode_queries(model, [p.anchor for p in pairs], batch_size=64, normalize_embeddings=True,
+                             convert_to_numpy=True, show_progress_bar=False)
     scores = np.asarray(anchors, dtype=np.float32) @ vectors.T
     out = []
     for pair, row in zip(pairs, scores, strict=True):
@@ -287,13 +289,16 @@ def adapt(model: Any, pairs: list[Pair], config: EmbedderTrainConfig, corpus: li
     ``corpus``: the index's chunks, whose token IDF weights the pooling (``config.idf_alpha`` > 0; default: the
     pairs' distinct positives) and whose frozen vectors the query tower scores against."""
     from pipelines.embedder_adapter import attach_adapter, fit_adapter, idf_word_weights, insert_word_weights
-    from pipelines.embedder_query_tower import fit_query_tower, is_routed
+    from pipelines.embedder_query_tower import is_routed
 
-    if is_routed(model):
-        raise InvalidInputError("the base is a query-tower embedder (a query and a document route)",
-                                expected="a single-route base model",
-                                fix="train from the embedder the query tower was trained from (--base)")
     corpus = corpus or [Passage(f"pair-{i}", p.group, "", p.positive) for i, p in enumerate(pairs)]
+    if is_routed(model):
+        if config.method != "query-tower":
+            raise InvalidInputError(f"the base is a query-tower embedder (a query and a document route); "
+                                    f"--method {config.method} adapts a single-route model",
+                                    expected="--method query-tower to go on from it",
+                                    fix="use --method query-tower, or --base the embedder the tower was trained from")
+        return _query_tower(model, pairs, config, corpus, on_step)  # its routes keep their IDF weights
     weighted = any(type(m).__name__ == "WordWeights" for m in model)  # a base adapted before keeps its weights
     if config.idf_alpha > 0 and not weighted:
         weights = idf_word_weights(model, list(dict.fromkeys(p.text for p in corpus)), config.idf_alpha)
@@ -304,16 +309,22 @@ def adapt(model: Any, pairs: list[Pair], config: EmbedderTrainConfig, corpus: li
     if config.method == "full":
         return model, fit(model, pairs, config, on_step)
     if config.method == "query-tower":
-        return fit_query_tower(model, pairs, [(p.text, p.doc_id) for p in corpus], layers=config.tower_layers,
-                               steps=config.max_steps, batch_size=config.batch_size,
-                               learning_rate=config.learning_rate, scale=config.scale, seed=config.seed,
-                               max_query_tokens=config.max_query_tokens, weight_decay=config.weight_decay,
-                               warmup_ratio=config.warmup_ratio, on_step=on_step)
+        return _query_tower(model, pairs, config, corpus, on_step)
     fitted = fit_adapter(model, pairs, steps=config.max_steps, batch_size=config.batch_size,
                          learning_rate=config.learning_rate, l2=config.adapter_l2, scale=config.scale,
                          seed=config.seed, corpus_negatives=config.corpus_negatives, on_step=on_step)
     attach_adapter(model, fitted)
     return model, fitted.metrics
+
+
+def _query_tower(model: Any, pairs: list[Pair], config: EmbedderTrainConfig, corpus: list[Passage],
+                 on_step: Callable[[int, float], None] | None) -> tuple[Any, dict[str, Any]]:
+    from pipelines.embedder_query_tower import fit_query_tower
+
+    return fit_query_tower(model, pairs, [(p.text, p.doc_id) for p in corpus], layers=config.tower_layers,
+                           steps=config.max_steps, batch_size=config.batch_size, learning_rate=config.learning_rate,
+                           scale=config.scale, seed=config.seed, max_query_tokens=config.max_query_tokens,
+                           weight_decay=config.weight_decay, warmup_ratio=config.warmup_ratio, on_step=on_step)
 
 
 def fit(model: Any, pairs: list[Pair], config: EmbedderTrainConfig,

@@ -82,16 +82,28 @@ def test_the_query_tower_tunes_queries_only_and_saves_as_one_routed_model(tmp_pa
     assert traced != loaded.encode_queries and np.allclose(traced(PROBE), queries, atol=1e-4)
 
 
-def test_the_query_tower_refuses_what_it_cannot_tune() -> None:
+def test_a_query_tower_goes_on_from_a_tower_and_refuses_what_it_cannot_tune() -> None:
     from pipelines.train_embedder import adapt
 
     pairs = corpus_pairs(_passages(), _config().pair_config())
+    bodies = [body for _, body in TOPICS.values()]
+    first, _ = adapt(_minilm(), pairs, _config(max_steps=10), corpus=_passages())
+    second, metrics = adapt(first, pairs, _config(max_steps=10, tower_layers=1, seed=5), corpus=_passages())
+    assert metrics["steps"] == 10 and [type(m).__name__ for m in second] == ["Router"]
+    kw = {"normalize_embeddings": True, "convert_to_numpy": True}
+    assert np.allclose(second.encode(bodies, **kw), first.encode(bodies, **kw), atol=1e-6)  # same passage vectors
+    assert not np.allclose(second.encode_query(PROBE, **kw), first.encode_query(PROBE, **kw), atol=1e-4)
+    routes = second[0].sub_modules
+    trained = [n for n, p in routes["query"].named_parameters() if
+               not p.detach().equal(dict(first[0].sub_modules["query"].named_parameters())[n].detach())]
+    assert trained and all(".layer.5." in n for n in trained)  # from the first tower, its top layer only
+
+    with pytest.raises(InvalidInputError, match="--method adapter") as refused:
+        adapt(first, pairs, _config(method="adapter", max_steps=1), corpus=_passages())
+    assert "--method query-tower" in refused.value.fix
     with pytest.raises(InvalidInputError, match="tower_layers=7") as refused:
         adapt(_minilm(), pairs, _config(tower_layers=7), corpus=_passages())
     assert "1 to 6" in str(refused.value)
-    routed, _ = adapt(_minilm(), pairs, _config(max_steps=1), corpus=_passages())
-    with pytest.raises(InvalidInputError, match="query-tower embedder"):
-        adapt(routed, pairs, _config(max_steps=1), corpus=_passages())
     with pytest.raises(InvalidInputError, match="tower_layers=0"):
         _config(tower_layers=0)
 
