@@ -73,8 +73,9 @@ def train(
     """Adapt the embedder to an index's chunks (+ labels) and register an embedder version.
 
     Default: mean pooling weighted by the index's token IDF, and a residual linear adapter over the frozen
-    encoder fitted on pseudo-queries -> chunk pairs against the corpus' other chunks (--method full fine-tunes
-    every weight; --device cuda)."""
+    encoder fitted on pseudo-queries -> chunk pairs against the corpus' other chunks. --method query-tower tunes
+    the top layers of a query copy of the encoder against every chunk's frozen vector (the larger gain, minutes
+    of CPU); --method full fine-tunes every weight (--device cuda)."""
     with reporting_errors(as_json):
         from llmfti.config import load_settings
         from pipelines.train_embedder import (
