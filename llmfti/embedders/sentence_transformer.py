@@ -96,7 +96,9 @@ class SentenceTransformerEmbedder:
         (llmfti/embedders/traced.py), else :meth:`encode_queries` itself."""
         from llmfti.embedders.traced import traced_encoder
 
-        return traced_encoder(self._query_route() if self.routed else self._model) or self.encode_queries
+        if self.routed:
+            return traced_encoder(self._query_route()) or self.encode_queries
+        return traced_encoder(self._model) or self.encode
 
     def _query_route(self) -> object:
         """The query route of a routed model as a plain model of its own (same module objects, no copy)."""
