@@ -79,7 +79,7 @@ import numpy as np
 
 from benchmarks import squad
 from benchmarks.reporting import print_table, save
-from pipelines.embedder_query_tower import encode_queries
+from pipelines.embedder_query_tower import encode_model_queries
 
 
 def retrieval(model: Any, passages: list[str], questions: list[str], gold: list[int]) -> dict[str, float]:
@@ -87,7 +87,7 @@ def retrieval(model: Any, passages: list[str], questions: list[str], gold: list[
     encode = {"normalize_embeddings": True, "convert_to_numpy": True, "show_progress_bar": False, "batch_size": 32}
     started = time.perf_counter()
     p = np.asarray(model.encode(passages, **encode), dtype=np.float32)
-    q = np.asarray(encode_queries(model, questions, **encode), dtype=np.float32)  # a query tower's query route
+    q = np.asarray(encode_model_queries(model, questions, **encode), dtype=np.float32)  # a query tower's query route
     scores = q @ p.T
     gold_scores = scores[np.arange(len(gold)), gold]
     ranks = (scores > gold_scores[:, None]).sum(axis=1) + 1

@@ -40,6 +40,7 @@ from typing import Any
 
 from llmfti.errors import InvalidInputError
 from pipelines.embedder_pairs import Pair, StepBatches
+from pipelines.encoder_optimizer import loss_summary
 
 
 @dataclass(frozen=True)
@@ -121,11 +122,9 @@ def fit_adapter(model: Any, pairs: Sequence[Pair], *, steps: int, batch_size: in
         if on_step is not None:
             on_step(step, curve[-1])
     weight = (torch.eye(dim) + delta.detach()).T.contiguous()
-    metrics = {"steps": len(curve), "epochs_started": plan.epochs, "encode_seconds": round(encode_seconds, 2),
-               "train_seconds": round(time.perf_counter() - started, 2), "first_loss": curve[0],
-               "final_loss": round(sum(curve[-5:]) / len(curve[-5:]), 4),
-               "adapter_delta_norm": round(float(delta.detach().norm()), 4),
-               "loss_curve": curve if len(curve) <= 200 else curve[:: -(-len(curve) // 200)]}
+    metrics = {"epochs_started": plan.epochs, "encode_seconds": round(encode_seconds, 2),
+               "train_seconds": round(time.perf_counter() - started, 2), **loss_summary(curve),
+               "adapter_delta_norm": round(float(delta.detach().norm()), 4)}
     return AdapterFit(weight, bias.detach().clone(), metrics)
 
 

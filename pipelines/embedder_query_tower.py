@@ -35,8 +35,10 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from llmfti.embedders.sentence_transformer import routes
 from llmfti.errors import InvalidInputError
 from pipelines.embedder_pairs import Pair, StepBatches
+from pipelines.encoder_optimizer import EncoderOptimizer, loss_summary
 
 
 def fit_query_tower(model: Any, pairs: Sequence[Pair], corpus: Sequence[tuple[str, str]], *, layers: int,
@@ -53,9 +55,9 @@ def fit_query_tower(model: Any, pairs: Sequence[Pair], corpus: Sequence[tuple[st
     from sentence_transformers.sentence_transformer.modules import Router
 
     document, start = list(model), list(model)
-    if is_routed(model):
-        routes = next(m for m in model if type(m).__name__ == "Router").sub_modules
-        document, start = list(routes["document"]), list(routes["query"])
+    routed = routes(model)
+    if routed is not None:
+        document, start = list(routed["document"]), list(routed["query"])
         model = SentenceTransformer(modules=document, device=str(model.device))
     transformer = start[0]
     encoder_layers = _encoder_layers(transformer)
@@ -90,16 +92,12 @@ def fit_query_tower(model: Any, pairs: Sequence[Pair], corpus: Sequence[tuple[st
         for p in layer.parameters():
             p.requires_grad_(True)
     query.max_seq_length = min(model.max_seq_length, max_query_tokens)
-    params = [p for p in query.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=learning_rate, weight_decay=weight_decay)
-    warmup = max(1, int(steps * warmup_ratio))
-    schedule = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda s: min((s + 1) / warmup, max(0.0, (steps - s) / max(1, steps - warmup))))
+    optimizer = EncoderOptimizer((p for p in query.parameters() if p.requires_grad), steps=steps,
+                                 learning_rate=learning_rate, weight_decay=weight_decay, warmup_ratio=warmup_ratio)
     by_group: dict[str, list[int]] = {}
     for i, g in enumerate(candidate_groups):
         by_group.setdefault(g, []).append(i)
 
-    curve: list[float] = []
     plan = StepBatches(pairs, batch_size, seed, steps)
     query.train()
     try:
@@ -113,15 +111,9 @@ def fit_query_tower(model: Any, pairs: Sequence[Pair], corpus: Sequence[tuple[st
             for i, p in enumerate(batch):  # the query's own document's other passages are no negatives
                 mask[i, by_group.get(p.group, [])] = True
             mask[torch.arange(len(batch)), target] = False
-            loss = F.cross_entropy(logits.masked_fill(mask, float("-inf")), target)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(params, 1.0)
-            optimizer.step()
-            schedule.step()
-            optimizer.zero_grad()
-            curve.append(round(float(loss.detach()), 4))
+            loss = optimizer.step(F.cross_entropy(logits.masked_fill(mask, float("-inf")), target))
             if on_step is not None:
-                on_step(step, curve[-1])
+                on_step(step, loss)
     finally:
         query.eval()
     for p in query.parameters():
@@ -130,19 +122,18 @@ def fit_query_tower(model: Any, pairs: Sequence[Pair], corpus: Sequence[tuple[st
     routed = SentenceTransformer(
         modules=[Router.for_query_document(query_modules=list(query), document_modules=document)],
         device=str(model.device))
-    metrics = {"steps": len(curve), "epochs_started": plan.epochs, "encode_seconds": round(encode_seconds, 2),
+    metrics = {"epochs_started": plan.epochs, "encode_seconds": round(encode_seconds, 2),
                "train_seconds": round(time.perf_counter() - started, 2), "candidates": len(texts),
-               "first_loss": curve[0], "final_loss": round(sum(curve[-5:]) / len(curve[-5:]), 4),
-               "loss_curve": curve if len(curve) <= 200 else curve[:: -(-len(curve) // 200)]}
+               **loss_summary(optimizer.curve)}
     return routed, metrics
 
 
 def is_routed(model: Any) -> bool:
     """Whether a sentence-transformers model has a query and a document route (a query tower)."""
-    return any(type(m).__name__ == "Router" for m in model)
+    return routes(model) is not None
 
 
-def encode_queries(model: Any, texts: Sequence[str], **kwargs: Any) -> Any:
+def encode_model_queries(model: Any, texts: Sequence[str], **kwargs: Any) -> Any:
     """``model.encode`` of search queries: by the query route of a routed model (plain ``encode`` otherwise, as
     the index's embedder encodes them: no query prompt the model's config may name)."""
     return model.encode_query(list(texts), **kwargs) if is_routed(model) else model.encode(list(texts), **kwargs)

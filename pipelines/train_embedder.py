@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 import random
 import time
 from collections import Counter
@@ -46,6 +45,7 @@ from pipelines.embedder_pairs import (
     file_pairs,
     qrels_pairs,
 )
+from pipelines.encoder_optimizer import EncoderOptimizer, loss_summary
 
 DEFAULT_MODEL_NAME = "embedder"
 OBJECTIVE = "MultipleNegativesRankingLoss (in-batch negatives)"
@@ -240,9 +240,9 @@ def mine_hard_negatives(model: Any, pairs: list[Pair], passages: list[Passage], 
     """Each pair gets the base model's best-ranked passage of another document as its negative."""
     import numpy as np
 
-    from pipelines.embedder_query_tower import encode_queries
+    from pipelines.embedder_query_tower import encode_model_queries
 
-    anchors = encode_queries(model, [p.anchor for p in pairs], batch_size=64, normalize_embeddings=True,
+    anchors = encode_model_queries(model, [p.anchor for p in pairs], batch_size=64, normalize_embeddings=True,
                              convert_to_numpy=True, show_progress_bar=False)
     scores = np.asarray(anchors, dtype=np.float32) @ vectors.T
     out = []
@@ -270,12 +270,12 @@ def heldout_mrr(model: Any, pairs: list[Pair], k: int = 10) -> float | None:
     """MRR@k of each held-out anchor against all held-out positives (label-free sanity score)."""
     import numpy as np
 
-    from pipelines.embedder_query_tower import encode_queries
+    from pipelines.embedder_query_tower import encode_model_queries
 
     if len(pairs) < 2:
         return None
     encode = {"normalize_embeddings": True, "convert_to_numpy": True, "show_progress_bar": False, "batch_size": 64}
-    a = np.asarray(encode_queries(model, [p.anchor for p in pairs], **encode))
+    a = np.asarray(encode_model_queries(model, [p.anchor for p in pairs], **encode))
     b = np.asarray(model.encode([p.positive for p in pairs], **encode))
     ranks = (a @ b.T > np.diag(a @ b.T)[:, None]).sum(axis=1) + 1
     return round(float(np.mean([1.0 / r if r <= k else 0.0 for r in ranks])), 4)
@@ -336,15 +336,12 @@ def fit(model: Any, pairs: list[Pair], config: EmbedderTrainConfig,
 
     torch.manual_seed(config.seed)
     loss_fn = MultipleNegativesRankingLoss(model, scale=config.scale)
-    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=config.learning_rate,
-                                  weight_decay=config.weight_decay)
-    warmup = max(1, int(config.max_steps * config.warmup_ratio))
-    schedule = torch.optim.lr_scheduler.LambdaLR(
-        optimizer,
-        lambda s: min((s + 1) / warmup, max(0.0, (config.max_steps - s) / max(1, config.max_steps - warmup))))
+    optimizer = EncoderOptimizer((p for p in model.parameters() if p.requires_grad), steps=config.max_steps,
+                                 learning_rate=config.learning_rate, weight_decay=config.weight_decay,
+                                 warmup_ratio=config.warmup_ratio)
     saved_length = model.max_seq_length
     model.max_seq_length = min(saved_length, config.max_seq_length)
-    curve, started = [], time.perf_counter()
+    started = time.perf_counter()
     plan = StepBatches(pairs, config.batch_size, config.seed, config.max_steps)
     model.train()
     try:
@@ -354,22 +351,14 @@ def fit(model: Any, pairs: list[Pair], config: EmbedderTrainConfig,
                 columns.append([p.negative for p in batch])
             features = [{k: v.to(model.device) if hasattr(v, "to") else v
                          for k, v in model.preprocess(c).items()} for c in columns]
-            loss = loss_fn(features, labels=None)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], 1.0)
-            optimizer.step()
-            schedule.step()
-            optimizer.zero_grad()
-            curve.append(round(float(loss.detach()), 4))
+            loss = optimizer.step(loss_fn(features, labels=None))
             if on_step is not None:
-                on_step(step, curve[-1])
+                on_step(step, loss)
     finally:
         model.max_seq_length = saved_length  # the saved model keeps the base's limit (same chunking, same record)
         model.eval()
     seconds = time.perf_counter() - started
-    return {"steps": len(curve), "epochs_started": plan.epochs, "train_seconds": round(seconds, 2),
-            "first_loss": curve[0], "final_loss": round(sum(curve[-5:]) / len(curve[-5:]), 4),
-            "loss_curve": curve if len(curve) <= 200 else curve[:: math.ceil(len(curve) / 200)]}
+    return {"epochs_started": plan.epochs, "train_seconds": round(seconds, 2), **loss_summary(optimizer.curve)}
 
 
 # -- the pipeline --------------------------------------------------------------------------------

